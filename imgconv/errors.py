@@ -1,0 +1,28 @@
+"""The exceptions imgconv raises for problems a user can fix.
+
+Every message is one line that names the culprit (a file, a catalog entry, a
+parameter); the CLI prints it as is.
+"""
+
+
+class ImgconvError(Exception):
+    """Base class of every error imgconv reports to its users."""
+
+
+class CatalogError(ImgconvError, ValueError):
+    """A kernel catalog, an entry in it, or a parameter given to one is invalid."""
+
+
+class ImageError(ImgconvError):
+    """An image cannot be read, interpreted or written."""
+
+
+class BackendError(ImgconvError):
+    """The requested compute backend is not available."""
+
+
+class ImgconvWarning(UserWarning):
+    """Something was done differently from what was asked, and the user should know.
+
+    For example an ICC profile dropped because the output's colour mode cannot use it.
+    """
