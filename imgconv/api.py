@@ -1,0 +1,268 @@
+"""The library API: ``convolve`` an array with a kernel, ``apply_filter`` a
+catalog filter.  Inputs are validated here, once; the compiled backends are
+imported only when there is work for them."""
+
+import numbers
+
+import numpy as np
+
+from imgconv import borders
+from imgconv.plan import make_plan
+
+ALPHA_POLICIES = ("premultiplied", "separate", "ignore")
+OUT_RANGES = ("clip", "abs", "offset", "normalize")
+
+# A filter "preserves flat areas" (and so also filters alpha) when its kernel sums to 1.
+_UNIT_SUM_TOLERANCE = 1e-6
+
+
+def _as_image(image):
+    array = np.asarray(image)
+    if array.dtype.kind not in "biuf":
+        raise ValueError(f"image must hold real numbers, got dtype {array.dtype}")
+    if array.ndim not in (2, 3):
+        raise ValueError(f"image must be 2-D (H, W) or 3-D (H, W, C), got shape {array.shape}")
+    return array
+
+
+def _as_kernel(kernel):
+    array = np.asarray(kernel)
+    if array.dtype.kind not in "biuf":
+        raise ValueError(f"kernel must hold real numbers, got dtype {array.dtype}")
+    if array.ndim != 2:
+        raise ValueError(f"kernel must be 2-D, got shape {array.shape}")
+    if array.size == 0:
+        raise ValueError(f"kernel is empty (shape {array.shape})")
+    array = array.astype(np.float64)
+    if not np.all(np.isfinite(array)):
+        raise ValueError("kernel contains NaN or infinite values")
+    return array
+
+
+def _as_cval(cval):
+    if isinstance(cval, bool) or not isinstance(cval, numbers.Real) or not np.isfinite(cval):
+        raise ValueError(f"cval must be a finite number, got {cval!r}")
+    return float(cval)
+
+
+def _planes(array):
+    """The image as a list of C-contiguous float32 planes, one per channel."""
+    if array.ndim == 2:
+        return [np.ascontiguousarray(array, dtype=np.float32)]
+    return [np.ascontiguousarray(array[..., c], dtype=np.float32) for c in range(array.shape[2])]
+
+
+def _run(plan, plane, kernel, mode, cval):
+    from imgconv import cpu  # numba is imported only when there is work
+
+    if plan.strategy == "separable":
+        column, row = plan.factors
+        return cpu.convolve_separable(plane, column, row, mode, cval)
+    return cpu.convolve_direct(plane, kernel, mode, cval)
+
+
+def _convolve_planes(planes, kernel, mode, cval, backend, strategy, factors=None):
+    plan = make_plan(kernel, planes[0].shape, backend=backend, strategy=strategy, factors=factors)
+    if planes[0].size == 0:
+        return [np.zeros(p.shape, np.float32) for p in planes], plan
+    return [_run(plan, p, kernel, mode, cval) for p in planes], plan
+
+
+def _stack(planes, ndim):
+    return planes[0] if ndim == 2 else np.stack(planes, axis=-1)
+
+
+def convolve(image, kernel, *, mode="reflect", cval=0.0, backend="auto", strategy="auto", explain=False):
+    """Convolve an image with a 2-D kernel, exactly as ``scipy.ndimage.convolve``.
+
+    ``out[i, j] = sum_{u, v} kernel[u, v] * image[i - u + kh // 2, j - v + kw // 2]``
+    (the kernel is flipped: true convolution), with positions outside the
+    image read according to ``mode``.
+
+    Parameters
+    ----------
+    image : array_like, shape (H, W) or (H, W, C)
+        Any real dtype and any strides; channels are filtered independently.
+        Never modified.
+    kernel : array_like, 2-D
+        Finite weights of any size, also larger than the image.
+    mode : {"reflect", "mirror", "nearest", "wrap", "constant"}
+        Border handling, scipy's names; OpenCV/numpy aliases (``reflect101``,
+        ``replicate``, ``symmetric``, ...) are accepted.
+    cval : float
+        The value outside the image in ``constant`` mode.
+    backend : {"auto", "cpu", "cuda"}
+    strategy : {"auto", "direct", "separable"}
+        "auto" lets the planner choose; the others force a strategy.
+    explain : bool
+        Also return the :class:`imgconv.plan.Plan` that ran.
+
+    Returns
+    -------
+    ndarray of float32, the shape of ``image`` (and the plan when ``explain``).
+    """
+    array = _as_image(image)
+    weights = _as_kernel(kernel)
+    mode = borders.canonical_mode(mode)
+    cval = _as_cval(cval)
+    planes, plan = _convolve_planes(_planes(array), weights, mode, cval, backend, strategy)
+    result = _stack(planes, array.ndim)
+    return (result, plan) if explain else result
+
+
+def full_scale(dtype):
+    """The value that means "full intensity" for a dtype: 255 for uint8,
+    65535 for uint16, 1.0 for floating point."""
+    dtype = np.dtype(dtype)
+    if dtype.kind in "iu":
+        return float(np.iinfo(dtype).max)
+    return 1.0
+
+
+def _to_dtype(values, dtype):
+    """Round and clip float32 values to an image dtype, only at the very end."""
+    dtype = np.dtype(dtype)
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return np.clip(np.rint(values), info.min, info.max).astype(dtype)
+    return values.astype(dtype)
+
+
+def _map_range(values, out_range, scale, dtype):
+    """Map signed filter results to pixel values (``out_range``)."""
+    if out_range == "abs":
+        values = np.abs(values)
+    elif out_range == "offset":
+        values = values + np.float32(scale / 2)
+    elif out_range == "normalize":
+        low, high = float(values.min(initial=0.0)), float(values.max(initial=0.0))
+        if values.size and high > low:
+            values = (values - np.float32(low)) * np.float32(scale / (high - low))
+    if np.dtype(dtype).kind in "iu":
+        info = np.iinfo(dtype)
+        values = np.clip(values, info.min, info.max)
+    return values
+
+
+def _preserves_flat_areas(flt):
+    return flt.combine == "single" and abs(float(flt.kernels[0].matrix.sum()) - 1.0) <= _UNIT_SUM_TOLERANCE
+
+
+def _filter_planes(flt, planes, mode, cval, backend, strategy):
+    """Run every kernel of ``flt`` over ``planes`` and combine the results."""
+    results = []
+    for kernel in flt.kernels:
+        factors = kernel.factors if strategy == "auto" else None
+        out, _ = _convolve_planes(planes, kernel.matrix, mode, cval, backend, strategy, factors)
+        results.append(out)
+    if flt.combine == "single":
+        return results[0]
+    if flt.combine == "magnitude":
+        return [np.sqrt(sum(r[c] * r[c] for r in results)) for c in range(len(planes))]
+    raise ValueError(f"filter {flt.name!r}: unknown combine {flt.combine!r}")
+
+
+def apply_filter(
+    image,
+    flt,
+    *,
+    mode="reflect",
+    cval=0.0,
+    backend="auto",
+    strategy="auto",
+    alpha="premultiplied",
+    has_alpha=None,
+    out_range=None,
+    catalog=None,
+    **params,
+):
+    """Apply a catalog filter to an image and return it in the image's dtype.
+
+    Parameters
+    ----------
+    image : array_like, shape (H, W) or (H, W, C)
+        Integer images are filtered in their own units (0..255, 0..65535) and
+        rounded and clipped back only at the end; float images stay float.
+    flt : str or imgconv.catalog.Filter
+        A catalog name (resolved with ``params``) or a resolved filter.
+    mode, cval, backend, strategy
+        As for :func:`convolve`.  ``cval`` is in the image's units.
+    alpha : {"premultiplied", "separate", "ignore"}
+        How the alpha channel is treated.  "premultiplied": colour is
+        multiplied by alpha before filtering and divided by the filtered alpha
+        after (no dark fringes at transparent edges); alpha itself is filtered
+        when the filter preserves flat areas (a single kernel summing to 1),
+        and kept otherwise, so an edge detector does not erase it.
+        "separate": every channel, alpha too, is filtered on its own.
+        "ignore": colour is filtered as stored and alpha is copied unchanged.
+    has_alpha : bool, optional
+        Whether the last channel is alpha; by default, for 2 and 4 channels.
+    out_range : {"clip", "abs", "offset", "normalize"}, optional
+        How signed results become pixels (default: the filter's own):
+        clip to the dtype's range, take the absolute value, add half of full
+        scale (zero becomes mid-grey), or stretch min..max to the full range.
+        Floating-point images are not clipped.
+    catalog : imgconv.catalog.Catalog, optional
+        Where to look ``flt`` up; the built-in catalog (plus ``IMGCONV_CATALOG``) by default.
+    **params
+        The filter's parameters, e.g. ``sigma=2.0``.
+    """
+    array = _as_image(image)
+    if array.dtype.kind == "b":
+        raise ValueError("boolean images are not supported: convert to uint8 or float first")
+    if isinstance(flt, str):
+        if catalog is None:
+            from imgconv.catalog import load_catalog
+
+            catalog = load_catalog()
+        flt = catalog.resolve(flt, params)
+    elif params:
+        raise ValueError(f"parameters {sorted(params)} given with an already resolved filter")
+    if alpha not in ALPHA_POLICIES:
+        raise ValueError(f"alpha must be one of {', '.join(ALPHA_POLICIES)}, got {alpha!r}")
+    out_range = flt.out_range if out_range is None else out_range
+    if out_range not in OUT_RANGES:
+        raise ValueError(f"out_range must be one of {', '.join(OUT_RANGES)}, got {out_range!r}")
+    mode = borders.canonical_mode(mode)
+    cval = _as_cval(cval)
+    channels = 1 if array.ndim == 2 else array.shape[2]
+    if has_alpha is None:
+        has_alpha = channels in (2, 4)
+    if has_alpha and channels < 2:
+        raise ValueError(f"has_alpha needs at least 2 channels, the image has {channels}")
+
+    scale = full_scale(array.dtype)
+    planes = _planes(array)
+    colour = planes[:-1] if has_alpha else planes
+    filter_args = (mode, cval, backend, strategy)
+
+    if has_alpha and alpha == "premultiplied":
+        opacity = planes[-1] * np.float32(1.0 / scale)
+        filtered = _filter_planes(flt, [c * opacity for c in colour], *filter_args)
+        if _preserves_flat_areas(flt):
+            # Beyond the image the border colour is opaque, so an opaque RGBA
+            # image filters exactly like the same RGB image.
+            (new_opacity,) = _filter_planes(flt, [opacity], mode, 1.0, backend, strategy)
+            np.clip(new_opacity, 0.0, 1.0, out=new_opacity)
+        else:
+            new_opacity = opacity
+        visible = new_opacity > 1e-6
+        safe = np.where(visible, new_opacity, np.float32(1.0))
+        filtered = [np.where(visible, f / safe, np.float32(0.0)) for f in filtered]
+        new_alpha = new_opacity * np.float32(scale)
+    elif has_alpha and alpha == "separate":
+        filtered = _filter_planes(flt, colour, *filter_args)
+        (new_alpha,) = _filter_planes(flt, [planes[-1]], *filter_args)
+        new_alpha = np.clip(new_alpha, 0.0, scale)
+    else:
+        filtered = _filter_planes(flt, colour, *filter_args)
+        new_alpha = planes[-1] if has_alpha else None
+
+    if flt.bias:
+        filtered = [f + np.float32(flt.bias * scale) for f in filtered]
+    mapped = _map_range(_stack(filtered, 3), out_range, scale, array.dtype)
+    if array.ndim == 2:
+        mapped = mapped[..., 0]
+    elif has_alpha:
+        mapped = np.concatenate([mapped, new_alpha[..., None]], axis=-1)
+    return _to_dtype(mapped, array.dtype)

@@ -1,0 +1,113 @@
+"""Border modes: their names, and where an index outside the image reads from.
+
+The modes and their names follow ``scipy.ndimage``; for an image row
+``a b c d`` the values read beyond its left edge are:
+
+========  ===================  =========================================
+mode      beyond the edge      meaning
+========  ===================  =========================================
+reflect   ``d c b a | a b c d``  half-sample symmetric: the edge repeats
+mirror    ``d c b | a b c d``    whole-sample symmetric: the edge does not
+nearest   ``a a a | a b c d``    the edge value repeats
+wrap      ``b c d | a b c d``    periodic
+constant  ``k k k | a b c d``    a constant ``k`` (``cval``)
+========  ===================  =========================================
+
+Each mode is periodic (or constant) far from the image too, so kernels larger
+than the image are well defined.  ``map_index`` is written once, in plain
+Python, so every backend compiles the same arithmetic.
+"""
+
+import numpy as np
+
+REFLECT = 0
+MIRROR = 1
+NEAREST = 2
+WRAP = 3
+CONSTANT = 4
+
+MODES = {"reflect": REFLECT, "mirror": MIRROR, "nearest": NEAREST, "wrap": WRAP, "constant": CONSTANT}
+
+# Other libraries' names for the same modes (OpenCV, numpy.pad, scipy's grid-*).
+ALIASES = {
+    "symmetric": "reflect",
+    "grid-mirror": "reflect",
+    "reflect101": "mirror",
+    "reflect-101": "mirror",
+    "reflect_101": "mirror",
+    "replicate": "nearest",
+    "edge": "nearest",
+    "grid-wrap": "wrap",
+    "periodic": "wrap",
+    "grid-constant": "constant",
+}
+
+
+def canonical_mode(mode):
+    """Return the scipy-style name of a border mode given by name or alias.
+
+    Raises
+    ------
+    ValueError
+        When ``mode`` is not a known mode name or alias.
+    """
+    if isinstance(mode, str):
+        name = mode.strip().lower()
+        name = ALIASES.get(name, name)
+        if name in MODES:
+            return name
+    known = ", ".join(MODES)
+    raise ValueError(f"unknown border mode {mode!r} (use one of {known}; aliases: {', '.join(ALIASES)})")
+
+
+def mode_code(mode):
+    """The integer code the compiled kernels use for ``mode`` (a name or alias)."""
+    return MODES[canonical_mode(mode)]
+
+
+def map_index(p, n, mode):
+    """Where position ``p`` of a line of length ``n`` reads from under ``mode``.
+
+    Returns an index in ``[0, n)``, or -1 for ``constant`` mode outside the
+    line (the caller substitutes ``cval``).  ``n`` must be at least 1.
+    Compiled by each backend; keep it to integer arithmetic.
+    """
+    if p >= 0 and p < n:
+        return p
+    if mode == REFLECT:
+        period = 2 * n
+        q = p % period
+        if q >= n:
+            q = period - 1 - q
+        return q
+    if mode == MIRROR:
+        if n == 1:
+            return 0
+        period = 2 * n - 2
+        q = p % period
+        if q >= n:
+            q = period - q
+        return q
+    if mode == NEAREST:
+        if p < 0:
+            return 0
+        return n - 1
+    if mode == WRAP:
+        return p % n
+    return -1
+
+
+def index_map(n, before, after, mode):
+    """Source indices for positions ``-before .. n + after - 1`` of a line of length ``n``.
+
+    The result has ``before + n + after`` entries (int64); -1 marks a constant
+    border.  Built once per call and shared by every row, so the compiled
+    loops do no modular arithmetic.
+    """
+    code = mode_code(mode) if isinstance(mode, str) else int(mode)
+    # Only the border parts need the mapping; the middle is the identity.
+    left = [map_index(p, n, code) for p in range(-before, 0)]
+    right = [map_index(p, n, code) for p in range(n, n + after)]
+    return np.concatenate(
+        [np.array(left, dtype=np.int64), np.arange(n, dtype=np.int64), np.array(right, dtype=np.int64)]
+    )

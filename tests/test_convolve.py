@@ -1,0 +1,187 @@
+"""imgconv.convolve against scipy.ndimage.convolve (float64) on fresh random data."""
+
+import numpy as np
+import pytest
+
+from conftest import MODES, assert_close_to_reference, plain_scipy_convolve, scipy_convolve
+
+import imgconv
+from imgconv.errors import BackendError
+from imgconv.plan import make_plan, rank1_factors
+
+KERNEL_SHAPES = [(1, 1), (2, 2), (3, 3), (4, 4), (5, 5), (1, 7), (6, 1), (3, 8), (9, 2), (15, 15), (14, 15)]
+IMAGE_SHAPES = [(1, 1), (1, 9), (8, 1), (2, 3), (17, 23), (40, 33)]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("kshape", KERNEL_SHAPES, ids=lambda s: f"k{s[0]}x{s[1]}")
+def test_matches_scipy_every_mode_and_kernel_shape(rng, mode, kshape):
+    kernel = rng.normal(size=kshape)
+    for shape in IMAGE_SHAPES:  # including images smaller than the kernel
+        image = rng.random(shape) * 255
+        cval = float(rng.normal() * 100)
+        assert_close_to_reference(imgconv.convolve(image, kernel, mode=mode, cval=cval), image, kernel, mode, cval)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("strategy", ["direct", "separable", "auto"])
+def test_every_strategy_matches_scipy(rng, mode, strategy):
+    for kshape in [(2, 2), (3, 5), (7, 7), (16, 4), (31, 31)]:
+        kernel = np.outer(rng.normal(size=kshape[0]), rng.normal(size=kshape[1]))
+        for shape in [(5, 4), (29, 31), (64, 3)]:
+            image = rng.random(shape)
+            got = imgconv.convolve(image, kernel, mode=mode, cval=0.25, strategy=strategy)
+            assert_close_to_reference(got, image, kernel, mode, 0.25)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_reference_is_scipy_where_scipy_is_right(rng, mode):
+    for shape, kshape in [((9, 8), (3, 3)), ((6, 7), (6, 4)), ((20, 5), (15, 15)), ((3, 3), (7, 7))]:
+        image, kernel = rng.random(shape), rng.normal(size=kshape)
+        np.testing.assert_allclose(
+            scipy_convolve(image, kernel, mode, 0.5), plain_scipy_convolve(image, kernel, mode, 0.5), atol=1e-12
+        )
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_kernel_much_larger_than_image(rng, mode):
+    image = rng.random((3, 2))
+    kernel = rng.normal(size=(25, 18))
+    assert_close_to_reference(imgconv.convolve(image, kernel, mode=mode, cval=-1.5), image, kernel, mode, -1.5)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.float32, np.float64, np.bool_])
+def test_any_real_dtype(rng, dtype):
+    if dtype is np.bool_:
+        image = rng.random((20, 21)) > 0.5
+    elif np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        image = rng.integers(info.min, info.max, size=(20, 21), endpoint=True).astype(dtype)
+    else:
+        image = (rng.random((20, 21)) * 2 - 1).astype(dtype)
+    kernel = rng.normal(size=(3, 4))
+    assert_close_to_reference(imgconv.convolve(image, kernel), image, kernel, "reflect")
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+def test_channels_filtered_independently(rng, channels):
+    image = rng.integers(0, 256, size=(19, 26, channels)).astype(np.uint8)
+    kernel = rng.normal(size=(5, 3))
+    got = imgconv.convolve(image, kernel, mode="wrap")
+    assert_close_to_reference(got, image, kernel, "wrap")
+    for c in range(channels):
+        np.testing.assert_array_equal(got[..., c], imgconv.convolve(image[..., c], kernel, mode="wrap"))
+
+
+def test_views_and_strides(rng):
+    base = rng.random((40, 50, 3))
+    kernel = rng.normal(size=(4, 3))
+    views = [
+        base[::2, ::3, 1],  # strided
+        base[::-1, :, 0],  # negative stride
+        base[..., 2].T,  # transposed
+        base[5:20, 7:9],  # a window, 3-D
+        np.asfortranarray(base[..., 0]),
+    ]
+    for view in views:
+        assert_close_to_reference(imgconv.convolve(view, kernel, mode="mirror"), view, kernel, "mirror")
+
+
+def test_input_never_modified_and_read_only_accepted(rng):
+    image = rng.random((16, 16)).astype(np.float32)
+    before = image.copy()
+    image.setflags(write=False)
+    out = imgconv.convolve(image, np.ones((3, 3)) / 9)
+    np.testing.assert_array_equal(image, before)
+    assert out is not image and not np.shares_memory(out, image)
+
+
+def test_identity_kernel_is_exact(rng):
+    image = rng.integers(0, 65536, size=(12, 9, 3)).astype(np.uint16)
+    for kernel in ([[1]], [[0, 0, 0], [0, 1, 0], [0, 0, 0]]):
+        np.testing.assert_array_equal(imgconv.convolve(image, kernel), image.astype(np.float32))
+
+
+def test_even_kernel_centre_is_scipys():
+    # An impulse shows where the kernel's centre lands: at index (kh // 2, kw // 2).
+    image = np.zeros((7, 7))
+    image[3, 3] = 1
+    kernel = np.arange(1, 13, dtype=float).reshape(3, 4)
+    out = imgconv.convolve(image, kernel, mode="constant")
+    np.testing.assert_array_equal(out[2:5, 1:5], kernel)
+
+
+def test_empty_image():
+    out = imgconv.convolve(np.zeros((0, 5)), np.ones((3, 3)))
+    assert out.shape == (0, 5) and out.dtype == np.float32
+
+
+def test_mode_aliases(rng):
+    image = rng.random((9, 8))
+    kernel = rng.normal(size=(5, 5))
+    for alias, mode in [("reflect101", "mirror"), ("replicate", "nearest"), ("symmetric", "reflect"), ("REFLECT", "reflect")]:
+        np.testing.assert_array_equal(imgconv.convolve(image, kernel, mode=alias), imgconv.convolve(image, kernel, mode=mode))
+
+
+@pytest.mark.parametrize(
+    "kernel, message",
+    [
+        ([[1.0, np.nan]], "NaN or infinite"),
+        ([[np.inf]], "NaN or infinite"),
+        (np.zeros((0, 3)), "empty"),
+        ([1, 2, 3], "2-D"),
+        (np.ones((2, 2, 2)), "2-D"),
+        ([["a"]], "real numbers"),
+    ],
+)
+def test_bad_kernels(kernel, message):
+    with pytest.raises(ValueError, match=message):
+        imgconv.convolve(np.zeros((4, 4)), kernel)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(mode="reflekt"), "unknown border mode 'reflekt'"),
+        (dict(mode=3), "unknown border mode 3"),
+        (dict(cval=float("nan")), "cval must be a finite number"),
+        (dict(cval="1"), "cval must be a finite number"),
+        (dict(backend="gpu"), "backend must be one of"),
+        (dict(strategy="fast"), "strategy must be one of"),
+    ],
+)
+def test_bad_options(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        imgconv.convolve(np.zeros((4, 4)), np.ones((3, 3)), **kwargs)
+
+
+@pytest.mark.parametrize("image", [np.zeros((4, 4), complex), np.zeros(4), np.zeros((2, 2, 2, 2)), "abc"])
+def test_bad_images(image):
+    with pytest.raises(ValueError, match="image must"):
+        imgconv.convolve(image, np.ones((3, 3)))
+
+
+def test_cuda_backend_is_a_clear_error():
+    with pytest.raises(BackendError, match="backend 'cpu'"):
+        imgconv.convolve(np.zeros((4, 4)), np.ones((3, 3)), backend="cuda")
+
+
+def test_separable_refused_for_full_rank_kernel(rng):
+    with pytest.raises(ValueError, match="rank-1"):
+        imgconv.convolve(np.zeros((4, 4)), rng.normal(size=(3, 3)), strategy="separable")
+
+
+def test_plan_explains_its_choice(rng):
+    gaussian = np.outer([1, 4, 6, 4, 1], [1, 4, 6, 4, 1]) / 256.0
+    out, plan = imgconv.convolve(np.zeros((8, 8)), gaussian, explain=True)
+    assert plan.strategy == "separable" and plan.backend == "cpu" and "rank 1" in plan.explain()
+    assert make_plan(rng.normal(size=(5, 5)), (8, 8)).strategy == "direct"
+    assert make_plan(gaussian, (8, 8), strategy="direct").strategy == "direct"
+
+
+def test_rank1_factors(rng):
+    column, row = rng.normal(size=6), rng.normal(size=4)
+    factors = rank1_factors(np.outer(column, row))
+    np.testing.assert_allclose(np.outer(*factors), np.outer(column, row), atol=1e-12)
+    assert rank1_factors(np.outer(column, row) + 1e-3 * rng.normal(size=(6, 4))) is None
+    assert rank1_factors(np.zeros((3, 3))) is None
