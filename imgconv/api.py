@@ -190,7 +190,8 @@ def apply_filter(
     alpha : {"premultiplied", "separate", "ignore"}
         How the alpha channel is treated.  "premultiplied": colour is
         multiplied by alpha before filtering and divided by the filtered alpha
-        after (no dark fringes at transparent edges); alpha itself is filtered
+        after (no dark fringes at transparent edges; where the result is
+        fully transparent, its colour is filtered straight); alpha itself is filtered
         when the filter preserves flat areas (a single kernel summing to 1),
         and kept otherwise, so an edge detector does not erase it.
         "separate": every channel, alpha too, is filtered on its own.
@@ -248,7 +249,13 @@ def apply_filter(
             new_opacity = opacity
         visible = new_opacity > 1e-6
         safe = np.where(visible, new_opacity, np.float32(1.0))
-        filtered = [np.where(visible, f / safe, np.float32(0.0)) for f in filtered]
+        if visible.all():
+            filtered = [f / safe for f in filtered]
+        else:
+            # Where the result is fully transparent its colour is invisible but
+            # kept meaningful (and an identity filter exact): filter it straight.
+            straight = _filter_planes(flt, colour, *filter_args)
+            filtered = [np.where(visible, f / safe, s) for f, s in zip(filtered, straight)]
         new_alpha = new_opacity * np.float32(scale)
     elif has_alpha and alpha == "separate":
         filtered = _filter_planes(flt, colour, *filter_args)
