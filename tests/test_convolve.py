@@ -1,6 +1,8 @@
 """imgconv.convolve against scipy.ndimage.convolve (float64) on fresh random data."""
 
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import pytest
 
 from conftest import MODES, assert_close_to_reference, plain_scipy_convolve, scipy_convolve
@@ -185,3 +187,17 @@ def test_rank1_factors(rng):
     np.testing.assert_allclose(np.outer(*factors), np.outer(column, row), atol=1e-12)
     assert rank1_factors(np.outer(column, row) + 1e-3 * rng.normal(size=(6, 4))) is None
     assert rank1_factors(np.zeros((3, 3))) is None
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    image_shape=st.tuples(st.integers(1, 12), st.integers(1, 12)),
+    kernel_shape=st.tuples(st.integers(1, 9), st.integers(1, 9)),
+    mode=st.sampled_from(MODES),
+    cval=st.floats(-10, 10),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_any_shape_any_mode_property(image_shape, kernel_shape, mode, cval, seed):
+    rng = np.random.default_rng(seed)
+    image, kernel = rng.normal(size=image_shape), rng.normal(size=kernel_shape)
+    assert_close_to_reference(imgconv.convolve(image, kernel, mode=mode, cval=cval), image, kernel, mode, cval)
