@@ -45,31 +45,21 @@ def _as_cval(cval):
     return float(cval)
 
 
-def _planes(array):
-    """The image as a list of C-contiguous float32 planes, one per channel."""
-    if array.ndim == 2:
-        return [np.ascontiguousarray(array, dtype=np.float32)]
-    return [np.ascontiguousarray(array[..., c], dtype=np.float32) for c in range(array.shape[2])]
-
-
-def _run(plan, plane, kernel, mode, cval):
+def _run(plan, image, kernel, mode, cval):
     from imgconv import cpu  # numba is imported only when there is work
 
     if plan.strategy == "separable":
         column, row = plan.factors
-        return cpu.convolve_separable(plane, column, row, mode, cval)
-    return cpu.convolve_direct(plane, kernel, mode, cval)
+        return cpu.convolve_separable(image, column, row, mode, cval)
+    return cpu.convolve_direct(image, kernel, mode, cval)
 
 
-def _convolve_planes(planes, kernel, mode, cval, backend, strategy, factors=None):
-    plan = make_plan(kernel, planes[0].shape, backend=backend, strategy=strategy, factors=factors)
-    if planes[0].size == 0:
-        return [np.zeros(p.shape, np.float32) for p in planes], plan
-    return [_run(plan, p, kernel, mode, cval) for p in planes], plan
-
-
-def _stack(planes, ndim):
-    return planes[0] if ndim == 2 else np.stack(planes, axis=-1)
+def _convolve_array(image, kernel, mode, cval, backend, strategy, factors=None):
+    """Convolve every channel of a validated image; float32 result and the plan."""
+    plan = make_plan(kernel, image.shape, backend=backend, strategy=strategy, factors=factors)
+    if image.size == 0:
+        return np.zeros(image.shape, np.float32), plan
+    return _run(plan, image, kernel, mode, cval), plan
 
 
 def convolve(image, kernel, *, mode="reflect", cval=0.0, backend="auto", strategy="auto", explain=False):
@@ -105,8 +95,7 @@ def convolve(image, kernel, *, mode="reflect", cval=0.0, backend="auto", strateg
     weights = _as_kernel(kernel)
     mode = borders.canonical_mode(mode)
     cval = _as_cval(cval)
-    planes, plan = _convolve_planes(_planes(array), weights, mode, cval, backend, strategy)
-    result = _stack(planes, array.ndim)
+    result, plan = _convolve_array(array, weights, mode, cval, backend, strategy)
     return (result, plan) if explain else result
 
 
@@ -148,17 +137,20 @@ def _preserves_flat_areas(flt):
     return flt.combine == "single" and abs(float(flt.kernels[0].matrix.sum()) - 1.0) <= _UNIT_SUM_TOLERANCE
 
 
-def _filter_planes(flt, planes, mode, cval, backend, strategy):
-    """Run every kernel of ``flt`` over ``planes`` and combine the results."""
+def _filter_array(flt, image, mode, cval, backend, strategy):
+    """Run every kernel of ``flt`` over ``image`` and combine the results (float32)."""
     results = []
     for kernel in flt.kernels:
         factors = kernel.factors if strategy == "auto" else None
-        out, _ = _convolve_planes(planes, kernel.matrix, mode, cval, backend, strategy, factors)
+        out, _ = _convolve_array(image, kernel.matrix, mode, cval, backend, strategy, factors)
         results.append(out)
     if flt.combine == "single":
         return results[0]
     if flt.combine == "magnitude":
-        return [np.sqrt(sum(r[c] * r[c] for r in results)) for c in range(len(planes))]
+        total = results[0] * results[0]
+        for r in results[1:]:
+            total += r * r
+        return np.sqrt(total, out=total)
     raise ValueError(f"filter {flt.name!r}: unknown combine {flt.combine!r}")
 
 
@@ -233,43 +225,38 @@ def apply_filter(
         raise ValueError(f"has_alpha needs at least 2 channels, the image has {channels}")
 
     scale = full_scale(array.dtype)
-    planes = _planes(array)
-    colour = planes[:-1] if has_alpha else planes
+    colour = array[..., :-1] if has_alpha else array
     filter_args = (mode, cval, backend, strategy)
 
     if has_alpha and alpha == "premultiplied":
-        opacity = planes[-1] * np.float32(1.0 / scale)
-        filtered = _filter_planes(flt, [c * opacity for c in colour], *filter_args)
+        opacity = array[..., -1:].astype(np.float32) * np.float32(1.0 / scale)
+        filtered = _filter_array(flt, colour * opacity, *filter_args)
         if _preserves_flat_areas(flt):
             # Beyond the image the border colour is opaque, so an opaque RGBA
             # image filters exactly like the same RGB image.
-            (new_opacity,) = _filter_planes(flt, [opacity], mode, 1.0, backend, strategy)
+            new_opacity = _filter_array(flt, opacity, mode, 1.0, backend, strategy)
             np.clip(new_opacity, 0.0, 1.0, out=new_opacity)
         else:
             new_opacity = opacity
         visible = new_opacity > 1e-6
-        safe = np.where(visible, new_opacity, np.float32(1.0))
         if visible.all():
-            filtered = [f / safe for f in filtered]
+            filtered /= new_opacity
         else:
             # Where the result is fully transparent its colour is invisible but
             # kept meaningful (and an identity filter exact): filter it straight.
-            straight = _filter_planes(flt, colour, *filter_args)
-            filtered = [np.where(visible, f / safe, s) for f, s in zip(filtered, straight)]
+            straight = _filter_array(flt, colour, *filter_args)
+            filtered = np.where(visible, filtered / np.where(visible, new_opacity, np.float32(1.0)), straight)
         new_alpha = new_opacity * np.float32(scale)
     elif has_alpha and alpha == "separate":
-        filtered = _filter_planes(flt, colour, *filter_args)
-        (new_alpha,) = _filter_planes(flt, [planes[-1]], *filter_args)
-        new_alpha = np.clip(new_alpha, 0.0, scale)
+        filtered = _filter_array(flt, colour, *filter_args)
+        new_alpha = np.clip(_filter_array(flt, array[..., -1:], *filter_args), 0.0, scale)
     else:
-        filtered = _filter_planes(flt, colour, *filter_args)
-        new_alpha = planes[-1] if has_alpha else None
+        filtered = _filter_array(flt, colour, *filter_args)
+        new_alpha = array[..., -1:] if has_alpha else None
 
     if flt.bias:
-        filtered = [f + np.float32(flt.bias * scale) for f in filtered]
-    mapped = _map_range(_stack(filtered, 3), out_range, scale, array.dtype)
-    if array.ndim == 2:
-        mapped = mapped[..., 0]
-    elif has_alpha:
-        mapped = np.concatenate([mapped, new_alpha[..., None]], axis=-1)
+        filtered += np.float32(flt.bias * scale)
+    mapped = _map_range(filtered, out_range, scale, array.dtype)
+    if has_alpha:
+        mapped = np.concatenate([mapped, new_alpha.astype(np.float32)], axis=-1)
     return _to_dtype(mapped, array.dtype)
