@@ -45,24 +45,52 @@ def _as_cval(cval):
     return float(cval)
 
 
-def _run(plan, image, kernel, mode, cval):
-    from imgconv import cpu  # numba is imported only when there is work
+def _run(plan, image, kernel, mode, cval, threads):
+    # numba is imported only when there is work.
+    from imgconv import cpu
 
+    if plan.strategy == "fft":
+        from imgconv.fft import convolve_fft
+
+        return convolve_fft(image, kernel, mode, cval, threads)
     if plan.strategy == "separable":
-        column, row = plan.factors
-        return cpu.convolve_separable(image, column, row, mode, cval)
+        result = None
+        for column, row in plan.factors:
+            part = cpu.convolve_separable(image, column, row, mode, cval)
+            result = part if result is None else np.add(result, part, out=result)
+        return result
     return cpu.convolve_direct(image, kernel, mode, cval)
 
 
-def _convolve_array(image, kernel, mode, cval, backend, strategy, factors=None):
+def _threads(threads):
+    """How many threads to use: ``threads``, or numba's setting (NUMBA_NUM_THREADS)."""
+    import numba
+
+    limit = numba.config.NUMBA_NUM_THREADS
+    if threads is None:
+        return numba.get_num_threads()
+    if isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or not 1 <= threads <= limit:
+        raise ValueError(f"threads must be a whole number from 1 to {limit} (NUMBA_NUM_THREADS), got {threads!r}")
+    return int(threads)
+
+
+def _convolve_array(image, kernel, mode, cval, backend, strategy, factors=None, threads=None):
     """Convolve every channel of a validated image; float32 result and the plan."""
     plan = make_plan(kernel, image.shape, backend=backend, strategy=strategy, factors=factors)
     if image.size == 0:
         return np.zeros(image.shape, np.float32), plan
-    return _run(plan, image, kernel, mode, cval), plan
+    import numba
+
+    count = _threads(threads)
+    previous = numba.get_num_threads()
+    numba.set_num_threads(count)  # numba's setting is per calling thread
+    try:
+        return _run(plan, image, kernel, mode, cval, count), plan
+    finally:
+        numba.set_num_threads(previous)
 
 
-def convolve(image, kernel, *, mode="reflect", cval=0.0, backend="auto", strategy="auto", explain=False):
+def convolve(image, kernel, *, mode="reflect", cval=0.0, backend="auto", strategy="auto", threads=None, explain=False):
     """Convolve an image with a 2-D kernel, exactly as ``scipy.ndimage.convolve``.
 
     ``out[i, j] = sum_{u, v} kernel[u, v] * image[i - u + kh // 2, j - v + kw // 2]``
@@ -82,8 +110,11 @@ def convolve(image, kernel, *, mode="reflect", cval=0.0, backend="auto", strateg
     cval : float
         The value outside the image in ``constant`` mode.
     backend : {"auto", "cpu", "cuda"}
-    strategy : {"auto", "direct", "separable"}
+    strategy : {"auto", "direct", "separable", "fft"}
         "auto" lets the planner choose; the others force a strategy.
+    threads : int, optional
+        Threads to compute with; by default numba's setting (all cores, or
+        ``NUMBA_NUM_THREADS``).
     explain : bool
         Also return the :class:`imgconv.plan.Plan` that ran.
 
@@ -95,7 +126,7 @@ def convolve(image, kernel, *, mode="reflect", cval=0.0, backend="auto", strateg
     weights = _as_kernel(kernel)
     mode = borders.canonical_mode(mode)
     cval = _as_cval(cval)
-    result, plan = _convolve_array(array, weights, mode, cval, backend, strategy)
+    result, plan = _convolve_array(array, weights, mode, cval, backend, strategy, threads=threads)
     return (result, plan) if explain else result
 
 
@@ -137,12 +168,11 @@ def _preserves_flat_areas(flt):
     return flt.combine == "single" and abs(float(flt.kernels[0].matrix.sum()) - 1.0) <= _UNIT_SUM_TOLERANCE
 
 
-def _filter_array(flt, image, mode, cval, backend, strategy):
+def _filter_array(flt, image, mode, cval, backend, strategy, threads=None):
     """Run every kernel of ``flt`` over ``image`` and combine the results (float32)."""
     results = []
     for kernel in flt.kernels:
-        factors = kernel.factors if strategy == "auto" else None
-        out, _ = _convolve_array(image, kernel.matrix, mode, cval, backend, strategy, factors)
+        out, _ = _convolve_array(image, kernel.matrix, mode, cval, backend, strategy, kernel.factors, threads)
         results.append(out)
     if flt.combine == "single":
         return results[0]
@@ -151,6 +181,16 @@ def _filter_array(flt, image, mode, cval, backend, strategy):
         for r in results[1:]:
             total += r * r
         return np.sqrt(total, out=total)
+    if flt.combine == "sum-abs":
+        total = np.abs(results[0])
+        for r in results[1:]:
+            total += np.abs(r)
+        return total
+    if flt.combine == "max":
+        total = results[0]
+        for r in results[1:]:
+            np.maximum(total, r, out=total)
+        return total
     raise ValueError(f"filter {flt.name!r}: unknown combine {flt.combine!r}")
 
 
@@ -162,6 +202,7 @@ def apply_filter(
     cval=0.0,
     backend="auto",
     strategy="auto",
+    threads=None,
     alpha="premultiplied",
     has_alpha=None,
     out_range=None,
@@ -177,7 +218,7 @@ def apply_filter(
         rounded and clipped back only at the end; float images stay float.
     flt : str or imgconv.catalog.Filter
         A catalog name (resolved with ``params``) or a resolved filter.
-    mode, cval, backend, strategy
+    mode, cval, backend, strategy, threads
         As for :func:`convolve`.  ``cval`` is in the image's units.
     alpha : {"premultiplied", "separate", "ignore"}
         How the alpha channel is treated.  "premultiplied": colour is
@@ -226,7 +267,7 @@ def apply_filter(
 
     scale = full_scale(array.dtype)
     colour = array[..., :-1] if has_alpha else array
-    filter_args = (mode, cval, backend, strategy)
+    filter_args = (mode, cval, backend, strategy, threads)
 
     if has_alpha and alpha == "premultiplied":
         opacity = array[..., -1:].astype(np.float32) * np.float32(1.0 / scale)
@@ -234,7 +275,7 @@ def apply_filter(
         if _preserves_flat_areas(flt):
             # Beyond the image the border colour is opaque, so an opaque RGBA
             # image filters exactly like the same RGB image.
-            new_opacity = _filter_array(flt, opacity, mode, 1.0, backend, strategy)
+            new_opacity = _filter_array(flt, opacity, mode, 1.0, backend, strategy, threads)
             np.clip(new_opacity, 0.0, 1.0, out=new_opacity)
         else:
             new_opacity = opacity

@@ -130,6 +130,25 @@ def _correlate_rows(src, tap_rows, tap_offsets, tap_weights, kh, row_map, col_ma
                     t += group
 
 
+@njit(**COMPILE_OPTIONS)
+def gather_region(src, row_map, col_map, channels, channel, cval, region):
+    """Fill ``region`` with the extended image at the positions the maps give
+    (-1: ``cval``), for one channel of interleaved (H, W * C) rows.  Positions
+    beyond the maps' ends (a last, partial tile) are left as they are."""
+    rows = min(region.shape[0], row_map.shape[0])
+    cols = min(region.shape[1], col_map.shape[0])
+    for a in range(rows):
+        r = row_map[a]
+        line = region[a]
+        if r < 0:
+            line[:cols] = cval
+            continue
+        row = src[r]
+        for b in range(cols):
+            c = col_map[b]
+            line[b] = row[c * channels + channel] if c >= 0 else cval
+
+
 def as_rows(image):
     """``image`` (H, W) or (H, W, C) as a C-contiguous (H, W * C) array of a
     native dtype, without copying when it already is one."""

@@ -1,67 +1,100 @@
 """The one place that decides how to convolve: which strategy, which backend.
 
-``make_plan`` looks at the kernel (its size, whether it is rank 1), the image
-and the requested backend, and returns a :class:`Plan` that the backends
+``make_plan`` looks at the kernel (its size, its non-zero taps, its rank), the
+image and the requested backend, and returns a :class:`Plan` that the backends
 execute.  Nothing else in imgconv chooses a strategy or a backend.
+
+Strategies:
+
+- ``direct``: every non-zero tap, once per output pixel.
+- ``separable``: a kernel of rank r <= 3 (found by SVD within float32
+  round-off, or declared by its family, like ``gaussian`` and ``box``) as the
+  sum of r pairs of 1-D passes.
+- ``fft``: tiled FFT convolution (overlap-save), for large dense kernels.
+
+The choice comes from a cost model, nanoseconds per output pixel and channel
+on one thread, whose constants were fitted to ``bench/calibrate.py`` runs (see
+docs/performance.md); ``--explain`` prints the estimates.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 
 from imgconv.errors import BackendError
 
-STRATEGIES = ("auto", "direct", "separable")
+STRATEGIES = ("auto", "direct", "separable", "fft")
 BACKENDS = ("auto", "cpu", "cuda")
+MAX_RANK = 3
 
-# A rank-1 approximation is used only when what it drops is below float32
+# A low-rank approximation is used only when what it drops is below float32
 # round-off of the result: the dropped singular values, spread over every tap,
 # stay under this fraction of the kernel's absolute sum.
-RANK1_TOLERANCE = 1e-7
+RANK_TOLERANCE = 1e-7
+
+# Cost model (ns per output pixel and channel, one thread), from bench/calibrate.py.
+DIRECT_PIXEL_NS = 0.60  # reading, converting and writing a pixel
+DIRECT_TAP_NS = 0.030  # one non-zero tap
+PASS_SUM_NS = 0.30  # adding one more separable pair's result
+FFT_PIXEL_NS = 1.5  # gathering the tile and writing the result
+FFT_UNIT_NS = 0.80  # per unit of transform work (n^2 log2 n^2 per tile, spread over its pixels)
 
 
 @dataclass(frozen=True)
 class Plan:
     """How a convolution will run, and why.
 
-    ``factors`` is ``(column, row)`` for the separable strategy, else None.
+    ``factors`` is a tuple of ``(column, row)`` pairs for the separable
+    strategy (their outer products sum to the kernel), else empty.
     """
 
-    strategy: Literal["direct", "separable"]
+    strategy: Literal["direct", "separable", "fft"]
     backend: Literal["cpu", "cuda"]
     reason: str
-    factors: tuple | None = None
+    factors: tuple = field(default=(), repr=False)
 
     def explain(self):
         return f"{self.strategy} on {self.backend}: {self.reason}"
 
 
+def low_rank_factors(kernel, max_rank=MAX_RANK):
+    """``[(column, row), ...]`` whose outer products sum to ``kernel`` within
+    float32 round-off, with as few pairs as possible (at most ``max_rank``);
+    None when the kernel needs more."""
+    kernel = np.asarray(kernel, dtype=np.float64)
+    total = np.abs(kernel).sum()
+    if total == 0 or min(kernel.shape) == 1:
+        return None
+    u, s, vt = np.linalg.svd(kernel)
+    limit = RANK_TOLERANCE * total / np.sqrt(kernel.size)
+    for rank in range(1, min(max_rank, len(s)) + 1):
+        if np.sqrt(np.sum(s[rank:] ** 2)) <= limit:
+            scales = np.sqrt(s[:rank])
+            return [(u[:, i] * scales[i], vt[i] * scales[i]) for i in range(rank)]
+    return None
+
+
 def rank1_factors(kernel):
     """``(column, row)`` with ``outer(column, row)`` equal to ``kernel`` within
     float32 round-off, or None when the kernel is not rank 1."""
-    kernel = np.asarray(kernel, dtype=np.float64)
-    if kernel.shape[0] == 1 or kernel.shape[1] == 1:
-        return None
-    u, s, vt = np.linalg.svd(kernel)
-    total = np.abs(kernel).sum()
-    if total == 0 or s[0] == 0:
-        return None
-    dropped = np.sqrt(np.sum(s[1:] ** 2)) * np.sqrt(kernel.size)
-    if dropped > RANK1_TOLERANCE * total:
-        return None
-    scale = np.sqrt(s[0])
-    return u[:, 0] * scale, vt[0] * scale
+    factors = low_rank_factors(kernel, max_rank=1)
+    return factors[0] if factors else None
 
 
-def _separable_pays(kh, kw):
-    # Per output pixel: direct costs kh*kw multiply-adds plus kh line gathers;
-    # separable costs kh + kw multiply-adds plus 1 + kh gathers and a second
-    # pass over the image.  Counted in multiply-add units, a gather or a pass
-    # costs about two.
-    direct = kh * kw + 2 * kh
-    separable = kh + kw + 2 * (1 + kh) + 2
-    return separable < direct
+def direct_cost(kernel):
+    return DIRECT_PIXEL_NS + DIRECT_TAP_NS * np.count_nonzero(kernel)
+
+
+def separable_cost(kernel_shape, rank):
+    kh, kw = kernel_shape
+    return rank * (2 * DIRECT_PIXEL_NS + DIRECT_TAP_NS * (kh + kw)) + (rank - 1) * PASS_SUM_NS
+
+
+def fft_cost(image_shape, kernel_shape):
+    from imgconv.fft import fft_cost_per_pixel
+
+    return FFT_PIXEL_NS + FFT_UNIT_NS * fft_cost_per_pixel(image_shape, kernel_shape)
 
 
 def choose_backend(backend):
@@ -82,32 +115,44 @@ def make_plan(kernel, image_shape, *, backend="auto", strategy="auto", factors=N
     ----------
     kernel : ndarray, 2-D
     image_shape : tuple of int
+        (H, W) or (H, W, C); the FFT's cost depends on it.
     backend : {"auto", "cpu", "cuda"}
-    strategy : {"auto", "direct", "separable"}
-        Force a strategy; "separable" needs a rank-1 kernel.
-    factors : (ndarray, ndarray) or None
-        ``(column, row)`` when the caller knows the kernel is separable (a
-        Gaussian, a box): the rank test is skipped.
+    strategy : {"auto", "direct", "separable", "fft"}
+        Force a strategy; "separable" needs a kernel of rank <= 3.
+    factors : sequence of (column, row), optional
+        The kernel's separable factors when the caller knows them (a Gaussian,
+        a box): the rank test is skipped.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
     chosen_backend = choose_backend(backend)
+    kernel = np.asarray(kernel)
     kh, kw = kernel.shape
+    size = f"{kh}x{kw}"
+    if factors is not None and len(factors) == 2 and isinstance(factors[0], np.ndarray):
+        factors = [tuple(factors)]  # a single (column, row) pair
     if strategy == "direct":
         return Plan("direct", chosen_backend, "requested")
-    if factors is None and (strategy == "separable" or _separable_pays(kh, kw)):
-        factors = rank1_factors(kernel)
+    if strategy == "fft":
+        return Plan("fft", chosen_backend, "requested")
     if strategy == "separable":
+        factors = factors or low_rank_factors(kernel)
         if factors is None:
             if kh == 1 or kw == 1:
-                return Plan("direct", chosen_backend, "a one-row or one-column kernel is already one pass")
-            raise ValueError(f"strategy 'separable' needs a rank-1 kernel; this {kh}x{kw} kernel is not")
-        return Plan("separable", chosen_backend, "requested", tuple(factors))
-    if factors is not None and _separable_pays(kh, kw):
-        return Plan(
-            "separable", chosen_backend, f"{kh}x{kw} kernel is rank 1: {kh}+{kw} taps instead of {kh * kw}",
-            tuple(factors),
-        )
-    if factors is not None:
-        return Plan("direct", chosen_backend, f"{kh}x{kw} kernel is rank 1 but too small for two passes to pay")
-    return Plan("direct", chosen_backend, f"{kh}x{kw} kernel, not rank 1")
+                return Plan("direct", chosen_backend, "a one-row or one-column kernel is already a single pass")
+            raise ValueError(f"strategy 'separable' needs a kernel of rank {MAX_RANK} or less; this {size} kernel is not")
+        return Plan("separable", chosen_backend, f"requested, rank {len(factors)}", tuple(factors))
+
+    costs = {"direct": direct_cost(kernel)}
+    if kh > 1 and kw > 1:
+        if factors is None and separable_cost(kernel.shape, 1) < costs["direct"]:
+            factors = low_rank_factors(kernel)
+        if factors:
+            costs["separable"] = separable_cost(kernel.shape, len(factors))
+        if kh * kw >= 49:
+            costs["fft"] = fft_cost(image_shape, kernel.shape)
+    best = min(costs, key=costs.get)
+    estimates = ", ".join(f"{name} {ns:.1f}" for name, ns in sorted(costs.items(), key=lambda item: item[1]))
+    rank = f"rank {len(factors)}, " if best == "separable" else ""
+    reason = f"{size} kernel, {rank}{np.count_nonzero(kernel)} non-zero taps; estimated ns/pixel: {estimates}"
+    return Plan(best, chosen_backend, reason, tuple(factors) if best == "separable" else ())

@@ -26,7 +26,7 @@ def test_matches_scipy_every_mode_and_kernel_shape(rng, mode, kshape):
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("strategy", ["direct", "separable", "auto"])
+@pytest.mark.parametrize("strategy", ["direct", "separable", "fft", "auto"])
 def test_every_strategy_matches_scipy(rng, mode, strategy):
     for kshape in [(2, 2), (3, 5), (7, 7), (16, 4), (31, 31)]:
         kernel = np.outer(rng.normal(size=kshape[0]), rng.normal(size=kshape[1]))
@@ -169,15 +169,61 @@ def test_cuda_backend_is_a_clear_error():
 
 
 def test_separable_refused_for_full_rank_kernel(rng):
-    with pytest.raises(ValueError, match="rank-1"):
-        imgconv.convolve(np.zeros((4, 4)), rng.normal(size=(3, 3)), strategy="separable")
+    with pytest.raises(ValueError, match="rank 3 or less"):
+        imgconv.convolve(np.zeros((4, 4)), rng.normal(size=(5, 5)), strategy="separable")
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("rank", [1, 2, 3])
+def test_low_rank_kernels_as_sums_of_separable_passes(rng, mode, rank):
+    kernel = sum(np.outer(rng.normal(size=9), rng.normal(size=7)) for _ in range(rank))
+    image = rng.random((30, 26, 2))
+    got, plan = imgconv.convolve(image, kernel, mode=mode, cval=2.0, strategy="separable", explain=True)
+    assert len(plan.factors) == rank
+    assert_close_to_reference(got, image, kernel, mode, 2.0)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_fft_tiles_every_mode(rng, mode):
+    # Images spanning several tiles, partial last tiles, colour, odd/even kernels.
+    for shape, kshape in [((300, 257), (31, 31)), ((70, 45, 3), (8, 13)), ((5, 4), (21, 17)), ((200, 3), (2, 40))]:
+        image = rng.random(shape) * 100
+        kernel = rng.normal(size=kshape)
+        got = imgconv.convolve(image, kernel, mode=mode, cval=-3.0, strategy="fft", threads=2)
+        assert_close_to_reference(got, image, kernel, mode, -3.0)
+
+
+def test_fft_single_thread_matches_threads(rng):
+    image, kernel = rng.random((260, 270)), rng.normal(size=(25, 25))
+    one = imgconv.convolve(image, kernel, strategy="fft", threads=1)
+    np.testing.assert_array_equal(one, imgconv.convolve(image, kernel, strategy="fft", threads=2))
+
+
+@pytest.mark.parametrize("threads", [0, -1, 10**6, 1.5, True])
+def test_bad_thread_counts(threads):
+    with pytest.raises(ValueError, match="threads must be"):
+        imgconv.convolve(np.zeros((4, 4)), np.ones((3, 3)), threads=threads)
+
+
+def test_threads_give_the_same_answer(rng):
+    image, kernel = rng.random((97, 64, 3)), rng.normal(size=(5, 4))
+    np.testing.assert_array_equal(imgconv.convolve(image, kernel, threads=1), imgconv.convolve(image, kernel, threads=2))
+
+
+def test_plan_prefers_fft_for_large_dense_kernels_and_direct_for_small(rng):
+    assert make_plan(rng.normal(size=(31, 31)), (4096, 4096)).strategy == "fft"
+    assert make_plan(rng.normal(size=(3, 3)), (4096, 4096)).strategy == "direct"
+    rank2 = np.outer(rng.normal(size=13), rng.normal(size=13)) + np.outer(rng.normal(size=13), rng.normal(size=13))
+    plan = make_plan(rank2, (4096, 4096))
+    assert plan.strategy == "separable" and len(plan.factors) == 2
 
 
 def test_plan_explains_its_choice(rng):
-    gaussian = np.outer([1, 4, 6, 4, 1], [1, 4, 6, 4, 1]) / 256.0
-    out, plan = imgconv.convolve(np.zeros((8, 8)), gaussian, explain=True)
-    assert plan.strategy == "separable" and plan.backend == "cpu" and "rank 1" in plan.explain()
-    assert make_plan(rng.normal(size=(5, 5)), (8, 8)).strategy == "direct"
+    taps = np.exp(-0.5 * (np.arange(-6, 7) / 2.0) ** 2)
+    gaussian = np.outer(taps, taps) / taps.sum() ** 2
+    out, plan = imgconv.convolve(np.zeros((64, 64)), gaussian, explain=True)
+    assert plan.strategy == "separable" and plan.backend == "cpu"
+    assert "rank 1" in plan.explain() and "estimated ns/pixel" in plan.explain()
     assert make_plan(gaussian, (8, 8), strategy="direct").strategy == "direct"
 
 
