@@ -13,52 +13,61 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from imgconv import borders, cpu
+from imgconv import borders
 
 # Transform sizes numpy's pocketfft handles fast (products of 2, 3 and 5).
-FAST_SIZES = sorted({2**a * 3**b * 5**c for a in range(13) for b in range(3) for c in range(2) if 32 <= 2**a * 3**b * 5**c <= 8192})
+FAST_SIZES = sorted({2**a * 3**b * 5**c for a in range(13) for b in range(3) for c in range(2) if 64 <= 2**a * 3**b * 5**c <= 8192})
+
+# Measured cost of one tile, in ns per pixel of the N x N tile on one thread
+# (gather, forward and inverse float32 FFT, product, copy-out; bench/calibrate.py).
+# Small tiles pay Python's per-tile overhead, large ones leave the L2 cache.
+TILE_NS = {64: 11.2, 96: 7.8, 128: 6.5, 160: 6.5, 192: 6.5, 256: 6.1, 320: 6.2, 384: 6.3, 512: 6.1, 640: 7.1, 768: 7.9, 1024: 10.2}
+LARGE_TILE_NS = 12.0
 
 
-def _transform_cost(n):
-    # Relative cost of one forward and one inverse real transform of n x n.
-    return n * n * math.log2(n * n)
+def _tile_ns(n):
+    known = [size for size in TILE_NS if size <= n]
+    if n > max(TILE_NS):
+        return LARGE_TILE_NS
+    return TILE_NS[max(known)] if known else TILE_NS[min(TILE_NS)]
+
+
+def _tiles(image_shape, kernel_shape, n):
+    height, width = image_shape[:2]
+    kh, kw = kernel_shape
+    return math.ceil(height / (n - kh + 1)) * math.ceil(width / (n - kw + 1))
 
 
 def tile_size(image_shape, kernel_shape):
-    """The transform size N (N x N tiles) that costs least for the whole image.
-
-    Each tile yields ``(N - kh + 1) x (N - kw + 1)`` output pixels; the cost
-    counts the tiles needed to cover the image, partial ones included.
-    """
+    """The transform size N (N x N tiles) that costs least for the whole image,
+    counting the tiles needed to cover it, partial ones included."""
     height, width = image_shape[:2]
     kh, kw = kernel_shape
     best = None
     for n in FAST_SIZES:
-        out_h, out_w = n - kh + 1, n - kw + 1
-        if out_h < 1 or out_w < 1:
+        if n < kh or n < kw:
             continue
-        tiles = math.ceil(height / out_h) * math.ceil(width / out_w)
-        cost = tiles * _transform_cost(n)
+        cost = _tiles(image_shape, kernel_shape, n) * n * n * _tile_ns(n)
         if best is None or cost < best[0]:
             best = (cost, n)
-        if out_h >= height and out_w >= width:
-            break  # larger sizes only add work
+        if n - kh + 1 >= height and n - kw + 1 >= width:
+            break  # one tile covers the image: larger sizes only add work
     return best[1]
 
 
-def fft_cost_per_pixel(image_shape, kernel_shape):
-    """Transform work per output pixel (in units of ``n^2 log2 n^2``), for the cost model."""
+def fft_ns_per_pixel(image_shape, kernel_shape):
+    """Estimated ns per output pixel and channel on one thread (for the planner)."""
     height, width = image_shape[:2]
     if height * width == 0:
         return 0.0
     n = tile_size(image_shape, kernel_shape)
-    kh, kw = kernel_shape
-    tiles = math.ceil(height / (n - kh + 1)) * math.ceil(width / (n - kw + 1))
-    return tiles * _transform_cost(n) / (height * width)
+    return _tiles(image_shape, kernel_shape, n) * n * n * _tile_ns(n) / (height * width)
 
 
 def convolve_fft(image, kernel, mode, cval, threads):
     """True convolution of an (H, W) or (H, W, C) image by tiled FFTs (float32)."""
+    from imgconv import cpu  # numba: only when there is work (the planner imports this module)
+
     kernel = np.asarray(kernel, np.float64)
     height, width = image.shape[:2]
     channels = 1 if image.ndim == 2 else image.shape[2]

@@ -34,11 +34,10 @@ MAX_RANK = 3
 RANK_TOLERANCE = 1e-7
 
 # Cost model (ns per output pixel and channel, one thread), from bench/calibrate.py.
-DIRECT_PIXEL_NS = 0.60  # reading, converting and writing a pixel
-DIRECT_TAP_NS = 0.030  # one non-zero tap
+# The FFT's own measured table is in imgconv/fft.py.
+DIRECT_PIXEL_NS = 0.50  # reading, converting and writing a pixel
+DIRECT_TAP_NS = 0.0275  # one non-zero tap
 PASS_SUM_NS = 0.30  # adding one more separable pair's result
-FFT_PIXEL_NS = 1.5  # gathering the tile and writing the result
-FFT_UNIT_NS = 0.80  # per unit of transform work (n^2 log2 n^2 per tile, spread over its pixels)
 
 
 @dataclass(frozen=True)
@@ -92,9 +91,9 @@ def separable_cost(kernel_shape, rank):
 
 
 def fft_cost(image_shape, kernel_shape):
-    from imgconv.fft import fft_cost_per_pixel
+    from imgconv.fft import fft_ns_per_pixel
 
-    return FFT_PIXEL_NS + FFT_UNIT_NS * fft_cost_per_pixel(image_shape, kernel_shape)
+    return fft_ns_per_pixel(image_shape, kernel_shape)
 
 
 def choose_backend(backend):
