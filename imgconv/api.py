@@ -140,27 +140,31 @@ def full_scale(dtype):
 
 
 def _to_dtype(values, dtype):
-    """Round and clip float32 values to an image dtype, only at the very end."""
+    """Round and clip float32 values (changed in place) to an image dtype, only at the very end."""
     dtype = np.dtype(dtype)
     if dtype.kind in "iu":
         info = np.iinfo(dtype)
-        return np.clip(np.rint(values), info.min, info.max).astype(dtype)
+        np.rint(values, out=values)
+        np.clip(values, info.min, info.max, out=values)
     return values.astype(dtype)
 
 
 def _map_range(values, out_range, scale, dtype):
-    """Map signed filter results to pixel values (``out_range``)."""
+    """Map signed filter results (float32, changed in place) to pixel values (``out_range``)."""
     if out_range == "abs":
-        values = np.abs(values)
+        np.abs(values, out=values)
     elif out_range == "offset":
-        values = values + np.float32(scale / 2)
-    elif out_range == "normalize":
-        low, high = float(values.min(initial=0.0)), float(values.max(initial=0.0))
-        if values.size and high > low:
-            values = (values - np.float32(low)) * np.float32(scale / (high - low))
+        values += np.float32(scale / 2)
+    elif out_range == "normalize" and values.size:
+        low, high = float(values.min()), float(values.max())
+        if high > low:
+            values -= np.float32(low)
+            values *= np.float32(scale / (high - low))
+        else:
+            values.fill(0.0)
     if np.dtype(dtype).kind in "iu":
         info = np.iinfo(dtype)
-        values = np.clip(values, info.min, info.max)
+        np.clip(values, info.min, info.max, out=values)
     return values
 
 

@@ -170,3 +170,11 @@ def test_bad_options(kwargs, message):
 def test_boolean_images_refused():
     with pytest.raises(ValueError, match="boolean"):
         imgconv.apply_filter(np.zeros((4, 4), bool), make_filter([[1.0]]))
+
+
+def test_normalize_stretches_the_results_own_range():
+    image = np.array([[100, 110], [120, 140]], np.uint8)
+    out = imgconv.apply_filter(image, make_filter([[1.0]]), out_range="normalize")
+    np.testing.assert_array_equal(out, [[0, 64], [128, 255]])
+    flat = imgconv.apply_filter(np.full((3, 3), 7, np.uint8), make_filter([[1.0]]), out_range="normalize")
+    np.testing.assert_array_equal(flat, 0)
