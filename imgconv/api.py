@@ -3,6 +3,7 @@ catalog filter.  Inputs are validated here, once; the compiled backends are
 imported only when there is work for them."""
 
 import numbers
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -11,6 +12,9 @@ from imgconv.plan import make_plan
 
 ALPHA_POLICIES = ("premultiplied", "separate", "ignore")
 OUT_RANGES = ("clip", "abs", "offset", "normalize")
+
+# Image dtypes the kernels read and write directly.
+_FUSED_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32))
 
 # A filter "preserves flat areas" (and so also filters alpha) when its kernel sums to 1.
 _UNIT_SUM_TOLERANCE = 1e-6
@@ -45,21 +49,49 @@ def _as_cval(cval):
     return float(cval)
 
 
-def _run(plan, image, kernel, mode, cval, threads):
+@dataclass(frozen=True)
+class Finish:
+    """What happens to each result before it is stored: ``offset`` added, the
+    absolute value taken when ``absolute``, and for an integer ``dtype``
+    rounding and clipping to its range.  The CPU kernels do it on the fly;
+    other routes do it afterwards with the same arithmetic."""
+
+    dtype: np.dtype = np.dtype(np.float32)
+    offset: float = 0.0
+    absolute: bool = False
+
+
+FLOAT32 = Finish()
+
+
+def _finish_array(values, finish):
+    """Apply ``finish`` to a float32 array (changed in place) and return the stored result."""
+    if finish.offset:
+        values += np.float32(finish.offset)
+    if finish.absolute:
+        np.abs(values, out=values)
+    return _to_dtype(values, finish.dtype)
+
+
+def _run(plan, image, kernel, mode, cval, threads, finish=FLOAT32):
     # numba is imported only when there is work.
     from imgconv import cpu
 
+    fused = dict(out_dtype=finish.dtype, offset=finish.offset, absolute=finish.absolute)
     if plan.strategy == "fft":
         from imgconv.fft import convolve_fft
 
-        return convolve_fft(image, kernel, mode, cval, threads)
+        return _finish_array(convolve_fft(image, kernel, mode, cval, threads), finish)
     if plan.strategy == "separable":
+        if len(plan.factors) == 1:
+            (column, row), = plan.factors
+            return cpu.filter_separable(image, column, row, mode, cval, **fused)
         result = None
         for column, row in plan.factors:
             part = cpu.convolve_separable(image, column, row, mode, cval)
             result = part if result is None else np.add(result, part, out=result)
-        return result
-    return cpu.convolve_direct(image, kernel, mode, cval)
+        return _finish_array(result, finish)
+    return cpu.filter_direct(image, kernel, mode, cval, **fused)
 
 
 def _threads(threads):
@@ -74,18 +106,19 @@ def _threads(threads):
     return int(threads)
 
 
-def _convolve_array(image, kernel, mode, cval, backend, strategy, factors=None, threads=None):
-    """Convolve every channel of a validated image; float32 result and the plan."""
+def _convolve_array(image, kernel, mode, cval, backend, strategy, factors=None, threads=None, finish=FLOAT32):
+    """Convolve every channel of a validated image; the result (float32, or as
+    ``finish`` says) and the plan."""
     plan = make_plan(kernel, image.shape, backend=backend, strategy=strategy, factors=factors)
     if image.size == 0:
-        return np.zeros(image.shape, np.float32), plan
+        return np.zeros(image.shape, finish.dtype), plan
     import numba
 
     count = _threads(threads)
     previous = numba.get_num_threads()
     numba.set_num_threads(count)  # numba's setting is per calling thread
     try:
-        return _run(plan, image, kernel, mode, cval, count), plan
+        return _run(plan, image, kernel, mode, cval, count, finish), plan
     finally:
         numba.set_num_threads(previous)
 
@@ -270,6 +303,13 @@ def apply_filter(
         raise ValueError(f"has_alpha needs at least 2 channels, the image has {channels}")
 
     scale = full_scale(array.dtype)
+    if not has_alpha and flt.combine == "single" and out_range != "normalize" and array.dtype in _FUSED_DTYPES:
+        # One kernel and a per-pixel mapping: the kernels store final pixels directly.
+        offset = flt.bias * scale + (scale / 2 if out_range == "offset" else 0.0)
+        kernel = flt.kernels[0]
+        finish = Finish(array.dtype, offset, out_range == "abs")
+        result, _ = _convolve_array(array, kernel.matrix, mode, cval, backend, strategy, kernel.factors, threads, finish)
+        return result
     colour = array[..., :-1] if has_alpha else array
     filter_args = (mode, cval, backend, strategy, threads)
 

@@ -10,9 +10,14 @@ serves the ``kh`` output rows that need it.  An output row is the sum over the
 kernel's taps of ``w * line[offset : offset + W * C]``: taps are taken four at
 a time, over column tiles that stay in the L1 cache, in loops LLVM vectorises.
 
-Source rows are uint8, uint16 or float32 (other dtypes are converted to float32
-first), so at most three signatures of each kernel are ever compiled; every
-compiled function has ``cache=True``.
+The separable kernel runs both 1-D passes in one sweep: each band keeps a ring
+of ``kh`` row-pass results and builds each output row from it, so there is no
+full-size intermediate image.  Both kernels finish each row on the spot
+(offset, absolute value, rounding and clipping into the output dtype), so
+filtering a uint8 photograph to a uint8 result allocates no float image at all.
+
+Source rows are uint8, uint16 or float32 (other dtypes are converted to
+float32 first); every compiled function has ``cache=True``.
 """
 
 from imgconv._cache import configure_numba_cache
@@ -53,81 +58,154 @@ def _fill_line(line, src, r, col_map, cval, lead):
         line[j] = row[c] if c >= 0 else cval
 
 
+@njit(**COMPILE_OPTIONS)
+def _weighted_sum(acc, lines, slots, offsets, weights, j0, n):
+    """``acc[:n] = sum_t weights[t] * lines[slots[t], offsets[t] + j0 :][:n]``, four taps a pass."""
+    ntaps = weights.shape[0]
+    if ntaps == 0:
+        acc[:n] = 0.0
+        return
+    t = 0
+    while t < ntaps:
+        group = min(4, ntaps - t)
+        w0 = weights[t]
+        a = lines[slots[t], j0 + offsets[t] : j0 + offsets[t] + n]
+        if group == 4:
+            w1, w2, w3 = weights[t + 1], weights[t + 2], weights[t + 3]
+            b = lines[slots[t + 1], j0 + offsets[t + 1] : j0 + offsets[t + 1] + n]
+            c = lines[slots[t + 2], j0 + offsets[t + 2] : j0 + offsets[t + 2] + n]
+            d = lines[slots[t + 3], j0 + offsets[t + 3] : j0 + offsets[t + 3] + n]
+            if t == 0:
+                for j in range(n):
+                    acc[j] = w0 * a[j] + w1 * b[j] + w2 * c[j] + w3 * d[j]
+            else:
+                for j in range(n):
+                    acc[j] += w0 * a[j] + w1 * b[j] + w2 * c[j] + w3 * d[j]
+        elif group == 3:
+            w1, w2 = weights[t + 1], weights[t + 2]
+            b = lines[slots[t + 1], j0 + offsets[t + 1] : j0 + offsets[t + 1] + n]
+            c = lines[slots[t + 2], j0 + offsets[t + 2] : j0 + offsets[t + 2] + n]
+            if t == 0:
+                for j in range(n):
+                    acc[j] = w0 * a[j] + w1 * b[j] + w2 * c[j]
+            else:
+                for j in range(n):
+                    acc[j] += w0 * a[j] + w1 * b[j] + w2 * c[j]
+        elif group == 2:
+            w1 = weights[t + 1]
+            b = lines[slots[t + 1], j0 + offsets[t + 1] : j0 + offsets[t + 1] + n]
+            if t == 0:
+                for j in range(n):
+                    acc[j] = w0 * a[j] + w1 * b[j]
+            else:
+                for j in range(n):
+                    acc[j] += w0 * a[j] + w1 * b[j]
+        else:
+            if t == 0:
+                for j in range(n):
+                    acc[j] = w0 * a[j]
+            else:
+                for j in range(n):
+                    acc[j] += w0 * a[j]
+        t += group
+
+
+@njit(**COMPILE_OPTIONS)
+def _finish(acc, out_row, offset, absolute, rounding, low, high):
+    """``out_row = clip(round(|acc + offset|), low, high)`` (abs and round when asked)."""
+    for j in range(acc.shape[0]):
+        v = acc[j] + offset
+        if absolute:
+            v = abs(v)
+        if rounding:
+            v = np.rint(v)
+        out_row[j] = min(max(v, low), high)
+
+
 @njit(parallel=True, **COMPILE_OPTIONS)
-def _correlate_rows(src, tap_rows, tap_offsets, tap_weights, kh, row_map, col_map, cval, lead, bands, out):
-    """``out[i, j] = sum_t w_t * ext[i + tap_rows[t], j + tap_offsets[t] - lead]``.
+def _direct_rows(src, tap_rows, tap_offsets, tap_weights, kh, row_map, col_map, cval, lead, bands, finish, out):
+    """``out[i, j] = finish(sum_t w_t * ext[i + tap_rows[t], j + tap_offsets[t] - lead])``.
 
     ``ext`` is ``src`` extended by ``row_map`` / ``col_map`` (-1: ``cval``);
-    ``src`` and ``out`` are (H, W * C); taps with zero weight are not passed.
+    ``src`` and ``out`` are (H, W * C); ``finish`` is (offset, absolute,
+    rounding, low, high) as float32.
     """
     height, width = out.shape
     ntaps = tap_weights.shape[0]
     line_len = col_map.shape[0]
     bands = max(1, min(height, bands))
     band = (height + bands - 1) // bands
+    offset, absolute, rounding, low, high = finish[0], finish[1] != 0, finish[2] != 0, finish[3], finish[4]
     for b in prange(bands):
         first = b * band
         last = min(height, first + band)
         if first >= last:
             continue
         lines = np.empty((kh, line_len), np.float32)
+        acc = np.empty(min(width, COLUMN_TILE), np.float32)
+        slots = np.empty(ntaps, np.int64)
         # Ring slot s holds extended row (i + u) with (i + u) % kh == s.
         for u in range(kh - 1):
             _fill_line(lines[(first + u) % kh], src, row_map[first + u], col_map, cval, lead)
         for i in range(first, last):
             _fill_line(lines[(i + kh - 1) % kh], src, row_map[i + kh - 1], col_map, cval, lead)
-            acc_row = out[i]
-            if ntaps == 0:
-                acc_row[:] = 0.0
-                continue
+            for t in range(ntaps):
+                slots[t] = (i + tap_rows[t]) % kh
+            out_row = out[i]
             for j0 in range(0, width, COLUMN_TILE):
-                j1 = min(width, j0 + COLUMN_TILE)
-                acc = acc_row[j0:j1]
-                n = j1 - j0
-                t = 0
-                while t < ntaps:
-                    # Up to four taps per pass over the accumulator.
-                    group = min(4, ntaps - t)
-                    w0 = tap_weights[t]
-                    a = lines[(i + tap_rows[t]) % kh, j0 + tap_offsets[t] : j0 + tap_offsets[t] + n]
-                    if group == 4:
-                        w1, w2, w3 = tap_weights[t + 1], tap_weights[t + 2], tap_weights[t + 3]
-                        b1 = lines[(i + tap_rows[t + 1]) % kh, j0 + tap_offsets[t + 1] : j0 + tap_offsets[t + 1] + n]
-                        c2 = lines[(i + tap_rows[t + 2]) % kh, j0 + tap_offsets[t + 2] : j0 + tap_offsets[t + 2] + n]
-                        d3 = lines[(i + tap_rows[t + 3]) % kh, j0 + tap_offsets[t + 3] : j0 + tap_offsets[t + 3] + n]
-                        if t == 0:
-                            for j in range(n):
-                                acc[j] = w0 * a[j] + w1 * b1[j] + w2 * c2[j] + w3 * d3[j]
-                        else:
-                            for j in range(n):
-                                acc[j] += w0 * a[j] + w1 * b1[j] + w2 * c2[j] + w3 * d3[j]
-                    elif group == 3:
-                        w1, w2 = tap_weights[t + 1], tap_weights[t + 2]
-                        b1 = lines[(i + tap_rows[t + 1]) % kh, j0 + tap_offsets[t + 1] : j0 + tap_offsets[t + 1] + n]
-                        c2 = lines[(i + tap_rows[t + 2]) % kh, j0 + tap_offsets[t + 2] : j0 + tap_offsets[t + 2] + n]
-                        if t == 0:
-                            for j in range(n):
-                                acc[j] = w0 * a[j] + w1 * b1[j] + w2 * c2[j]
-                        else:
-                            for j in range(n):
-                                acc[j] += w0 * a[j] + w1 * b1[j] + w2 * c2[j]
-                    elif group == 2:
-                        w1 = tap_weights[t + 1]
-                        b1 = lines[(i + tap_rows[t + 1]) % kh, j0 + tap_offsets[t + 1] : j0 + tap_offsets[t + 1] + n]
-                        if t == 0:
-                            for j in range(n):
-                                acc[j] = w0 * a[j] + w1 * b1[j]
-                        else:
-                            for j in range(n):
-                                acc[j] += w0 * a[j] + w1 * b1[j]
-                    else:
-                        if t == 0:
-                            for j in range(n):
-                                acc[j] = w0 * a[j]
-                        else:
-                            for j in range(n):
-                                acc[j] += w0 * a[j]
-                    t += group
+                n = min(width, j0 + COLUMN_TILE) - j0
+                _weighted_sum(acc, lines, slots, tap_offsets, tap_weights, j0, n)
+                _finish(acc[:n], out_row[j0 : j0 + n], offset, absolute, rounding, low, high)
+
+
+@njit(parallel=True, **COMPILE_OPTIONS)
+def _separable_rows(src, row_offsets, row_weights, col_weights, row_map, col_map, cval, ring_cval, lead, bands, finish, out):
+    """Both passes of a separable convolution in one sweep (see the module notes).
+
+    The row pass correlates each extended row with ``row_weights`` (element
+    offsets ``row_offsets``); the column pass correlates ``kh`` consecutive
+    row-pass results with ``col_weights``.  Rows beyond the image in constant
+    mode hold ``cval`` everywhere, so their row-pass result is ``ring_cval``.
+    """
+    height, width = out.shape
+    kh = col_weights.shape[0]
+    nrow = row_weights.shape[0]
+    line_len = col_map.shape[0]
+    bands = max(1, min(height, bands))
+    band = (height + bands - 1) // bands
+    offset, absolute, rounding, low, high = finish[0], finish[1] != 0, finish[2] != 0, finish[3], finish[4]
+    for b in prange(bands):
+        first = b * band
+        last = min(height, first + band)
+        if first >= last:
+            continue
+        line = np.empty((1, line_len), np.float32)
+        ring = np.empty((kh, width), np.float32)
+        acc = np.empty(min(width, COLUMN_TILE), np.float32)
+        line_slots = np.zeros(nrow, np.int64)
+        ring_slots = np.empty(kh, np.int64)
+        ring_offsets = np.zeros(kh, np.int64)
+        for p in range(first, last + kh - 1):
+            # Row-pass result for extended row p into ring slot p % kh.
+            r = row_map[p]
+            target = ring[p % kh]
+            if r < 0:
+                target[:] = ring_cval
+            else:
+                _fill_line(line[0], src, r, col_map, cval, lead)
+                for j0 in range(0, width, COLUMN_TILE):
+                    n = min(width, j0 + COLUMN_TILE) - j0
+                    _weighted_sum(target[j0 : j0 + n], line, line_slots, row_offsets, row_weights, j0, n)
+            i = p - (kh - 1)
+            if i < first:
+                continue
+            for u in range(kh):
+                ring_slots[u] = (i + u) % kh
+            out_row = out[i]
+            for j0 in range(0, width, COLUMN_TILE):
+                n = min(width, j0 + COLUMN_TILE) - j0
+                _weighted_sum(acc, ring, ring_slots, ring_offsets, col_weights, j0, n)
+                _finish(acc[:n], out_row[j0 : j0 + n], offset, absolute, rounding, low, high)
 
 
 @njit(**COMPILE_OPTIONS)
@@ -157,52 +235,88 @@ def as_rows(image):
     return rows.reshape(rows.shape[0], -1)
 
 
-def correlate(image, weights, mode, cval, out=None):
-    """Correlate an (H, W) or (H, W, C) image with float ``weights`` whose
-    centre is at ``((kh - 1) // 2, (kw - 1) // 2)`` — where the flipped kernel
-    of a true convolution has it in ``scipy.ndimage.convolve``.
+def finish_spec(out_dtype, offset=0.0, absolute=False):
+    """The per-pixel finishing the kernels apply before storing into ``out_dtype``:
+    add ``offset``, take the absolute value if asked, and for integer dtypes
+    round and clip to the dtype's range."""
+    out_dtype = np.dtype(out_dtype)
+    if out_dtype.kind in "iu":
+        info = np.iinfo(out_dtype)
+        return np.array([offset, absolute, 1, info.min, info.max], np.float32)
+    return np.array([offset, absolute, 0, -np.inf, np.inf], np.float32)
 
-    Returns float32 of the image's shape (written into ``out`` when given).
-    """
+
+def _maps(image, kh, kw, mode):
     height, width = image.shape[:2]
     channels = 1 if image.ndim == 2 else image.shape[2]
-    kh, kw = weights.shape
     top, left = (kh - 1) // 2, (kw - 1) // 2
     row_map = borders.index_map(height, top, kh - 1 - top, mode)
     pixel_map = borders.index_map(width, left, kw - 1 - left, mode)
     # Element map of the interleaved row: pixel p, channel c -> element p * C + c.
     col_map = np.where(pixel_map[:, None] >= 0, pixel_map[:, None] * channels + np.arange(channels), -1).ravel()
-    rows, cols = np.nonzero(weights)  # zero taps cost nothing
-    tap_weights = np.ascontiguousarray(weights[rows, cols], dtype=np.float32)
-    if out is None:
-        out = np.empty(image.shape, np.float32)
-    _correlate_rows(
+    return row_map, col_map.astype(np.int64), left * channels, channels
+
+
+def _bands():
+    # A few bands per thread balance the load; each band re-reads kh - 1 rows.
+    return 4 * get_num_threads()
+
+
+def filter_direct(image, kernel, mode, cval, *, out_dtype=np.float32, offset=0.0, absolute=False):
+    """True 2-D convolution of an (H, W) or (H, W, C) image with a 2-D kernel,
+    finished into ``out_dtype`` (see :func:`finish_spec`)."""
+    flipped = np.asarray(kernel, np.float64)[::-1, ::-1]
+    kh, kw = flipped.shape
+    row_map, col_map, lead, channels = _maps(image, kh, kw, mode)
+    rows, cols = np.nonzero(flipped)  # zero taps cost nothing
+    out = np.empty(image.shape, out_dtype)
+    _direct_rows(
         as_rows(image),
         rows.astype(np.int64),
         (cols * channels).astype(np.int64),
-        tap_weights,
+        np.ascontiguousarray(flipped[rows, cols], dtype=np.float32),
         kh,
         row_map,
-        col_map.astype(np.int64),
+        col_map,
         np.float32(cval),
-        left * channels,
-        # A few bands per thread balance the load; each band re-reads kh - 1 rows.
-        4 * get_num_threads(),
-        out.reshape(height, width * channels),
+        lead,
+        _bands(),
+        finish_spec(out_dtype, offset, absolute),
+        out.reshape(image.shape[0], -1),
+    )
+    return out
+
+
+def filter_separable(image, column, row, mode, cval, *, out_dtype=np.float32, offset=0.0, absolute=False):
+    """Convolution with the rank-1 kernel ``outer(column, row)``, both passes in
+    one sweep, finished into ``out_dtype``."""
+    row = np.asarray(row, np.float64)
+    column = np.asarray(column, np.float64)
+    row_map, col_map, lead, channels = _maps(image, len(column), len(row), mode)
+    out = np.empty(image.shape, out_dtype)
+    _separable_rows(
+        as_rows(image),
+        (np.arange(len(row)) * channels).astype(np.int64),
+        np.ascontiguousarray(row[::-1], dtype=np.float32),
+        np.ascontiguousarray(column[::-1], dtype=np.float32),
+        row_map,
+        col_map,
+        np.float32(cval),
+        # Rows beyond the image hold cval in every column: their row pass gives cval * sum(row).
+        np.float32(cval * row.sum()),
+        lead,
+        _bands(),
+        finish_spec(out_dtype, offset, absolute),
+        out.reshape(image.shape[0], -1),
     )
     return out
 
 
 def convolve_direct(image, kernel, mode, cval):
-    """True 2-D convolution of an (H, W) or (H, W, C) image with a 2-D kernel."""
-    return correlate(image, np.asarray(kernel, np.float64)[::-1, ::-1], mode, cval)
+    """True 2-D convolution, float32 result."""
+    return filter_direct(image, kernel, mode, cval)
 
 
 def convolve_separable(image, column, row, mode, cval):
-    """Convolution with the rank-1 kernel ``outer(column, row)`` as two 1-D passes."""
-    row = np.asarray(row, np.float64)
-    across = correlate(image, row[::-1].reshape(1, -1), mode, cval)
-    # Rows beyond the image hold cval in every column, so after the first pass
-    # they read cval * sum(row): the second pass uses that as its constant.
-    column = np.asarray(column, np.float64)
-    return correlate(across, column[::-1].reshape(-1, 1), mode, float(cval) * float(row.sum()))
+    """Convolution with ``outer(column, row)`` as two 1-D passes, float32 result."""
+    return filter_separable(image, column, row, mode, cval)

@@ -178,3 +178,24 @@ def test_normalize_stretches_the_results_own_range():
     np.testing.assert_array_equal(out, [[0, 64], [128, 255]])
     flat = imgconv.apply_filter(np.full((3, 3), 7, np.uint8), make_filter([[1.0]]), out_range="normalize")
     np.testing.assert_array_equal(flat, 0)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("out_range", ["clip", "abs", "offset"])
+@pytest.mark.parametrize("strategy", ["direct", "separable", "fft"])
+def test_every_strategy_finishes_pixels_alike(rng, mode, out_range, strategy):
+    # The kernels round, clip and map on the fly; the FFT route does it afterwards.
+    image = rng.integers(0, 256, size=(37, 29, 3)).astype(np.uint8)
+    column, row = rng.normal(size=5), rng.normal(size=4)
+    matrix = np.outer(column, row)
+    matrix.setflags(write=False)
+    flt = Filter(name="t", description="", params={}, kernels=(Kernel(matrix=matrix, factors=(column, row)),), combine="single", bias=0.1, out_range=out_range)
+    got = imgconv.apply_filter(image, flt, mode=mode, cval=50, strategy=strategy)
+    values = scipy_convolve(image, matrix, mode, 50.0) + 0.1 * 255
+    if out_range == "abs":
+        values = np.abs(values)
+    elif out_range == "offset":
+        values = values + 127.5
+    expected = np.clip(np.rint(values), 0, 255)
+    assert got.dtype == np.uint8
+    assert np.abs(got.astype(np.int64) - expected).max() <= 1
