@@ -9,6 +9,7 @@ numpy's FFT releases the GIL, so a thread pool runs them side by side.
 """
 
 import math
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -80,19 +81,27 @@ def convolve_fft(image, kernel, mode, cval, threads):
     cols_needed = math.ceil(width / out_w) * out_w + kw - 1
     row_map = borders.index_map(height, top, rows_needed - height - top, mode)
     col_map = borders.index_map(width, left, cols_needed - width - left, mode)
-    spectrum = np.fft.rfft2(kernel.astype(np.float32), s=(n, n))
+    spectrum = np.fft.rfft2(kernel.astype(np.float32), s=(n, n)).astype(np.complex64)
     src = cpu.as_rows(image)
     out = np.empty(image.shape, np.float32)
     out_rows = out.reshape(height, width * channels)
     cval32 = np.float32(cval)
 
+    scratch = threading.local()
+
     def run_tile(origin):
         i0, j0 = origin
-        region = np.empty((n, n), np.float32)
+        if not hasattr(scratch, "region"):  # buffers per worker thread, reused for every tile
+            scratch.region = np.empty((n, n), np.float32)
+            scratch.spectrum = np.empty((n, n // 2 + 1), np.complex64)
+        region, product = scratch.region, scratch.spectrum
         bh, bw = min(out_h, height - i0), min(out_w, width - j0)
         for c in range(channels):
             cpu.gather_region(src, row_map[i0 : i0 + n], col_map[j0 : j0 + n], channels, c, cval32, region)
-            result = np.fft.irfft2(np.fft.rfft2(region) * spectrum, s=(n, n))
+            np.fft.rfft2(region, out=product)
+            product *= spectrum
+            # (irfft2's out= gives wrong results in numpy 2.4: let it allocate.)
+            result = np.fft.irfft2(product, s=(n, n))
             # Rows/columns before kh-1 / kw-1 hold wrap-around: the rest is exact.
             out_rows[i0 : i0 + bh, j0 * channels + c : (j0 + bw) * channels : channels] = result[
                 kh - 1 : kh - 1 + bh, kw - 1 : kw - 1 + bw
