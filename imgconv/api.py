@@ -74,6 +74,10 @@ def _finish_array(values, finish):
 
 
 def _run(plan, image, kernel, mode, cval, threads, finish=FLOAT32):
+    if plan.backend == "cuda":  # numba.cuda is imported only here
+        from imgconv import cuda
+
+        return _finish_array(cuda.convolve(image, kernel, plan, mode, cval), finish)
     # numba is imported only when there is work.
     from imgconv import cpu
 

@@ -67,8 +67,10 @@ BUILTIN_SOURCE = "built-in"
 #: The largest kernel side, in taps, that the catalog hands out.
 MAX_KERNEL_SIDE = 1025
 
-#: How the results of a filter's kernels are combined (one kernel: "single").
-COMBINE_MODES = ("single", "magnitude")
+#: How the results of a filter's kernels are combined (one kernel: "single"):
+#: "magnitude" sqrt(sum r_i^2), "sum-abs" sum |r_i|, "max" the largest r_i
+#: (compass detectors such as Kirsch).  ``imgconv.api`` applies them.
+COMBINE_MODES = ("single", "magnitude", "sum-abs", "max")
 
 #: Default mappings of signed results to pixels (see ``imgconv.api``).
 OUT_RANGES = ("clip", "abs", "offset", "normalize")
@@ -282,8 +284,9 @@ class Kernel:
 class Filter:
     """A resolved catalog entry: what ``apply_filter`` runs.
 
-    ``combine``: "single" (one kernel) or "magnitude" (square root of the sum
-    of the squares of each kernel's result).  ``bias`` is added after
+    ``combine``: "single" (one kernel), "magnitude" (square root of the sum
+    of the squares of each kernel's result), "sum-abs" (sum of their absolute
+    values) or "max" (the largest result, pixel by pixel).  ``bias`` is added after
     combining, as a fraction of the image's full scale.  ``out_range`` is the
     default mapping of signed results to pixels.
     """

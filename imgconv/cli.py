@@ -10,8 +10,10 @@ import sys
 import warnings
 
 import click
+from click.shell_completion import CompletionItem
 
 from imgconv import borders
+from imgconv.chain import MAX_REPEAT
 from imgconv.errors import CatalogError, ImgconvError, ImgconvWarning
 
 OUT_RANGE_CHOICES = ("clip", "abs", "offset", "normalize")
@@ -51,17 +53,6 @@ def _catalog(ctx):
     return state["catalog"]
 
 
-def _resolve(ctx, name, assignments):
-    """The filter ``name`` with ``-p`` parameters; a bad name or value is a usage error."""
-    from imgconv.catalog import parse_assignments
-
-    catalog = _catalog(ctx)
-    try:
-        return catalog.resolve(name, parse_assignments(assignments))
-    except CatalogError as exc:
-        raise click.UsageError(str(exc), ctx) from exc
-
-
 def _check_mode(ctx, param, value):
     try:
         return borders.canonical_mode(value)
@@ -71,7 +62,13 @@ def _check_mode(ctx, param, value):
 
 # Options shared by the commands that filter, defined once.
 param_option = click.option(
-    "-p", "--param", "params", multiple=True, metavar="KEY=VALUE", help="A filter parameter, e.g. -p sigma=2 (repeatable)."
+    "-p",
+    "--param",
+    "params",
+    multiple=True,
+    metavar="KEY=VALUE",
+    shell_complete=lambda ctx, param, incomplete: _complete_params(ctx, param, incomplete),
+    help="A filter parameter, e.g. -p sigma=2 (repeatable; in a chain write NAME:KEY=VALUE).",
 )
 mode_option = click.option(
     "--mode",
@@ -97,19 +94,183 @@ alpha_option = click.option(
     help="Filter colour premultiplied by alpha, each channel separately, or leave alpha untouched.",
 )
 backend_option = click.option(
-    "--backend", type=click.Choice(("auto", "cpu", "cuda")), default="auto", show_default=True, help="Where to compute."
+    "--backend",
+    type=click.Choice(("auto", "cpu", "cuda")),
+    default="auto",
+    show_default=True,
+    help="Where to compute: auto uses an NVIDIA GPU for large images when one is there "
+    "(cuda needs pip install 'imgconv[cuda12]' or '[cuda13]').",
 )
 strategy_option = click.option(
     "--strategy",
-    type=click.Choice(("auto", "direct", "separable")),
+    type=click.Choice(("auto", "direct", "separable", "fft")),
     default="auto",
     show_default=True,
     help="Force a convolution strategy (auto lets imgconv choose).",
 )
 explain_option = click.option("--explain", is_flag=True, help="Say which strategy and backend run each kernel, and why.")
+threads_option = click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Compute threads (default: all cores, or NUMBA_NUM_THREADS).",
+)
+
+
+# --repeat, --strength and --linear are kept in ctx.meta under this key.
+_CHAIN_OPTIONS = "imgconv.chain_options"
+
+
+def _remember(ctx, param, value):
+    """Keep a chain option (--repeat, --strength, --linear) for _make_job, so the
+    commands that share them need no parameters of their own for them."""
+    if param.name == "strength" and value is not None and not (0 <= value < float("inf")):
+        raise click.BadParameter(f"must be a finite number >= 0, got {value}", ctx, param)
+    ctx.meta.setdefault(_CHAIN_OPTIONS, {})[param.name] = value
+    return value
+
+
+repeat_option = click.option(
+    "--repeat",
+    type=click.IntRange(1, MAX_REPEAT),
+    default=1,
+    show_default=True,
+    expose_value=False,
+    callback=_remember,
+    metavar="N",
+    help="Run the whole filter or chain N times.",
+)
+strength_option = click.option(
+    "--strength",
+    type=float,
+    default=1.0,
+    show_default=True,
+    expose_value=False,
+    callback=_remember,
+    metavar="S",
+    help="Blend with the original: 0 = unchanged, 1 = filtered, above 1 extrapolates (as unsharp masking does).",
+)
+linear_option = click.option(
+    "--linear",
+    is_flag=True,
+    expose_value=False,
+    callback=_remember,
+    help="Filter in linear light: decode sRGB before, encode after (float precision throughout).",
+)
+kernel_option = click.option(
+    "--kernel",
+    "kernels",
+    multiple=True,
+    metavar="MATRIX|FILE",
+    shell_complete=lambda ctx, param, incomplete: [CompletionItem(incomplete, type="file")],
+    help='A kernel instead of (or after) a named filter: "0 -1 0; -1 5 -1; 0 -1 0", ImageMagick "3x3: ...", '
+    "or a file (.mat, .npy, .csv, .txt). Repeatable.",
+)
+
+
+def _completion_catalog(ctx):
+    """The catalog while completing (the group's callback has not run): None if it cannot load."""
+    from imgconv.catalog import load_catalog
+
+    try:
+        return load_catalog(list(ctx.find_root().params.get("catalog_paths") or ()))
+    except (ImgconvError, OSError):
+        return None
+
+
+def _complete_chain(ctx, param, incomplete):
+    """Kernel names, and after NAME: its parameter names (a chain's last step)."""
+    from imgconv.chain import split_chain
+
+    catalog = _completion_catalog(ctx)
+    if catalog is None:
+        return []
+    current = split_chain(incomplete)[-1]
+    before = incomplete[: len(incomplete) - len(current)]
+    if current.startswith(("@", "[")):
+        return []
+    if ":" in current:
+        name, _, rest = current.partition(":")
+        try:
+            entry = catalog.entry(name)
+        except CatalogError:
+            return []
+        pairs = rest.split(":")
+        typed, given = pairs[-1], {p.split("=", 1)[0] for p in pairs[:-1]}
+        if "=" in typed:
+            return []
+        head = incomplete[: len(incomplete) - len(typed)]
+        return [
+            CompletionItem(f"{head}{p}=", help=entry.params[p].description or None)
+            for p in entry.params
+            if p.startswith(typed) and p not in given
+        ]
+    items = []
+    for entry in catalog.entries():
+        for name in (entry.name, *entry.aliases):
+            if name.startswith(current):
+                items.append(CompletionItem(before + name, help=entry.description))
+    return items
+
+
+def _complete_params(ctx, param, incomplete):
+    """-p KEY=: the parameters of the filter named first on the command line."""
+    from imgconv.chain import split_chain
+
+    # While an option still waits for its value, Click leaves the words before it in ctx.args.
+    named = ctx.params.get("args") or ctx.params.get("chain") or ctx.params.get("name") or tuple(ctx.args)
+    if isinstance(named, str):
+        named = (named,)
+    catalog = _completion_catalog(ctx)
+    if not named or catalog is None or "=" in incomplete:
+        return []
+    try:
+        entry = catalog.entry(split_chain(named[0])[0].partition(":")[0].strip())
+    except CatalogError:
+        return []
+    return [CompletionItem(f"{p}=", help=entry.params[p].description or None) for p in entry.params if p.startswith(incomplete)]
+
+
+def _complete_apply_args(ctx, param, incomplete):
+    """The first word is a filter (or chain); later ones are files."""
+    if not ctx.params.get("args") and not ctx.params.get("kernels"):
+        return _complete_chain(ctx, param, incomplete)
+    return [CompletionItem(incomplete, type="file")]
+
+
+def _resolve_chain(ctx, names, params, kernels=()):
+    """The filter or chain named on the command line, with the --repeat,
+    --strength and --linear this command was given: a catalog Filter when it
+    is one filter and nothing more (as before chains), else a Chain."""
+    import dataclasses
+
+    from imgconv.chain import parse_chain
+    from imgconv.errors import KernelFileError
+
+    if isinstance(names, str):
+        names = [names]
+    catalog = _catalog(ctx)
+    try:
+        chain = parse_chain(list(names), catalog, kernels=list(kernels), params=list(params))
+    except KernelFileError as exc:
+        raise click.ClickException(str(exc)) from exc
+    except CatalogError as exc:
+        raise click.UsageError(str(exc), ctx) from exc
+    options = ctx.meta.get(_CHAIN_OPTIONS, {})
+    chain = dataclasses.replace(
+        chain,
+        repeat=options.get("repeat") or 1,
+        strength=1.0 if options.get("strength") is None else options["strength"],
+        linear=bool(options.get("linear")),
+    )
+    if chain.is_plain and chain.steps[0].loaded is None:
+        return chain.steps[0].filter
+    return chain
 
 
 def filter_options(command):
+    for option in reversed([repeat_option, strength_option, linear_option]):
+        command = option(command)
     for option in reversed(
         [param_option, mode_option, cval_option, out_range_option, alpha_option, backend_option, strategy_option, explain_option]
     ):
@@ -117,28 +278,36 @@ def filter_options(command):
     return command
 
 
-def _make_job(ctx, name, params, mode, cval, out_range, alpha, backend, strategy):
+def _make_job(ctx, name, params, mode, cval, out_range, alpha, backend, strategy, threads=None, kernels=()):
+    """The Job for ``name`` (a filter, a chain, or several: see imgconv.chain) and the options."""
     from imgconv.batch import Job
     from imgconv.plan import make_plan
 
-    flt = _resolve(ctx, name, params)
+    flt = _resolve_chain(ctx, name, params, kernels)
     # Check the backend and strategy before any file is read.
     try:
         for kernel in flt.kernels:
             make_plan(kernel.matrix, (1, 1), backend=backend, strategy=strategy, factors=kernel.factors)
     except ValueError as exc:
         raise click.UsageError(str(exc), ctx) from exc
-    return Job(flt, mode=mode, cval=cval, alpha=alpha, out_range=out_range, backend=backend, strategy=strategy)
+    if threads is not None:
+        import numba
+
+        limit = numba.config.NUMBA_NUM_THREADS
+        if threads > limit:
+            raise click.BadParameter(f"{threads} is more than the {limit} threads available (NUMBA_NUM_THREADS)", ctx, param_hint="--threads")
+    return Job(flt, mode=mode, cval=cval, alpha=alpha, out_range=out_range, backend=backend, strategy=strategy, threads=threads)
 
 
 def _explain(job, shape):
     from imgconv.plan import make_plan
 
-    for index, kernel in enumerate(job.filter.kernels, 1):
-        factors = kernel.factors if job.strategy == "auto" else None
-        plan = make_plan(kernel.matrix, shape, backend=job.backend, strategy=job.strategy, factors=factors)
-        label = f"kernel {index} of {len(job.filter.kernels)}" if len(job.filter.kernels) > 1 else "kernel"
-        click.echo(f"{job.filter.name}: {label} {kernel.matrix.shape[0]}x{kernel.matrix.shape[1]}: {plan.explain()}", err=True)
+    filters = getattr(job.filter, "filters", None) or (job.filter,)  # a chain's steps, or the one filter
+    for flt in filters:
+        for index, kernel in enumerate(flt.kernels, 1):
+            plan = make_plan(kernel.matrix, shape, backend=job.backend, strategy=job.strategy, factors=kernel.factors)
+            label = f"kernel {index} of {len(flt.kernels)}" if len(flt.kernels) > 1 else "kernel"
+            click.echo(f"{flt.name}: {label} {kernel.matrix.shape[0]}x{kernel.matrix.shape[1]}: {plan.explain()}", err=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -159,7 +328,9 @@ def cli(ctx, catalog_paths):
     imgconv list                          the filters and their parameters
     imgconv show gaussian -p sigma=2      the matrix a filter uses
     imgconv apply sharpen in.png out.png  filter one image
+    imgconv apply blur,sharpen - out.png  a chain, the image from standard input
     imgconv batch blur photos/ out/       filter a folder tree
+    imgconv gallery in.jpg sheet.png      in.jpg through every filter, labelled
     """
     ctx.obj = {"catalog_paths": list(catalog_paths), "catalog": None}
 
@@ -192,91 +363,448 @@ def list_command(ctx):
             click.echo(" " * width + "  ".join(_format_param(p) for p in entry.params.values()))
 
 
-@cli.command()
-@click.argument("name")
-@param_option
-@click.pass_context
-@reports_errors
-def show(ctx, name, params):
-    """Print the matrix (or matrices) of filter NAME with its parameters resolved."""
+def _filter_title(flt):
+    settings = ", ".join(f"{k}={v}" for k, v in flt.params.items())
+    return flt.name + (f" ({settings})" if settings else "")
+
+
+def _show_filter(step, prefix, echo):
+    """Print one filter (a chain step): its description, kernels and options."""
     from imgconv.catalog import format_matrix
 
-    flt = _resolve(ctx, name, params)
+    flt = step.filter
     settings = ", ".join(f"{k}={v}" for k, v in flt.params.items())
-    click.echo(f"{flt.name}: {flt.description}" + (f" [{settings}]" if settings else ""))
+    echo(f"{prefix}{flt.name}: {flt.description}" + (f" [{settings}]" if settings else ""))
+    loaded = step.loaded
+    if loaded is not None and (loaded.written.shape != loaded.matrix.shape or not (loaded.written == loaded.matrix).all()):
+        rows, cols = loaded.written.shape
+        echo(f"\nas written ({loaded.format}, {rows}x{cols}):")
+        echo(format_matrix(loaded.written))
     for index, kernel in enumerate(flt.kernels, 1):
         rows, cols = kernel.matrix.shape
         heading = f"kernel {index} of {len(flt.kernels)}" if len(flt.kernels) > 1 else "kernel"
+        if loaded is not None:
+            heading = "impulse response"
         separable = ", separable" if kernel.factors is not None else ""
-        click.echo(f"\n{heading} ({rows}x{cols}{separable}, sum {kernel.matrix.sum():.6g}):")
-        click.echo(format_matrix(kernel.matrix))
+        centre = f", centre at row {rows // 2 + 1}, column {cols // 2 + 1}" if loaded is not None else ""
+        echo(f"\n{heading} ({rows}x{cols}{separable}, sum {kernel.matrix.sum():.6g}{centre}):")
+        echo(format_matrix(kernel.matrix))
     if len(flt.kernels) > 1:
-        click.echo(f"\ncombined by: {flt.combine}")
+        echo(f"\ncombined by: {flt.combine}")
     if flt.bias:
-        click.echo(f"bias: {flt.bias:g} of full scale")
-    click.echo(f"out-range: {flt.out_range}")
+        echo(f"bias: {flt.bias:g} of full scale")
+    echo(f"out-range: {flt.out_range}")
 
 
 @cli.command()
-@click.argument("name")
-@click.argument("source", metavar="IN", type=click.Path(exists=True, dir_okay=False))
-@click.argument("destination", metavar="OUT", type=click.Path(dir_okay=False))
-@filter_options
+@click.argument("chain", nargs=-1, metavar="[CHAIN]...", shell_complete=_complete_chain)
+@param_option
+@kernel_option
+@repeat_option
+@strength_option
+@click.option(
+    "--plot",
+    "plot_path",
+    metavar="FILE",
+    help="Also draw each kernel beside its frequency response into FILE (.png, ...; '-': PNG on standard output).",
+)
 @click.pass_context
 @reports_errors
-def apply(ctx, name, source, destination, params, mode, cval, out_range, alpha, backend, strategy, explain):
-    """Filter image IN with NAME and write OUT (its format from OUT's extension).
+def show(ctx, chain, params, kernels, plot_path):
+    """Print the matrix (or matrices) of a filter, a chain or a kernel file.
+
+    A chain of linear filters also prints its equivalent single kernel.
+    Kernels from --kernel are printed with their sum and impulse response.
+
+    \b
+    Examples:
+      imgconv show gaussian -p sigma=2
+      imgconv show gaussian:sigma=2,sharpen
+      imgconv show --kernel edge.mat --plot edge.png
+    """
+    from imgconv.catalog import format_matrix
+    from imgconv.chain import Chain
+
+    if plot_path is not None and plot_path != "-":
+        from imgconv import io
+
+        try:
+            io.output_format(plot_path)
+        except ImgconvError as exc:
+            raise click.BadParameter(str(exc), ctx, param_hint="--plot") from exc
+    resolved = _resolve_chain(ctx, chain, params, kernels)
+    steps = resolved.steps if isinstance(resolved, Chain) else Chain.of(resolved).steps
+    # With --plot -, the picture is all that goes to standard output.
+    echo = (lambda text: None) if plot_path == "-" else click.echo
+    several = len(steps) > 1
+    for number, step in enumerate(steps, 1):
+        if number > 1:
+            echo("")
+        _show_filter(step, f"step {number} of {len(steps)}: " if several else "", echo)
+    equivalent = None
+    if isinstance(resolved, Chain) and not resolved.is_plain:
+        options = []
+        if resolved.repeat != 1:
+            options.append(f"repeated {resolved.repeat} times")
+        if resolved.strength != 1.0:
+            options.append(f"at strength {resolved.strength:g}")
+        equivalent, reason = resolved.equivalent()
+        what = "the chain" + (" " + ", ".join(options) if options else "")
+        if equivalent is None:
+            echo(f"\nno single equivalent kernel for {what}: {reason}")
+        else:
+            rows, cols = equivalent.matrix.shape
+            echo(f"\nequivalent single kernel of {what} ({rows}x{cols}, sum {equivalent.matrix.sum():.6g}):")
+            echo(format_matrix(equivalent.matrix))
+    if plot_path is not None:
+        _plot(resolved, steps, equivalent, plot_path)
+
+
+def _plot(resolved, steps, equivalent, path):
+    from imgconv import io, plot
+    from imgconv.chain import Chain
+
+    notes = []
+    if equivalent is not None:
+        title = resolved.describe()
+        panels = [("equivalent kernel", equivalent.matrix)]
+    else:
+        title = " then ".join(_filter_title(s.filter) for s in steps)
+        if isinstance(resolved, Chain) and (resolved.repeat != 1 or resolved.strength != 1.0):
+            notes.append("each step drawn on its own: the chain has no single equivalent kernel")
+        panels = []
+        for step in steps:
+            flt = step.filter
+            for index, kernel in enumerate(flt.kernels, 1):
+                label = f"{flt.name}: kernel {index} of {len(flt.kernels)}" if len(flt.kernels) > 1 else flt.name
+                panels.append((label if len(steps) > 1 or len(flt.kernels) > 1 else "kernel", kernel.matrix))
+            if len(flt.kernels) > 1:
+                notes.append(f"{flt.name}: kernels combined by {flt.combine}")
+            if flt.bias:
+                notes.append(f"{flt.name}: bias {flt.bias:g} of full scale")
+    if len(steps) == 1 and steps[0].filter.description:
+        notes.insert(0, steps[0].filter.description)
+    picture = plot.kernel_picture(title, panels, notes=notes)
+    io.write_image(path, picture, format="png" if path == "-" else None)
+
+
+format_option = click.option(
+    "--format",
+    "out_format",
+    metavar="EXT",
+    help="The output format (png, jpg, tif, webp, bmp, gif) instead of OUT's extension; "
+    "for OUT '-' the default is the input's format (apply) or PNG (gallery).",
+)
+
+
+def _check_stdio(ctx, source, destination):
+    """'-' as IN or OUT: refuse a terminal instead of hanging or filling it with bytes."""
+    if source == "-" and sys.stdin.isatty():
+        raise click.UsageError("IN is '-' but standard input is a terminal: pipe an image in (< in.png)", ctx)
+    if destination == "-" and sys.stdout.isatty():
+        raise click.UsageError("OUT is '-' but standard output is a terminal: redirect it (> out.png) or name a file", ctx)
+
+
+def _filter_stream(job, source, destination, out_format):
+    """filter_file for standard input/output and --format: read, filter, write
+    (to standard output in one piece, once complete); the pixel array's shape."""
+    from imgconv import io
+    from imgconv.chain import filter_image
+
+    image = io.read_image(source)
+    name = io.STDIN_NAME if source == io.STDIO else source
+    pixels = filter_image(job, image, name)
+    if out_format is None and destination == io.STDIO:
+        out_format = image.format if (image.format or "").lower() in ("png", "jpeg", "tiff", "bmp", "webp", "gif") else "png"
+    io.write_image(destination, pixels, like=image, format=out_format)
+    return image.pixels.shape
+
+
+@cli.command()
+@click.argument("args", nargs=-1, metavar="[CHAIN]... IN OUT", shell_complete=_complete_apply_args)
+@kernel_option
+@filter_options
+@threads_option
+@format_option
+@click.pass_context
+@reports_errors
+def apply(ctx, args, kernels, params, mode, cval, out_range, alpha, backend, strategy, explain, threads, out_format):
+    """Filter image IN with a filter (or a chain of them) and write OUT.
+
+    OUT's format follows its extension (or --format).  IN and OUT may be '-'
+    for standard input and output.  A chain runs its filters in order, with
+    one decode and one encode: NAME[:KEY=VALUE...] steps separated by commas,
+    inline kernels in [...] and kernel files as @FILE; several CHAIN words
+    run one after another.
 
     \b
     Examples:
       imgconv apply sharpen photo.jpg sharp.jpg
       imgconv apply gaussian -p sigma=3 scan.tif soft.tif
-      imgconv apply sobel --out-range normalize in.png edges.png
+      imgconv apply gaussian:sigma=2,sharpen in.png out.png
+      imgconv apply unsharp --strength 0.5 --linear in.png out.png
+      imgconv apply --kernel "0 -1 0; -1 5 -1; 0 -1 0" in.png out.png
+      cat in.jpg | imgconv apply blur - - --format png > out.png
     """
+    import os
+
     from imgconv import io
 
+    if len(args) < 2:
+        missing = "IN and OUT" if not args else "OUT"
+        raise click.UsageError(f"missing {missing}: imgconv apply [CHAIN]... IN OUT", ctx)
+    *names, source, destination = args
+    if not names and not kernels:
+        if source in _catalog(ctx) and not os.path.exists(source):
+            raise click.UsageError(f"missing OUT: imgconv apply {source} IN OUT", ctx)
+        raise click.UsageError("no filter given: name one (or a chain) before IN, or give --kernel", ctx)
+    if source != io.STDIO:
+        if not os.path.exists(source):
+            raise click.BadParameter(f"file '{source}' does not exist", ctx, param_hint="IN")
+        if os.path.isdir(source):
+            raise click.BadParameter(f"'{source}' is a folder, not an image file", ctx, param_hint="IN")
     try:
-        io.output_format(destination)
+        if out_format is not None:
+            io.format_name(out_format)
+        elif destination != io.STDIO:
+            io.output_format(destination)
     except ImgconvError as exc:
-        raise click.BadParameter(str(exc), ctx, param_hint="OUT") from exc
-    job = _make_job(ctx, name, params, mode, cval, out_range, alpha, backend, strategy)
-    if explain:
-        _explain(job, (0, 0))
-    from imgconv.batch import filter_file
+        raise click.BadParameter(str(exc), ctx, param_hint="--format" if out_format else "OUT") from exc
+    _check_stdio(ctx, source, destination)
+    job = _make_job(ctx, names, params, mode, cval, out_range, alpha, backend, strategy, threads, kernels=kernels)
+    if io.STDIO in (source, destination) or out_format is not None:
+        shape = _filter_stream(job, source, destination, out_format)
+    else:
+        from imgconv.batch import filter_file
 
-    filter_file(job, source, destination)
+        shape = filter_file(job, source, destination)
+    if explain:
+        _explain(job, shape)
+
+
+class _BatchProgress:
+    """What ``imgconv batch`` shows while it works: a progress bar on a terminal
+    (click's own: files done / total, images per second, time left), a line per
+    failure and warning, a notice on Ctrl-C."""
+
+    def __init__(self, *, bar, quiet):
+        self.show_bar = bar
+        self.quiet = quiet
+        self.bar = None
+        self.started = None
+        self.finished = 0
+
+    def start(self, total):
+        import time
+
+        self.started = time.perf_counter()
+        if self.show_bar and total:
+            self.bar = click.progressbar(
+                length=total,
+                label="filtering",
+                file=sys.stderr,
+                show_pos=True,
+                show_eta=True,
+                item_show_func=self._rate,
+            )
+            self.bar.__enter__()
+
+    def _rate(self, _item):
+        import time
+
+        elapsed = time.perf_counter() - self.started if self.started else 0.0
+        return f"{self.finished / elapsed:.2f} images/s" if elapsed > 0 and self.finished else None
+
+    def echo(self, text):
+        if self.bar is not None:
+            click.echo("\r\033[K" + text, err=True)  # over the bar, which is drawn again below
+            self.bar.render_progress()
+        else:
+            click.echo(text, err=True)
+
+    def result(self, result):
+        if result.status == "failed":
+            self.echo(f"failed: {result.message}")
+        if not self.quiet:
+            for note in result.warnings:
+                self.echo(f"warning: {note}")
+        if self.started is not None:  # a file that was to be filtered (not one skipped up front)
+            self.finished += result.status in ("done", "failed")
+            if self.bar is not None:
+                self.bar.update(1)
+
+    def interrupt(self, in_progress, abandoning):
+        if abandoning:
+            self.echo(f"interrupted again: abandoning {in_progress} file(s) in progress")
+        elif in_progress:
+            self.echo(f"interrupted: finishing the {in_progress} file(s) in progress (Ctrl-C again to abandon them)")
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.render_finish()
+            self.bar = None
 
 
 @cli.command()
-@click.argument("name")
+@click.argument("name", metavar="CHAIN", shell_complete=_complete_chain)
 @click.argument("in_dir", metavar="IN_DIR", type=click.Path(exists=True, file_okay=False))
 @click.argument("out_dir", metavar="OUT_DIR", type=click.Path(file_okay=False))
 @filter_options
+@click.option(
+    "-j", "--jobs", type=click.IntRange(min=1), default=None, metavar="N",
+    help="Worker processes (default: the number of cores); numba threads per worker = cores / N.",
+)
+@click.option("--overwrite", is_flag=True, help="Filter files whose output exists (by default they are skipped: a rerun resumes).")
+@click.option("--include", multiple=True, metavar="GLOB", help="Filter only files matching GLOB (path under IN_DIR, file or folder name; repeatable).")
+@click.option("--exclude", multiple=True, metavar="GLOB", help="Leave out files matching GLOB (repeatable; wins over --include).")
+@click.option("--format", "out_format", metavar="EXT", help="Write every output in this format, e.g. --format jpg (default: the input's).")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False), metavar="FILE", help="Write a JSON record of every file to FILE.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar, warnings or summary; failures are still named.")
+@click.option(
+    "--scheduler", metavar="ADDRESS",
+    help="Run on a Dask distributed cluster (tcp://host:8786), or 'local' for a LocalCluster; needs imgconv[dask].",
+)
 @click.pass_context
 @reports_errors
-def batch(ctx, name, in_dir, out_dir, params, mode, cval, out_range, alpha, backend, strategy, explain):
+def batch(
+    ctx, name, in_dir, out_dir, params, mode, cval, out_range, alpha, backend, strategy, explain,
+    jobs, overwrite, include, exclude, out_format, report_path, quiet, scheduler,
+):
     """Filter every image under IN_DIR (recursively) into the same paths under OUT_DIR.
 
+    Outputs that exist are skipped (--overwrite to redo them), so running the
+    same command again after a crash or Ctrl-C does only what is missing.
     Files that are not images are skipped; a file that cannot be read is
-    named and the rest go on.  Exits with 1 when any file failed.
+    named and the rest go on.  Exits with 1 when any file failed, 130 when
+    interrupted (Ctrl-C lets the files in progress finish; a second Ctrl-C
+    abandons them; no output is ever left half-written).
 
     \b
-    Example:
+    Examples:
       imgconv batch gaussian -p sigma=2 photos/ blurred/
+      imgconv batch sharpen photos/ out/ --include '*.jpg' --exclude 'raw' --jobs 4
+      imgconv batch blur photos/ thumbs/ --format webp --report report.json
+      imgconv batch blur /shared/in /shared/out --scheduler tcp://scheduler:8786
     """
-    from imgconv.batch import run_batch
+    import os
 
+    from imgconv.batch import normalize_extension, run_batch
+
+    extension = None
+    if out_format is not None:
+        try:
+            extension = normalize_extension(out_format)
+        except ImgconvError as exc:
+            raise click.BadParameter(str(exc), ctx, param_hint="--format") from exc
+    if report_path is not None:
+        folder = os.path.dirname(os.path.abspath(report_path))
+        if not os.path.isdir(folder):
+            raise click.BadParameter(f"folder '{folder}' does not exist", ctx, param_hint="--report")
     job = _make_job(ctx, name, params, mode, cval, out_range, alpha, backend, strategy)
     if explain:
-        _explain(job, (0, 0))
+        click.echo("for a 4000x3000 RGB image:", err=True)
+        _explain(job, (3000, 4000, 3))
 
-    def on_result(result):
-        if result.status == "failed":
-            click.echo(f"failed: {result.message}", err=True)
-
-    report = run_batch(job, in_dir, out_dir, on_result=on_result)
-    click.echo(report.summary(), err=True)
+    progress = _BatchProgress(bar=not quiet and sys.stderr.isatty(), quiet=quiet)
+    try:
+        report = run_batch(
+            job, in_dir, out_dir, jobs=jobs, overwrite=overwrite, include=include, exclude=exclude,
+            extension=extension, scheduler=scheduler,
+            on_start=progress.start, on_result=progress.result, on_interrupt=progress.interrupt,
+        )
+    except KeyboardInterrupt:
+        progress.close()
+        click.echo("interrupted before any file was filtered", err=True)
+        ctx.exit(130)
+    progress.close()
+    if report_path is not None:
+        report.write_json(report_path)
+    if not quiet or report.interrupted:
+        click.echo(report.summary(), err=True)
     ctx.exit(report.exit_code)
+
+
+@cli.command()
+@click.argument("source", metavar="IN", type=click.Path(dir_okay=False, allow_dash=True))
+@click.argument("destination", metavar="OUT", type=click.Path(dir_okay=False, allow_dash=True))
+@click.option(
+    "-k",
+    "--kernels",
+    "kernel_list",
+    metavar="LIST",
+    shell_complete=_complete_chain,
+    help="The filters to show, comma-separated, each with its parameters (chain syntax), e.g. blur,sharpen,gaussian:sigma=4. "
+    "Default: every catalog filter.",
+)
+@click.option("--tile", "tile_chains", multiple=True, metavar="CHAIN", help="A tile filtered by a whole chain (repeatable).")
+@click.option("--size", type=click.IntRange(32, 1024), default=192, show_default=True, help="Longest side of a tile in pixels; IN is scaled down to it before filtering.")
+@click.option("--columns", type=click.IntRange(1, 100), default=None, help="Tiles per row (default: about as many as rows).")
+@mode_option
+@alpha_option
+@linear_option
+@format_option
+@click.pass_context
+@reports_errors
+def gallery(ctx, source, destination, kernel_list, tile_chains, size, columns, mode, alpha, out_format):
+    """A contact sheet of IN through each chosen filter, each tile labelled.
+
+    The first tile is IN itself.  OUT may be '-' (PNG on standard output).
+
+    \b
+    Examples:
+      imgconv gallery photo.jpg sheet.png
+      imgconv gallery photo.jpg sheet.png -k blur,sharpen,sobel,emboss --size 256
+      imgconv gallery photo.jpg compare.png --tile gaussian:sigma=3 --linear
+    """
+    import dataclasses
+    import os
+
+    from imgconv import io, plot
+    from imgconv.chain import Chain, apply_chain, parse_chain
+
+    if source != io.STDIO and not os.path.isfile(source):
+        raise click.BadParameter(f"file '{source}' does not exist", ctx, param_hint="IN")
+    try:
+        if out_format is not None:
+            io.format_name(out_format)
+        elif destination != io.STDIO:
+            io.output_format(destination)
+    except ImgconvError as exc:
+        raise click.BadParameter(str(exc), ctx, param_hint="--format" if out_format else "OUT") from exc
+    _check_stdio(ctx, source, destination)
+    linear = bool(ctx.meta.get(_CHAIN_OPTIONS, {}).get("linear"))
+    catalog = _catalog(ctx)
+    chains = []  # (label, Chain)
+    try:
+        if kernel_list:
+            for step in parse_chain(kernel_list, catalog).steps:
+                chains.append((step.text, Chain((step,), linear=linear)))
+        for text in tile_chains:
+            chain = parse_chain(text, catalog)
+            chains.append((chain.name, dataclasses.replace(chain, linear=linear)))
+    except CatalogError as exc:
+        raise click.UsageError(str(exc), ctx) from exc
+    if not chains:
+        chains = [(name, Chain.of(catalog.resolve(name), linear=linear)) for name in catalog.names()]
+
+    image = io.read_image(source)
+    shown = io.STDIN_NAME if source == io.STDIO else source
+    if linear and image.icc_profile:
+        from imgconv.colour import check_srgb_profile
+
+        problem = check_srgb_profile(image.icc_profile)
+        if problem:
+            raise ImgconvError(f"cannot filter '{shown}' in linear light: {problem}; convert it to sRGB first, or leave out --linear")
+    small = plot.thumbnail(image.pixels, size, has_alpha=image.has_alpha)
+    tiles = [("original", plot.to_display(small, image.has_alpha))]
+    for label, chain in chains:
+        filtered = apply_chain(small, chain, mode=mode, alpha=alpha, has_alpha=image.has_alpha)
+        tiles.append((label, plot.to_display(filtered, image.has_alpha)))
+    title = f"{os.path.basename(shown)} through {len(chains)} filter{'s' if len(chains) > 1 else ''}"
+    if linear:
+        title += ", in linear light"
+    sheet = plot.contact_sheet(tiles, columns=columns, size=size, title=title)
+    io.write_image(destination, sheet, format=out_format or ("png" if destination == io.STDIO else None))
 
 
 def main():

@@ -26,3 +26,7 @@ class ImgconvWarning(UserWarning):
 
     For example an ICC profile dropped because the output's colour mode cannot use it.
     """
+
+
+class KernelFileError(ImgconvError, ValueError):
+    """A kernel file (ImageMagick text, libvips .mat, CSV or .npy) cannot be read or parsed."""

@@ -57,6 +57,7 @@ import os
 import secrets
 import stat
 import struct
+import sys
 import threading
 import warnings
 import zlib
@@ -71,6 +72,8 @@ __all__ = [
     "SUPPORTED_FORMATS",
     "ImageData",
     "output_format",
+    "format_name",
+    "STDIO",
     "is_image_path",
     "read_image",
     "write_image",
@@ -88,6 +91,11 @@ SUPPORTED_FORMATS: dict[str, str] = {
     ".webp": "WEBP",
     ".gif": "GIF",
 }
+
+#: The path that means standard input (for read_image) or output (for write_image).
+STDIO = "-"
+STDIN_NAME = "<stdin>"
+STDOUT_NAME = "<stdout>"
 
 #: The environment variable that replaces Pillow's pixel-count limit (0: no limit).
 MAX_PIXELS_ENV = "IMGCONV_MAX_PIXELS"
@@ -352,7 +360,8 @@ def read_image(path) -> ImageData:
     Parameters
     ----------
     path : str or os.PathLike
-        A PNG, JPEG, TIFF, BMP, WebP or GIF file (recognised by content).
+        A PNG, JPEG, TIFF, BMP, WebP or GIF file (recognised by content), or
+        ``"-"`` (``STDIO``) for the whole of standard input.
 
     Returns
     -------
@@ -374,6 +383,8 @@ def read_image(path) -> ImageData:
         decoded at 8 bits, 32-bit integers read as float, CMYK converted to RGB
         without a usable ICC profile).
     """
+    if isinstance(path, str) and path == STDIO:
+        return _read_stdin(_pixel_limit())
     name = _name(path)
     limit = _pixel_limit()
     # A directory gives PermissionError rather than IsADirectoryError on some systems.
@@ -389,6 +400,20 @@ def read_image(path) -> ImageData:
         raise _open_error(name, exc) from None
     with stream:
         return _read_stream(name, stream, limit)
+
+
+def _read_stdin(limit):
+    name = STDIN_NAME
+    stream = getattr(sys.stdin, "buffer", None)
+    if stream is None:
+        raise ImageError(f"cannot read '{name}': standard input is not open")
+    try:
+        data = stream.read()
+    except OSError as exc:
+        raise _open_error(name, exc) from None
+    if not data:
+        raise ImageError(f"cannot read '{name}': no data on standard input")
+    return _read_stream(name, io.BytesIO(data), limit)
 
 
 def _read_stream(name, stream, limit):
@@ -848,7 +873,20 @@ def _format_params(fmt):
     return {}
 
 
-def write_image(path, pixels, *, like: ImageData | None = None) -> None:
+def format_name(text) -> str:
+    """The Pillow format for a name given by a user: ``png``, ``JPG``,
+    ``.tiff``, ``WebP``... (an extension in ``SUPPORTED_FORMATS`` or a Pillow
+    format name); ImageError for anything else."""
+    key = str(text).strip().lower()
+    if not key.startswith("."):
+        key = "." + key
+    if key in SUPPORTED_FORMATS:
+        return SUPPORTED_FORMATS[key]
+    names = sorted({ext.lstrip(".") for ext in SUPPORTED_FORMATS})
+    raise ImageError(f"unknown image format '{text}' (use one of {', '.join(names)})")
+
+
+def write_image(path, pixels, *, like: ImageData | None = None, format: str | None = None) -> None:
     """Write ``pixels`` to ``path``, atomically, in the format its extension names.
 
     The file is written to a temporary file in the same folder (a hidden name
@@ -868,6 +906,11 @@ def write_image(path, pixels, *, like: ImageData | None = None) -> None:
     like : ImageData, optional
         The image read from the input: its EXIF, ICC profile, XMP and dpi are
         written where the format can hold them.
+    format : str, optional
+        The format (``"png"``, ``"jpg"``, ...; see :func:`format_name`) instead
+        of the one ``path``'s extension names.  Required when ``path`` is
+        ``"-"`` (``STDIO``): the image is then encoded completely and written
+        to standard output in one piece.
 
     Raises
     ------
@@ -884,9 +927,15 @@ def write_image(path, pixels, *, like: ImageData | None = None) -> None:
         alpha, colours beyond a GIF palette, metadata, an ICC profile for the
         wrong colour space.
     """
-    name = _name(path)
-    fmt = output_format(path)
+    to_stdout = isinstance(path, str) and path == STDIO
+    if to_stdout and format is None:
+        raise ImageError("cannot write to standard output without a format (png, jpg, tif, ...)")
+    name = STDOUT_NAME if to_stdout else _name(path)
+    fmt = format_name(format) if format is not None else output_format(path)
     pixels = _check_pixels(pixels)
+    if to_stdout:
+        _write_stdout(pixels, fmt, like)
+        return
     folder = os.path.dirname(os.path.abspath(name))
     if not os.path.isdir(folder):
         shown = os.path.dirname(name) or folder
@@ -897,18 +946,45 @@ def write_image(path, pixels, *, like: ImageData | None = None) -> None:
         raise ImageError(f"cannot write '{name}': is a directory")
 
     notes = []  # what the output could not keep: reported once the file is written
-    array = _fit_depth(fmt, pixels, notes.append)
-    if fmt == "GIF":
-        image, params = _to_palette(array, notes.append)
-    else:
-        array = _fit_channels(fmt, array, notes.append)
-        image = Image.fromarray(_owned(array))
-        params = {}
-    params.update(_format_params(fmt))
-    params.update(_metadata_params(fmt, image.mode, like, notes.append))
+    image, params = _encode(pixels, fmt, like, notes.append)
     _save_atomically(name, folder, image, fmt, params)
     for note in notes:
         warnings.warn(f"'{name}': {note}", ImgconvWarning, stacklevel=2)
+
+
+def _encode(pixels, fmt, like, warn):
+    """A Pillow image ready to save as ``fmt``, and its save parameters."""
+    array = _fit_depth(fmt, pixels, warn)
+    if fmt == "GIF":
+        image, params = _to_palette(array, warn)
+    else:
+        array = _fit_channels(fmt, array, warn)
+        image = Image.fromarray(_owned(array))
+        params = {}
+    params.update(_format_params(fmt))
+    params.update(_metadata_params(fmt, image.mode, like, warn))
+    return image, params
+
+
+def _write_stdout(pixels, fmt, like):
+    name = STDOUT_NAME
+    notes = []
+    image, params = _encode(pixels, fmt, like, notes.append)
+    buffer = io.BytesIO()
+    try:
+        image.save(buffer, format=fmt, **params)
+    except (OSError, ValueError, OverflowError, SyntaxError, struct.error, zlib.error) as exc:
+        raise ImageError(f"cannot write '{name}': {_one_line(exc)}") from None
+    stream = getattr(sys.stdout, "buffer", None)
+    if stream is None:
+        raise ImageError(f"cannot write '{name}': standard output is not open")
+    try:
+        stream.write(buffer.getvalue())
+        stream.flush()
+    except OSError as exc:
+        raise ImageError(f"cannot write '{name}': {exc.strerror or _one_line(exc)}") from None
+    for note in notes:
+        warnings.warn(f"'{name}': {note}", ImgconvWarning, stacklevel=3)
 
 
 def _save_atomically(name, folder, image, fmt, params):

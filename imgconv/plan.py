@@ -96,15 +96,135 @@ def fft_cost(image_shape, kernel_shape):
     return fft_ns_per_pixel(image_shape, kernel_shape)
 
 
-def choose_backend(backend):
-    """Resolve ``backend`` to the one that will run."""
+# --- backend choice -----------------------------------------------------------------------------
+# backend="auto" computes on a GPU only for images of at least this many values
+# (pixels x channels).  NOT MEASURED (no GPU was available when it was set): an
+# estimate from PCIe transfer (~25 GB/s: 4 Mvalues go up as uint8 in ~0.2 ms and
+# come down as float32 in ~0.7 ms) against the CPU's ~2 ms for a 5x5 on two
+# cores (the cost model above), plus the GPU's one-off start per process.
+# bench/gpu.py --threshold measures the crossover; docs/performance.md, "GPU".
+CUDA_AUTO_MIN_VALUES = 4 * 1024 * 1024
+
+# Strategy choice on the GPU, in tap-equivalents per output value.  NOT MEASURED:
+# a pass reads and writes the image once through global memory, taken as worth
+# this many taps summed from shared memory.
+CUDA_PASS_TAPS = 8
+
+# backend="auto" leaves work costing more than this many taps per value on the
+# GPU (a dense kernel beyond about 128x128) to the CPU's FFT, the GPU having no
+# FFT route.  NOT MEASURED: tiled direct on a GPU sums some 10^12 taps a second,
+# so 8192^2 values at this cost take ~0.1-0.2 s, about the CPU FFT's time.
+CUDA_AUTO_MAX_TAPS = 128 * 128
+
+CUDA_INSTALL_HINT = (
+    "install the GPU backend with pip install 'imgconv[cuda12]' (or 'imgconv[cuda13]' for a CUDA 13 driver) "
+    "on a machine with an NVIDIA GPU, or use backend 'cpu' (--backend cpu)"
+)
+
+
+def _simulator_enabled():
+    """Whether numba's CUDA simulator is on (NUMBA_ENABLE_CUDASIM, read as numba reads it)."""
+    import os
+    import sys
+
+    module = sys.modules.get("numba.cuda")
+    if module is not None and hasattr(module, "config"):
+        return bool(module.config.ENABLE_CUDASIM)
+    try:
+        return int(os.environ.get("NUMBA_ENABLE_CUDASIM", "0") or 0) != 0
+    except ValueError:
+        return False
+
+
+_device_reason = []  # the probe's answer, once per process
+
+
+def _probe_device():
+    """None when numba-cuda and a CUDA GPU are there, else why not.  Cheap where
+    there is no driver: numba.cuda is imported only once the driver library loads."""
+    import ctypes
+    import importlib.util
+    import sys
+
+    if importlib.util.find_spec("numba_cuda") is None:
+        return "numba-cuda is not installed"
+    library = "nvcuda.dll" if sys.platform == "win32" else "libcuda.so.1"
+    try:
+        ctypes.CDLL(library)
+    except OSError:
+        return f"no CUDA driver ({library}) found"
+    from numba import cuda
+
+    if not cuda.is_available():
+        return f"no CUDA GPU found ({cuda.cuda_error() or 'the driver reports none'})"
+    return None
+
+
+def cuda_unavailable_reason(*, simulator=True):
+    """Why the CUDA backend cannot run here, or None when it can.
+
+    ``simulator``: whether numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1) counts
+    as a device -- it does for ``backend="cuda"`` (the tests run the kernels on
+    it), never for ``backend="auto"``.
+    """
+    import importlib.util
+
+    if _simulator_enabled():
+        if not simulator:
+            return "numba's CUDA simulator is enabled (NUMBA_ENABLE_CUDASIM)"
+        if importlib.util.find_spec("numba_cuda") is None:
+            return "numba-cuda is not installed"
+        return None
+    if not _device_reason:
+        _device_reason.append(_probe_device())
+    return _device_reason[0]
+
+
+def choose_backend(backend, image_shape=None, strategy="auto"):
+    """Resolve ``backend`` to the one that will run.
+
+    ``auto``: the GPU when one is really there (not the simulator), the image
+    has at least ``CUDA_AUTO_MIN_VALUES`` values and the strategy can run on
+    it (the FFT runs on the CPU only); else the CPU.
+
+    Raises
+    ------
+    BackendError
+        For ``cuda`` where numba-cuda or a GPU is missing, saying how to install or fall back.
+    """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if backend == "cuda":
-        raise BackendError(
-            "backend 'cuda' is not available in this version of imgconv; use backend 'cpu' (or 'auto')"
-        )
+        reason = cuda_unavailable_reason()
+        if reason is not None:
+            raise BackendError(f"backend 'cuda' is not available: {reason}; {CUDA_INSTALL_HINT}")
+        if strategy == "fft":
+            raise ValueError(
+                "strategy 'fft' runs on the CPU only (large kernels run tiled on the GPU): "
+                "use backend 'cpu' for the FFT, or strategy 'auto' or 'direct' on 'cuda'"
+            )
+        return "cuda"
+    if backend == "auto" and strategy != "fft" and image_shape is not None:
+        if int(np.prod(image_shape)) >= CUDA_AUTO_MIN_VALUES and cuda_unavailable_reason(simulator=False) is None:
+            return "cuda"
     return "cpu"
+
+
+def _cuda_plan(kernel, factors, size):
+    """The strategy on the GPU (``auto``): direct or separable, by taps summed per value."""
+    kh, kw = kernel.shape
+    taps = int(np.count_nonzero(kernel))
+    costs = {"direct": CUDA_PASS_TAPS + taps}
+    if kh > 1 and kw > 1:
+        if factors is None and 2 * CUDA_PASS_TAPS + kh + kw < costs["direct"]:
+            factors = low_rank_factors(kernel)
+        if factors:
+            costs["separable"] = len(factors) * (2 * CUDA_PASS_TAPS + kh + kw)
+    best = min(costs, key=costs.get)
+    estimates = ", ".join(f"{name} {cost}" for name, cost in sorted(costs.items(), key=lambda item: item[1]))
+    rank = f"rank {len(factors)}, " if best == "separable" else ""
+    reason = f"{size} kernel, {rank}{taps} non-zero taps; estimated GPU cost in taps per value (unmeasured): {estimates}"
+    return Plan(best, "cuda", reason, tuple(factors) if best == "separable" else ()), costs[best]
 
 
 def make_plan(kernel, image_shape, *, backend="auto", strategy="auto", factors=None):
@@ -124,7 +244,7 @@ def make_plan(kernel, image_shape, *, backend="auto", strategy="auto", factors=N
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
-    chosen_backend = choose_backend(backend)
+    chosen_backend = choose_backend(backend, image_shape, strategy)
     kernel = np.asarray(kernel)
     kh, kw = kernel.shape
     size = f"{kh}x{kw}"
@@ -142,6 +262,11 @@ def make_plan(kernel, image_shape, *, backend="auto", strategy="auto", factors=N
             raise ValueError(f"strategy 'separable' needs a kernel of rank {MAX_RANK} or less; this {size} kernel is not")
         return Plan("separable", chosen_backend, f"requested, rank {len(factors)}", tuple(factors))
 
+    if chosen_backend == "cuda":
+        cuda_plan, cuda_cost = _cuda_plan(kernel, factors, size)
+        if backend == "cuda" or cuda_cost <= CUDA_AUTO_MAX_TAPS:
+            return cuda_plan
+        chosen_backend = "cpu"  # auto: too much for tiled direct on the GPU; the CPU has the FFT
     costs = {"direct": direct_cost(kernel)}
     if kh > 1 and kw > 1:
         if factors is None and separable_cost(kernel.shape, 1) < costs["direct"]:

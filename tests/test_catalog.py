@@ -563,7 +563,7 @@ BAD_CATALOGS = [
     ("param int limit", entry("description: x\nfamily: box\nparams:\n  size: {max: 2.5}\n"), "parameter 'size': max must be an integer"),
     ("param choices on a number", entry("description: x\nfamily: box\nparams:\n  size: {choices: [a]}\n"), "choices apply to choice parameters, not int"),
     ("params on a matrix", entry("description: x\nmatrix: [[1]]\nparams: {}\n"), "'params' goes with 'family', not 'matrix'"),
-    ("unknown combine", entry("description: x\nkernels: [sobel-x, sobel-y]\ncombine: max\n"), "unknown combine 'max'; allowed: single, magnitude"),
+    ("unknown combine", entry("description: x\nkernels: [sobel-x, sobel-y]\ncombine: median\n"), "unknown combine 'median'; allowed: single, magnitude, sum-abs, max"),
     ("several kernels without combine", entry("description: x\nkernels: [sobel-x, sobel-y]\n"), "several kernels need 'combine'"),
     ("single with several kernels", entry("description: x\nkernels: [sobel-x, sobel-y]\ncombine: single\n"), "combine 'single' takes one kernel, got 2"),
     ("empty kernels", entry("description: x\nkernels: []\n"), "kernels must be a non-empty list"),

@@ -95,8 +95,15 @@ def handmade_png(array, color_type, bit_depth=16, width=None, height=None, idat=
     return b"\x89PNG\r\n\x1a\n" + body + chunk(b"IEND", b"")
 
 
+_SRGB_PROFILE = []
+
+
 def srgb_profile():
-    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    # Made once: LittleCMS stamps each new profile with the current time, so two
+    # made a second apart differ (and a comparison across them fails by chance).
+    if not _SRGB_PROFILE:
+        _SRGB_PROFILE.append(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
+    return _SRGB_PROFILE[0]
 
 
 def grey_profile():

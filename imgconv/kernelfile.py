@@ -1,0 +1,401 @@
+"""Kernels from outside the catalog: typed on the command line, or read from
+the files other tools use.
+
+================  ==========================================================
+form              how it is read
+================  ==========================================================
+inline text       rows separated by ``;`` or new lines, values by spaces or
+                  commas: ``"0 -1 0; -1 5 -1; 0 -1 0"``; fractions allowed
+                  (``1/16``); ``[[0, -1, 0], [-1, 5, -1], [0, -1, 0]]`` too.
+                  Applied as written (true convolution, like the catalog).
+ImageMagick       ``WxH[+X+Y]: v, v, v ...`` (``W:`` for W x W), values by
+                  commas or spaces, ``nan`` or ``-`` for an element outside
+                  the neighbourhood (0 here).  ImageMagick's ``Convolve``
+                  is a true convolution with the origin at ``+X+Y``
+                  (default ``(W-1)/2, (H-1)/2``): imgconv places that origin
+                  at its centre, so results match ``-morphology Convolve``.
+libvips ``.mat``  first line ``width height [scale [offset]]``, then the
+                  rows.  libvips computes ``sum(pixel * mask) / scale +
+                  offset`` without flipping (a correlation, origin at
+                  ``(W/2, H/2)``): imgconv flips the mask, divides it by
+                  ``scale`` and turns ``offset`` into a bias of
+                  ``offset / 255`` of full scale (libvips's values are
+                  8-bit units), so results match ``vips conv``.
+CSV / text        any other file: rows of numbers separated by commas,
+                  semicolons, spaces or tabs; ``#`` starts a comment.
+                  Applied as written (true convolution).
+NumPy ``.npy``    a 2-D array of real numbers (a 1-D array is one row),
+                  applied as written, as ``scipy.ndimage.convolve`` would.
+================  ==========================================================
+
+The "impulse response" of a kernel (what a single bright pixel becomes) is the
+kernel imgconv convolves with, element for element, centred on the pixel; for
+libvips masks it is the mask as written, turned by 180 degrees.
+
+This module imports only numpy, yaml and the standard library.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from imgconv.catalog import MAX_KERNEL_SIDE, Filter, Kernel
+from imgconv.errors import CatalogError, KernelFileError
+
+__all__ = ["LoadedKernel", "load_kernel", "read_kernel_file", "parse_inline_kernel", "looks_like_path", "KERNEL_FILE_EXTENSIONS"]
+
+#: Extensions that name a kernel file (others are read as CSV/whitespace text too).
+KERNEL_FILE_EXTENSIONS = (".mat", ".npy", ".csv", ".txt", ".tsv", ".kernel")
+
+_MAX_FILE_BYTES = 64 * 1024 * 1024
+
+# ImageMagick's user kernel: "WxH+X+Y:" (H, +X+Y optional; flags @ < > rotate it).
+_IM_HEADER = re.compile(r"\s*(\d+)(?:\s*[xX]\s*(\d+))?\s*(?:([+-]\s*\d+)\s*([+-]\s*\d+))?\s*([@<>^!]*)\s*:", re.ASCII)
+_NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+_VALUE = re.compile(rf"({_NUMBER})(?:\s*/\s*({_NUMBER}))?\Z")
+_SPLIT = re.compile(r"[\s,]+")
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedKernel:
+    """A kernel from the command line or a file.
+
+    ``matrix`` is what imgconv convolves with (its impulse response); ``written``
+    the numbers as they stand in the source; ``bias`` a fraction of full scale
+    added after filtering; ``notes`` say how ``written`` became ``matrix``.
+    """
+
+    matrix: np.ndarray
+    written: np.ndarray
+    format: str
+    source: str
+    bias: float = 0.0
+    notes: tuple = ()
+
+    def to_filter(self, *, normalize=False, scale=1.0, name=None) -> Filter:
+        """The kernel as a one-kernel :class:`~imgconv.catalog.Filter`."""
+        matrix = self.matrix
+        notes = list(self.notes)
+        if normalize:
+            total = float(matrix.sum())
+            if abs(total) <= 1e-9 * float(np.abs(matrix).sum()):
+                raise CatalogError(f"{self.source}: normalize=true, but the kernel sums to 0")
+            matrix = matrix / total
+            notes.append(f"divided by its sum {total:g}")
+        if scale != 1.0:
+            matrix = matrix * scale
+            notes.append(f"scaled by {scale:g}")
+        rows, cols = matrix.shape
+        description = f"{self.format} kernel {rows}x{cols}"
+        if notes:
+            description += " (" + "; ".join(notes) + ")"
+        params = {}
+        if normalize:
+            params["normalize"] = True
+        if scale != 1.0:
+            params["scale"] = scale
+        return Filter(
+            name=name or self.source,
+            description=description,
+            params=params,
+            kernels=(Kernel(matrix),),
+            combine="single",
+            bias=self.bias,
+            out_range="clip",
+        )
+
+
+def _number(token, where):
+    match = _VALUE.match(token)
+    if not match:
+        raise ValueError(f"{where}: {token!r} is not a number")
+    value = float(match.group(1))
+    if match.group(2) is not None:
+        divisor = float(match.group(2))
+        if divisor == 0:
+            raise ValueError(f"{where}: {token!r} divides by zero")
+        value /= divisor
+    if not math.isfinite(value):
+        raise ValueError(f"{where}: {token!r} is not a finite number")
+    return value
+
+
+def _check_shape(shape):
+    if shape[0] > MAX_KERNEL_SIDE or shape[1] > MAX_KERNEL_SIDE:
+        raise ValueError(f"the kernel is {shape[0]}x{shape[1]}, larger than the {MAX_KERNEL_SIDE}x{MAX_KERNEL_SIDE} limit")
+
+
+def _rows_to_matrix(rows):
+    """A list of lists of numbers as a 2-D float64 array; every row the same length."""
+    if not rows:
+        raise ValueError("no numbers found")
+    width = len(rows[0])
+    for number, row in enumerate(rows, 1):
+        if len(row) != width:
+            raise ValueError(f"row {number} has {len(row)} values, row 1 has {width}")
+    matrix = np.array(rows, dtype=np.float64)
+    _check_shape(matrix.shape)
+    return matrix
+
+
+def _matrix_rows(text, row_separators):
+    """Rows of numbers from text: rows split by ``row_separators`` (a regex),
+    values by commas and white space, ``#`` comments removed."""
+    lines = [line.split("#", 1)[0] for line in text.splitlines()]
+    rows = []
+    for chunk in re.split(row_separators, "\n".join(lines)):
+        chunk = chunk.strip().strip(",").strip()
+        if not chunk:
+            continue
+        tokens = [t for t in _SPLIT.split(chunk) if t]
+        rows.append([_number(t, f"row {len(rows) + 1}") for t in tokens])
+    return rows
+
+
+def _parse_plain(text):
+    """Inline or CSV text: rows by ';' or new lines (or a nested list)."""
+    stripped = text.strip()
+    if stripped.startswith("[["):
+        import yaml
+
+        try:
+            value = yaml.safe_load(stripped)
+        except yaml.YAMLError:
+            raise ValueError("a nested list must look like [[0, -1, 0], [-1, 5, -1]]") from None
+        if not isinstance(value, list) or not value or not all(isinstance(r, list) for r in value):
+            raise ValueError("a nested list must look like [[0, -1, 0], [-1, 5, -1]]")
+        rows = []
+        for number, row in enumerate(value, 1):
+            converted = []
+            for item in row:
+                if isinstance(item, bool) or not isinstance(item, (int, float, str)):
+                    raise ValueError(f"row {number}: {item!r} is not a number")
+                converted.append(_number(str(item), f"row {number}"))
+            rows.append(converted)
+        return _rows_to_matrix(rows)
+    if stripped.startswith("[") and stripped.endswith("]"):
+        stripped = stripped[1:-1]
+    return _rows_to_matrix(_matrix_rows(stripped, r"[;\n]"))
+
+
+def centre_on(matrix, origin):
+    """``matrix`` padded with zeros so that element ``origin`` (row, column)
+    lands where imgconv (and scipy) centre a kernel: index ``size // 2``."""
+    pads = []
+    for size, o in zip(matrix.shape, origin):
+        if o >= size - 1 - o:
+            # The origin is at or right of the middle: pad after it, to the
+            # shortest length whose middle (length // 2) is the origin.
+            total = 2 * o if 2 * o >= size else 2 * o + 1
+            pads.append((0, total - size))
+        else:
+            # Left of the middle: pad before it until it is the middle.
+            pads.append(((size - 1 - o) - o, 0))
+    if all(p == (0, 0) for p in pads):
+        return matrix
+    return np.pad(matrix, pads)
+
+
+def _parse_imagemagick(text):
+    """ImageMagick's ``WxH+X+Y: values``: (matrix, written, notes)."""
+    match = _IM_HEADER.match(text)
+    width = int(match.group(1))
+    height = int(match.group(2)) if match.group(2) else width
+    flags = match.group(5)
+    if flags:
+        raise ValueError(f"the rotation flags '{flags}' (kernel lists) are not supported; give one kernel")
+    if width < 1 or height < 1:
+        raise ValueError(f"the size {width}x{height} must be at least 1x1")
+    _check_shape((height, width))
+    if match.group(3) is not None:
+        ox, oy = int(match.group(3).replace(" ", "")), int(match.group(4).replace(" ", ""))
+        if not (0 <= ox < width and 0 <= oy < height):
+            raise ValueError(f"the origin +{ox}+{oy} lies outside the {width}x{height} kernel")
+        explicit = True
+    else:
+        ox, oy = (width - 1) // 2, (height - 1) // 2
+        explicit = False
+    body = text[match.end():]
+    if ";" in body:
+        raise ValueError("';' separates kernels in an ImageMagick kernel list; give one kernel")
+    tokens = [t for t in _SPLIT.split(body.strip()) if t]
+    if len(tokens) != width * height:
+        raise ValueError(f"the header says {width}x{height} = {width * height} values, found {len(tokens)}")
+    values = []
+    excluded = 0
+    for index, token in enumerate(tokens):
+        if token.lower() in ("nan", "-"):
+            values.append(0.0)
+            excluded += 1
+        else:
+            values.append(_number(token, f"value {index + 1}"))
+    written = np.array(values, dtype=np.float64).reshape(height, width)
+    matrix = centre_on(written, (oy, ox))
+    notes = []
+    if excluded:
+        notes.append(f"{excluded} excluded (nan) elements taken as 0")
+    if explicit or matrix.shape != written.shape:
+        notes.append(f"origin at column {ox}, row {oy}")
+    return matrix, written, tuple(notes)
+
+
+_VIPS_SPLIT = re.compile(r"[\s,\"]+")
+
+
+def _parse_vips(text):
+    """A libvips matrix file: (matrix, written, bias, notes)."""
+    lines = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    if not lines:
+        raise ValueError("empty file; a libvips matrix starts with 'width height [scale [offset]]'")
+    header = [t for t in _VIPS_SPLIT.split(lines[0].strip()) if t]
+    if len(header) not in (2, 3, 4):
+        raise ValueError(f"the first line must be 'width height [scale [offset]]', got {lines[0].strip()!r}")
+    try:
+        width, height = int(header[0]), int(header[1])
+    except ValueError:
+        raise ValueError(f"width and height must be whole numbers, got {header[0]!r} and {header[1]!r}") from None
+    if width < 1 or height < 1:
+        raise ValueError(f"width and height must be at least 1, got {width} and {height}")
+    _check_shape((height, width))
+    scale = _number(header[2], "scale") if len(header) > 2 else 1.0
+    offset = _number(header[3], "offset") if len(header) > 3 else 0.0
+    if scale == 0:
+        raise ValueError("scale must not be 0")
+    body = lines[1:]
+    if len(body) < height:
+        raise ValueError(f"the header says {height} rows, found {len(body)}")
+    if len(body) > height:
+        raise ValueError(f"the header says {height} rows, found {len(body)} (line {height + 2} is extra)")
+    rows = []
+    for number, line in enumerate(body, 1):
+        tokens = [t for t in _VIPS_SPLIT.split(line.strip()) if t]
+        if len(tokens) != width:
+            raise ValueError(f"row {number} has {len(tokens)} values, the header says width {width}")
+        rows.append([_number(t, f"row {number}") for t in tokens])
+    written = np.array(rows, dtype=np.float64)
+    # libvips correlates, with the mask's origin at (width // 2, height // 2):
+    # turned by 180 degrees, that origin sits at (width - 1 - width // 2, ...).
+    flipped = written[::-1, ::-1] / scale
+    matrix = centre_on(flipped, (height - 1 - height // 2, width - 1 - width // 2))
+    notes = ["turned by 180 degrees: libvips correlates"]
+    if scale != 1.0:
+        notes.append(f"divided by scale {scale:g}")
+    bias = offset / 255.0
+    if offset:
+        notes.append(f"offset {offset:g} = bias {bias:.4g} of full scale")
+    return matrix, written, bias, tuple(notes)
+
+
+def _load_npy(path, name):
+    try:
+        array = np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        raise KernelFileError(f"{name}: not a plain .npy array ({exc})") from None
+    except OSError as exc:
+        raise KernelFileError(f"{name}: cannot read: {exc.strerror or exc}") from None
+    if not isinstance(array, np.ndarray):
+        raise KernelFileError(f"{name}: holds several arrays (.npz); save one 2-D array with numpy.save")
+    if array.dtype.kind not in "biuf":
+        raise KernelFileError(f"{name}: the array holds {array.dtype}, not real numbers")
+    if array.ndim == 1:
+        array = array[None, :]
+    if array.ndim != 2 or array.size == 0:
+        raise KernelFileError(f"{name}: a kernel must be a non-empty 2-D array, got shape {array.shape}")
+    matrix = array.astype(np.float64)
+    if not np.all(np.isfinite(matrix)):
+        raise KernelFileError(f"{name}: the array holds NaN or infinite values")
+    try:
+        _check_shape(matrix.shape)
+    except ValueError as exc:
+        raise KernelFileError(f"{name}: {exc}") from None
+    return matrix
+
+
+def _is_imagemagick(text):
+    return _IM_HEADER.match(text) is not None
+
+
+def read_kernel_file(path) -> LoadedKernel:
+    """Read a kernel file: ``.npy``, libvips ``.mat``, or text (ImageMagick's
+    ``WxH:`` form when it starts that way, else CSV/whitespace rows).
+
+    Raises
+    ------
+    KernelFileError
+        Naming the file and what is wrong with it.
+    """
+    name = os.fsdecode(os.fspath(path))
+    extension = os.path.splitext(name)[1].lower()
+    if os.path.isdir(name):
+        raise KernelFileError(f"{name}: is a directory, not a kernel file")
+    try:
+        size = os.path.getsize(name)
+    except OSError as exc:
+        raise KernelFileError(f"{name}: cannot read kernel file: {exc.strerror or exc}") from None
+    if size > _MAX_FILE_BYTES:
+        raise KernelFileError(f"{name}: {size} bytes is too large for a kernel file")
+    if extension == ".npy":
+        matrix = _load_npy(name, name)
+        return LoadedKernel(matrix, matrix, "NumPy .npy", name)
+    try:
+        with open(name, "rb") as handle:
+            data = handle.read()
+    except OSError as exc:
+        raise KernelFileError(f"{name}: cannot read kernel file: {exc.strerror or exc}") from None
+    if data.startswith(b"\x93NUMPY"):
+        raise KernelFileError(f"{name}: a NumPy array file needs the .npy extension")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise KernelFileError(f"{name}: not a text kernel file (not UTF-8); binary kernels must be .npy") from None
+    try:
+        if extension == ".mat":
+            matrix, written, bias, notes = _parse_vips(text)
+            return LoadedKernel(matrix, written, "libvips .mat", name, bias, notes)
+        if _is_imagemagick(text):
+            matrix, written, notes = _parse_imagemagick(text)
+            return LoadedKernel(matrix, written, "ImageMagick", name, 0.0, notes)
+        matrix = _rows_to_matrix(_matrix_rows(text, r"[;\n]"))
+        return LoadedKernel(matrix, matrix, "text", name)
+    except ValueError as exc:
+        raise KernelFileError(f"{name}: {exc}") from None
+
+
+def parse_inline_kernel(text, *, label=None) -> LoadedKernel:
+    """A kernel typed on the command line: matrix text or ImageMagick's form.
+
+    Raises CatalogError (a usage mistake) naming the text and the problem.
+    """
+    shown = label or f"kernel {' '.join(str(text).split())!r}"
+    try:
+        if _is_imagemagick(text):
+            matrix, written, notes = _parse_imagemagick(text)
+            return LoadedKernel(matrix, written, "ImageMagick", "inline", 0.0, notes)
+        matrix = _parse_plain(text)
+    except ValueError as exc:
+        raise CatalogError(f"{shown}: {exc}") from None
+    return LoadedKernel(matrix, matrix, "inline", "inline")
+
+
+def looks_like_path(text) -> bool:
+    """Whether ``text`` is more likely a file name than numbers."""
+    text = str(text).strip()
+    if not text or any(c in text for c in ";\n") or re.search(r"\d\s+[-+\d.]", text):
+        return False
+    return "/" in text or os.sep in text or os.path.splitext(text)[1].lower() in KERNEL_FILE_EXTENSIONS
+
+
+def load_kernel(spec) -> LoadedKernel:
+    """``spec`` as given to ``--kernel``: a kernel file when one exists by that
+    name, else inline text (a name that looks like a missing file is an error)."""
+    text = os.fsdecode(os.fspath(spec)) if not isinstance(spec, str) else spec
+    if text.strip() and os.path.exists(text):
+        return read_kernel_file(text)
+    if looks_like_path(text):
+        raise CatalogError(f"kernel file '{text}' not found")
+    return parse_inline_kernel(text)
