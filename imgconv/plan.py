@@ -157,6 +157,10 @@ def _probe_device():
 
     if not cuda.is_available():
         return f"no CUDA GPU found ({cuda.cuda_error() or 'the driver reports none'})"
+    from numba.cuda.cudadrv import nvvm
+
+    if not nvvm.is_available():  # numba-cuda without its cu12/cu13 extra: nothing compiles kernels
+        return "a CUDA GPU is there but not the CUDA toolkit's NVVM compiler"
     return None
 
 
