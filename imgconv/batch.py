@@ -251,7 +251,7 @@ class Report:
         temp = path.with_name(f".{path.name}.imgconv-tmp-{os.getpid()}")
         try:
             with open(temp, "w", encoding="utf-8") as stream:
-                json.dump(self.as_dict(), stream, indent=1, ensure_ascii=False)
+                json.dump(self.as_dict(), stream, indent=1, ensure_ascii=False, default=str)
                 stream.write("\n")
             os.replace(temp, path)
         except OSError as exc:
@@ -558,6 +558,24 @@ class _Control:
             signal.signal(signal.SIGINT, previous)
 
 
+@contextlib.contextmanager
+def _children_ignore_sigint():
+    """Start processes with SIGINT ignored (an ignored signal stays ignored
+    across exec), so that a Ctrl-C at the terminal, which signals the whole
+    process group, reaches only this process, which decides what to do.  A
+    Ctrl-C meant for this process meanwhile is held (blocked), not lost."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 class _Worker:
     def __init__(self, context, job, threads, process, out_dir):
         self.conn, child = context.Pipe()
@@ -567,7 +585,8 @@ class _Worker:
             name="imgconv-batch-worker",
             daemon=True,
         )
-        self.process.start()
+        with _children_ignore_sigint():
+            self.process.start()
         child.close()
         self.ready = False
         self.task = None
@@ -719,15 +738,16 @@ def _run_dask(job, tasks, *, scheduler, jobs, process, out_dir, control):
     try:
         if scheduler == "local":
             count = max(1, min(jobs, len(tasks)))
-            cluster = LocalCluster(
-                n_workers=count, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=logging.ERROR
-            )
+            with _children_ignore_sigint():
+                cluster = LocalCluster(
+                    n_workers=count, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=logging.ERROR
+                )
             client = Client(cluster)
             threads = max(1, usable_cores() // count)
         else:
             client = Client(scheduler)  # waits distributed.comm.timeouts.connect (Dask config)
             threads = None  # each worker divides its own cores among its threads
-    except (OSError, TimeoutError) as exc:
+    except (OSError, TimeoutError, ValueError) as exc:  # ValueError: a malformed address
         if cluster is not None:
             cluster.close()
         raise ImgconvError(f"cannot connect to the Dask scheduler '{scheduler}': {exc}") from None

@@ -618,6 +618,7 @@ class _BatchProgress:
     def echo(self, text):
         if self.bar is not None:
             click.echo("\r\033[K" + text, err=True)  # over the bar, which is drawn again below
+            self.bar._last_line = None  # click redraws only a line that changed
             self.bar.render_progress()
         else:
             click.echo(text, err=True)

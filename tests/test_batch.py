@@ -374,6 +374,7 @@ def test_second_ctrl_c_abandons_the_files_in_progress(tmp_path, blur_job):
     assert time.monotonic() - started < 30
     assert report.interrupted and report.exit_code == 130
     assert report.unfinished == 5 and report.done == 0
+    assert sorted(r.reason for r in report.results) == ["abandoned"] * 2 + ["not-started"] * 3
     assert [abandoning for _, abandoning in events] == [False, True] and events[0][0] == 2
     assert list(out.rglob("*")) == []  # the temporary files of the abandoned files are gone
 
@@ -384,11 +385,11 @@ def test_ctrl_c_stops_cleanly_and_a_rerun_finishes(tmp_path):
     command = [sys.executable, "-m", "imgconv", "batch", "gaussian", "-p", "sigma=6", str(source), str(out), "-j", "1"]
     command += ["--report", str(tmp_path / "r.json")]
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not any(out.rglob("*.png")):
         time.sleep(0.02)
-    process.send_signal(signal.SIGINT)
+    os.killpg(process.pid, signal.SIGINT)  # as Ctrl-C at a terminal: the whole process group, workers too
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr
@@ -413,6 +414,7 @@ def test_ctrl_c_stops_cleanly_and_a_rerun_finishes(tmp_path):
 
 def test_progress_bar_on_a_terminal_only(tmp_path):
     photos(tmp_path / "in", 3)
+    (tmp_path / "in" / "bad.png").write_bytes(b"not a PNG")
     command = [sys.executable, "-m", "imgconv", "batch", "blur", str(tmp_path / "in"), str(tmp_path / "out"), "-j", "1"]
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), COLUMNS="100")
     leader, follower = pty.openpty()
@@ -428,13 +430,14 @@ def test_progress_bar_on_a_terminal_only(tmp_path):
             break
         shown += chunk
     os.close(leader)
-    assert process.wait(timeout=60) == 0
+    assert process.wait(timeout=60) == 1
     text = shown.decode()
-    assert "filtering" in text and "3/3" in text and "\r" in text
-    assert "3 done, 0 failed" in text
+    assert "filtering" in text and "4/4" in text and "\r" in text and "images/s" in text
+    assert "\r\x1b[Kfailed: cannot read" in text  # the bar is cleared for the line, then drawn again
+    assert "3 done, 1 failed" in text
     # Not a terminal (CliRunner): no bar, just the summary (--quiet: see test_report_records_every_file).
     plain = run("batch", "blur", tmp_path / "in", tmp_path / "out2", "-j", "1")
-    assert "filtering" not in plain.output and plain.output.strip().startswith("3 done, 0 failed")
+    assert "filtering" not in plain.output and plain.output.strip().splitlines()[-1].startswith("3 done, 1 failed")
 
 
 # ---------------------------------------------------------------------------
@@ -493,7 +496,8 @@ def test_unreachable_scheduler_is_one_line(tmp_path):
     photos(tmp_path / "in", 1)
     import dask
 
-    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
-        result = run("batch", "blur", tmp_path / "in", tmp_path / "out", "--scheduler", "tcp://127.0.0.1:9")
-    assert result.exit_code == 1 and "cannot connect to the Dask scheduler" in result.output
-    assert len(result.output.strip().splitlines()) == 1
+    for address in ("tcp://127.0.0.1:9", "nohost", "http://x:1"):
+        with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
+            result = run("batch", "blur", tmp_path / "in", tmp_path / "out", "--scheduler", address)
+        assert result.exit_code == 1 and "cannot connect to the Dask scheduler" in result.output
+        assert len(result.output.strip().splitlines()) == 1
