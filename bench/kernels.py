@@ -87,6 +87,9 @@ def measure(funcs, rounds):
         f()
     for _ in range(rounds):
         for name, f in funcs.items():
+            # Let the previous contender's thread pool (OpenMP's, OpenCV's) stop
+            # spinning, so that on 2 cores it does not steal time from this one.
+            time.sleep(0.05)
             start = time.perf_counter()
             f()
             times[name].append(time.perf_counter() - start)

@@ -183,7 +183,7 @@ def _to_dtype(values, dtype):
         info = np.iinfo(dtype)
         np.rint(values, out=values)
         np.clip(values, info.min, info.max, out=values)
-    return values.astype(dtype)
+    return values.astype(dtype, copy=False)
 
 
 def _map_range(values, out_range, scale, dtype):
