@@ -258,20 +258,24 @@ def kernel_picture(title, panels, *, notes=()):
 # contact sheets
 
 
-def to_display(pixels, has_alpha=None):
-    """Any image array as 8-bit RGB for a contact sheet: 16-bit scaled down,
-    float clipped to 0..1, grey made RGB, alpha composited over a checkerboard."""
+def _unit_float(pixels, has_alpha):
+    """``pixels`` as (H, W, C) float32 with full scale 1 (integers divided by
+    their maximum), and whether the last channel is alpha (by default: 2 or 4 channels)."""
     array = np.asarray(pixels)
     if array.ndim == 2:
         array = array[..., None]
-    channels = array.shape[2]
     if has_alpha is None:
-        has_alpha = channels in (2, 4)
+        has_alpha = array.shape[2] in (2, 4)
     if array.dtype.kind in "iu":
-        values = array.astype(np.float32) / np.float32(np.iinfo(array.dtype).max)
-    else:
-        values = np.nan_to_num(array.astype(np.float32), nan=0.0)
-    values = np.clip(values, 0.0, 1.0)
+        return array.astype(np.float32) / np.float32(np.iinfo(array.dtype).max), has_alpha
+    return array.astype(np.float32), has_alpha
+
+
+def to_display(pixels, has_alpha=None):
+    """Any image array as 8-bit RGB for a contact sheet: 16-bit scaled down,
+    float clipped to 0..1, grey made RGB, alpha composited over a checkerboard."""
+    values, has_alpha = _unit_float(pixels, has_alpha)
+    values = np.clip(np.nan_to_num(values, nan=0.0), 0.0, 1.0)
     colour = values[..., :-1] if has_alpha else values
     if colour.shape[2] == 1:
         colour = np.repeat(colour, 3, axis=2)
@@ -291,20 +295,10 @@ def thumbnail(pixels, size, *, has_alpha=None):
     resampling), ready to filter as a float image."""
     from PIL import Image
 
-    array = np.asarray(pixels)
-    if array.ndim == 2:
-        array = array[..., None]
-        flat = True
-    else:
-        flat = False
-    channels = array.shape[2]
-    if has_alpha is None:
-        has_alpha = channels in (2, 4)
-    if array.dtype.kind in "iu":
-        values = array.astype(np.float32) / np.float32(np.iinfo(array.dtype).max)
-    else:
-        values = array.astype(np.float32)
-    height, width = values.shape[:2]
+    flat = np.ndim(pixels) == 2
+    integer = np.asarray(pixels).dtype.kind in "iu"
+    values, has_alpha = _unit_float(pixels, has_alpha)
+    height, width, channels = values.shape
     factor = size / max(height, width)
     if factor < 1:
         new_size = (max(1, round(width * factor)), max(1, round(height * factor)))
@@ -316,7 +310,7 @@ def thumbnail(pixels, size, *, has_alpha=None):
             for c in range(channels)
         ]
         values = np.stack(planes, axis=-1)
-        if array.dtype.kind in "iu":
+        if integer:
             values = np.clip(values, 0.0, 1.0)
         if has_alpha:
             alpha = values[..., -1:]
