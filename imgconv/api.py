@@ -114,11 +114,11 @@ def _convolve_array(image, kernel, mode, cval, backend, strategy, factors=None, 
     """Convolve every channel of a validated image; the result (float32, or as
     ``finish`` says) and the plan."""
     plan = make_plan(kernel, image.shape, backend=backend, strategy=strategy, factors=factors)
+    count = _threads(threads)
     if image.size == 0:
         return np.zeros(image.shape, finish.dtype), plan
     import numba
 
-    count = _threads(threads)
     previous = numba.get_num_threads()
     numba.set_num_threads(count)  # numba's setting is per calling thread
     try:
@@ -176,13 +176,24 @@ def full_scale(dtype):
     return 1.0
 
 
+def _float32_range(dtype):
+    """The dtype's range as float32 values that lie inside it: float32(2**31 - 1)
+    rounds up to 2**31, which would overflow when cast back."""
+    info = np.iinfo(dtype)
+    low, high = np.float32(info.min), np.float32(info.max)
+    if int(high) > info.max:
+        high = np.nextafter(high, np.float32(0))
+    if int(low) < info.min:
+        low = np.nextafter(low, np.float32(0))
+    return low, high
+
+
 def _to_dtype(values, dtype):
     """Round and clip float32 values (changed in place) to an image dtype, only at the very end."""
     dtype = np.dtype(dtype)
     if dtype.kind in "iu":
-        info = np.iinfo(dtype)
         np.rint(values, out=values)
-        np.clip(values, info.min, info.max, out=values)
+        np.clip(values, *_float32_range(dtype), out=values)
     return values.astype(dtype, copy=False)
 
 
@@ -200,8 +211,7 @@ def _map_range(values, out_range, scale, dtype):
         else:
             values.fill(0.0)
     if np.dtype(dtype).kind in "iu":
-        info = np.iinfo(dtype)
-        np.clip(values, info.min, info.max, out=values)
+        np.clip(values, *_float32_range(dtype), out=values)
     return values
 
 

@@ -45,7 +45,10 @@ def tile_size(image_shape, kernel_shape):
     height, width = image_shape[:2]
     kh, kw = kernel_shape
     best = None
-    for n in FAST_SIZES:
+    # A kernel longer than the largest listed size gets the next power of two.
+    reach = max(kh, kw)
+    candidates = FAST_SIZES if reach <= FAST_SIZES[-1] else [1 << (reach - 1).bit_length()]
+    for n in candidates:
         if n < kh or n < kw:
             continue
         cost = _tiles(image_shape, kernel_shape, n) * n * n * _tile_ns(n)

@@ -251,3 +251,16 @@ def test_any_shape_any_mode_property(image_shape, kernel_shape, mode, cval, seed
     rng = np.random.default_rng(seed)
     image, kernel = rng.normal(size=image_shape), rng.normal(size=kernel_shape)
     assert_close_to_reference(imgconv.convolve(image, kernel, mode=mode, cval=cval), image, kernel, mode, cval)
+
+
+def test_kernel_longer_than_every_listed_fft_size(rng):
+    image = rng.random((4, 5))
+    kernel = rng.normal(size=(2, 8200))
+    out, plan = imgconv.convolve(image, kernel, mode="wrap", explain=True)
+    assert plan.strategy == "direct"
+    assert_close_to_reference(out, image, kernel, "wrap")
+
+
+def test_threads_validated_for_empty_images():
+    with pytest.raises(ValueError, match="threads must be"):
+        imgconv.convolve(np.zeros((0, 4)), np.ones((3, 3)), threads=0)

@@ -199,3 +199,14 @@ def test_every_strategy_finishes_pixels_alike(rng, mode, out_range, strategy):
     expected = np.clip(np.rint(values), 0, 255)
     assert got.dtype == np.uint8
     assert np.abs(got.astype(np.int64) - expected).max() <= 1
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.uint32, np.int64])
+def test_wide_integer_images_saturate_instead_of_wrapping(dtype):
+    # float32 cannot hold 2**31 - 1: clipping to it must not round up and overflow the cast back.
+    info = np.iinfo(dtype)
+    image = np.array([[info.max, info.max], [info.min, 0]], dtype)
+    out = imgconv.apply_filter(image, make_filter([[2.0]]))
+    assert out.dtype == dtype
+    assert out[0, 0] > info.max // 2 and out[1, 1] == 0
+    assert out[1, 0] == info.min or out[1, 0] < info.min // 2
