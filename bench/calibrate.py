@@ -5,7 +5,7 @@ output pixel and channel, then least-squares constants for
 
     direct    = DIRECT_PIXEL_NS + DIRECT_TAP_NS * non-zero taps
     separable = 2 * DIRECT_PIXEL_NS + DIRECT_TAP_NS * (kh + kw)       (per rank)
-    fft       = FFT_PIXEL_NS + FFT_UNIT_NS * transform work per pixel
+    fft       = tiles x N^2 x TILE_NS[N]      (imgconv/fft.py: ns per pixel of an N x N tile)
 
     python bench/calibrate.py [--size 2048]
 """
@@ -35,7 +35,7 @@ def main():
     import numba
 
     import imgconv
-    from imgconv.fft import fft_cost_per_pixel
+    from imgconv import fft as fft_module
 
     numba.set_num_threads(1)
     rng = np.random.default_rng(0)
@@ -57,15 +57,21 @@ def main():
         separable.append((k, ns(np.outer(g, g), "separable")))
     print("separable: size -> ns/px (model)", [(k, round(t, 2), round(2 * pixel_ns + tap_ns * 2 * k, 2)) for k, t in separable])
 
-    fft = []
-    for k in (9, 15, 21, 31, 45, 63):
-        work = fft_cost_per_pixel(image.shape, (k, k))
-        fft.append((work, ns(rng.normal(size=(k, k)), "fft"), k))
-    a = np.array([[1, w] for w, _, _ in fft], float)
-    fft_pixel, fft_unit = np.linalg.lstsq(a, np.array([t for _, t, _ in fft]), rcond=None)[0]
-    print("fft: size -> (work/px, ns/px)", [(k, round(w, 1), round(t, 2)) for w, t, k in fft])
-    print(f"  FFT_PIXEL_NS = {fft_pixel:.3f}  FFT_UNIT_NS = {fft_unit:.4f}")
-
+    # One tile size at a time, on an image of 4 x 4 tiles, through the FFT route's own code.
+    tile_ns = {}
+    chooser = fft_module.tile_size
+    kernel = rng.normal(size=(9, 9))
+    try:
+        for n in sorted(fft_module.TILE_NS):
+            side = 4 * (n - 8)
+            tiles_image = rng.random((side, side), dtype=np.float32)
+            fft_module.tile_size = lambda shape, kshape, n=n: n
+            seconds = timed(lambda: imgconv.convolve(tiles_image, kernel, strategy="fft", threads=1))
+            tile_ns[n] = round(seconds / (16 * n * n) * 1e9, 1)
+    finally:
+        fft_module.tile_size = chooser
+    print("fft: ns per tile pixel by tile size N")
+    print(f"  TILE_NS = {tile_ns}")
 
 if __name__ == "__main__":
     main()

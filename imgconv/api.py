@@ -64,13 +64,18 @@ class Finish:
 FLOAT32 = Finish()
 
 
+def _shift(values, offset, absolute):
+    """``values + offset``, then its absolute value when ``absolute`` (float32, in place)."""
+    if offset:
+        values += np.float32(offset)
+    if absolute:
+        np.abs(values, out=values)
+    return values
+
+
 def _finish_array(values, finish):
     """Apply ``finish`` to a float32 array (changed in place) and return the stored result."""
-    if finish.offset:
-        values += np.float32(finish.offset)
-    if finish.absolute:
-        np.abs(values, out=values)
-    return _to_dtype(values, finish.dtype)
+    return _to_dtype(_shift(values, finish.offset, finish.absolute), finish.dtype)
 
 
 def _run(plan, image, kernel, mode, cval, threads, finish=FLOAT32):
@@ -92,13 +97,13 @@ def _run(plan, image, kernel, mode, cval, threads, finish=FLOAT32):
             return cpu.filter_separable(image, column, row, mode, cval, **fused)
         result = None
         for column, row in plan.factors:
-            part = cpu.convolve_separable(image, column, row, mode, cval)
+            part = cpu.filter_separable(image, column, row, mode, cval)
             result = part if result is None else np.add(result, part, out=result)
         return _finish_array(result, finish)
     return cpu.filter_direct(image, kernel, mode, cval, **fused)
 
 
-def _threads(threads):
+def thread_count(threads):
     """How many threads to use: ``threads``, or numba's setting (NUMBA_NUM_THREADS)."""
     import numba
 
@@ -114,7 +119,7 @@ def _convolve_array(image, kernel, mode, cval, backend, strategy, factors=None, 
     """Convolve every channel of a validated image; the result (float32, or as
     ``finish`` says) and the plan."""
     plan = make_plan(kernel, image.shape, backend=backend, strategy=strategy, factors=factors)
-    count = _threads(threads)
+    count = thread_count(threads)
     if image.size == 0:
         return np.zeros(image.shape, finish.dtype), plan
     import numba
@@ -197,13 +202,19 @@ def _to_dtype(values, dtype):
     return values.astype(dtype, copy=False)
 
 
-def _map_range(values, out_range, scale, dtype):
-    """Map signed filter results (float32, changed in place) to pixel values (``out_range``)."""
-    if out_range == "abs":
-        np.abs(values, out=values)
-    elif out_range == "offset":
-        values += np.float32(scale / 2)
-    elif out_range == "normalize" and values.size:
+def _pixel_mapping(bias, out_range, scale):
+    """The filter's bias and a per-pixel ``out_range`` (not "normalize") as
+    ``(offset, absolute)``: ``|v + offset|`` or ``v + offset``."""
+    return bias * scale + (scale / 2 if out_range == "offset" else 0.0), out_range == "abs"
+
+
+def _map_range(values, bias, out_range, scale, dtype):
+    """Add the bias and map signed filter results (float32, changed in place)
+    to pixel values (``out_range``)."""
+    if out_range != "normalize":
+        _shift(values, *_pixel_mapping(bias, out_range, scale))
+    elif values.size:
+        values += np.float32(bias * scale)
         low, high = float(values.min()), float(values.max())
         if high > low:
             values -= np.float32(low)
@@ -319,9 +330,8 @@ def apply_filter(
     scale = full_scale(array.dtype)
     if not has_alpha and flt.combine == "single" and out_range != "normalize" and array.dtype in _FUSED_DTYPES:
         # One kernel and a per-pixel mapping: the kernels store final pixels directly.
-        offset = flt.bias * scale + (scale / 2 if out_range == "offset" else 0.0)
         kernel = flt.kernels[0]
-        finish = Finish(array.dtype, offset, out_range == "abs")
+        finish = Finish(array.dtype, *_pixel_mapping(flt.bias, out_range, scale))
         result, _ = _convolve_array(array, kernel.matrix, mode, cval, backend, strategy, kernel.factors, threads, finish)
         return result
     colour = array[..., :-1] if has_alpha else array
@@ -353,9 +363,7 @@ def apply_filter(
         filtered = _filter_array(flt, colour, *filter_args)
         new_alpha = array[..., -1:] if has_alpha else None
 
-    if flt.bias:
-        filtered += np.float32(flt.bias * scale)
-    mapped = _map_range(filtered, out_range, scale, array.dtype)
+    mapped = _map_range(filtered, flt.bias, out_range, scale, array.dtype)
     if has_alpha:
         mapped = np.concatenate([mapped, new_alpha.astype(np.float32)], axis=-1)
     return _to_dtype(mapped, array.dtype)

@@ -291,11 +291,12 @@ def _make_job(ctx, name, params, mode, cval, out_range, alpha, backend, strategy
     except ValueError as exc:
         raise click.UsageError(str(exc), ctx) from exc
     if threads is not None:
-        import numba
+        from imgconv.api import thread_count
 
-        limit = numba.config.NUMBA_NUM_THREADS
-        if threads > limit:
-            raise click.BadParameter(f"{threads} is more than the {limit} threads available (NUMBA_NUM_THREADS)", ctx, param_hint="--threads")
+        try:
+            thread_count(threads)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), ctx, param_hint="--threads") from exc
     return Job(flt, mode=mode, cval=cval, alpha=alpha, out_range=out_range, backend=backend, strategy=strategy, threads=threads)
 
 

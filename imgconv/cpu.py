@@ -317,12 +317,3 @@ def filter_separable(image, column, row, mode, cval, *, out_dtype=np.float32, of
     )
     return out
 
-
-def convolve_direct(image, kernel, mode, cval):
-    """True 2-D convolution, float32 result."""
-    return filter_direct(image, kernel, mode, cval)
-
-
-def convolve_separable(image, column, row, mode, cval):
-    """Convolution with ``outer(column, row)`` as two 1-D passes, float32 result."""
-    return filter_separable(image, column, row, mode, cval)

@@ -206,3 +206,10 @@ def test_installed_command_end_to_end(photo, tmp_path):
 def test_python_dash_m():
     result = subprocess.run([sys.executable, "-m", "imgconv", "list"], capture_output=True, text=True)
     assert result.returncode == 0 and "sharpen" in result.stdout
+
+
+def test_too_many_threads_is_a_usage_error(photo, tmp_path):
+    out = tmp_path / "o.png"
+    result = run("apply", "blur", photo, out, "--threads", "100000")
+    assert result.exit_code == 2 and "--threads" in result.output and "NUMBA_NUM_THREADS" in result.output
+    assert not out.exists()
