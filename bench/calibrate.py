@@ -35,7 +35,7 @@ def main():
     import numba
 
     import imgconv
-    from imgconv import fft as fft_module
+    from imgconv.engine import fft as fft_module
 
     numba.set_num_threads(1)
     rng = np.random.default_rng(0)

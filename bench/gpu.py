@@ -12,7 +12,7 @@ Where CuPy is importable the same cases run through
 
     python bench/gpu.py                         # the table for docs/performance.md
     python bench/gpu.py --size 4096 --repeat 50
-    python bench/gpu.py --block 32x16           # another block shape (imgconv.cuda.BLOCK)
+    python bench/gpu.py --block 32x16           # another block shape (imgconv.engine.cuda.BLOCK)
     python bench/gpu.py --threshold             # also end to end, cuda against cpu, by image size:
                                                 # the crossover for plan.CUDA_AUTO_MIN_VALUES
 
@@ -111,7 +111,7 @@ def time_cupy(cupy_mods, image_dev, kernel, case, repeat):
 
 
 def kernel_table(args, cuda, gpu, simulator):
-    from imgconv.plan import make_plan
+    from imgconv.engine.plan import make_plan
 
     rng = np.random.default_rng(0)
     size = args.size
@@ -176,11 +176,11 @@ def main(argv=None):
     parser.add_argument("--size", type=int, default=8192, help="image side (default 8192)")
     parser.add_argument("--repeat", type=int, default=20, help="timed launches per case")
     parser.add_argument("--cases", default="3x3,5x5,gauss13,31x31")
-    parser.add_argument("--block", default=None, help="threads per block, XxY (default: imgconv.cuda.BLOCK)")
+    parser.add_argument("--block", default=None, help="threads per block, XxY (default: imgconv.engine.cuda.BLOCK)")
     parser.add_argument("--threshold", action="store_true", help="also time end to end, cuda against cpu, by size")
     args = parser.parse_args(argv)
 
-    from imgconv.plan import cuda_unavailable_reason
+    from imgconv.engine.plan import cuda_unavailable_reason
 
     reason = cuda_unavailable_reason()
     if reason is not None:
@@ -188,7 +188,7 @@ def main(argv=None):
         return 1
     from numba import cuda
 
-    from imgconv import cuda as gpu
+    from imgconv.engine import cuda as gpu
 
     simulator = gpu.SIMULATOR
     if args.block:

@@ -110,7 +110,7 @@ def main(argv=None):
     import numba
 
     import imgconv
-    from imgconv.plan import make_plan
+    from imgconv.engine.plan import make_plan
 
     rng = np.random.default_rng(0)
     images = {

@@ -389,7 +389,7 @@ def apply_chain(image, chain, *, mode="reflect", cval=0.0, alpha="premultiplied"
         Passed to every :func:`imgconv.apply_filter` call (``backend``,
         ``strategy``, ``threads``, ...).
     """
-    from imgconv.api import apply_filter, full_scale
+    from imgconv.filtering import apply_filter, full_scale
 
     if isinstance(chain, Filter):
         chain = Chain.of(chain)
@@ -453,7 +453,7 @@ def apply_chain(image, chain, *, mode="reflect", cval=0.0, alpha="premultiplied"
 def _job_options(job):
     """The options of a batch Job that apply_filter takes (backend, strategy,
     threads, ... whatever the Job carries), except those handled here."""
-    from imgconv.api import apply_filter
+    from imgconv.filtering import apply_filter
 
     accepted = inspect.signature(apply_filter).parameters
     skip = {"image", "flt", "catalog", "has_alpha", "params", "filter"}

@@ -12,7 +12,7 @@ import warnings
 import click
 from click.shell_completion import CompletionItem
 
-from imgconv import borders
+from imgconv.engine import borders
 from imgconv.chain import MAX_REPEAT
 from imgconv.errors import CatalogError, ImgconvError, ImgconvWarning
 
@@ -281,7 +281,7 @@ def filter_options(command):
 def _make_job(ctx, name, params, mode, cval, out_range, alpha, backend, strategy, threads=None, kernels=()):
     """The Job for ``name`` (a filter, a chain, or several: see imgconv.chain) and the options."""
     from imgconv.batch import Job
-    from imgconv.plan import make_plan
+    from imgconv.engine.plan import make_plan
 
     flt = _resolve_chain(ctx, name, params, kernels)
     # Check the backend and strategy before any file is read.
@@ -291,7 +291,7 @@ def _make_job(ctx, name, params, mode, cval, out_range, alpha, backend, strategy
     except ValueError as exc:
         raise click.UsageError(str(exc), ctx) from exc
     if threads is not None:
-        from imgconv.api import thread_count
+        from imgconv.filtering import thread_count
 
         try:
             thread_count(threads)
@@ -301,7 +301,7 @@ def _make_job(ctx, name, params, mode, cval, out_range, alpha, backend, strategy
 
 
 def _explain(job, shape):
-    from imgconv.plan import make_plan
+    from imgconv.engine.plan import make_plan
 
     filters = getattr(job.filter, "filters", None) or (job.filter,)  # a chain's steps, or the one filter
     for flt in filters:

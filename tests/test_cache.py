@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-from imgconv import _cache
+from imgconv.engine import _cache
 
 
 def test_user_choice_is_kept(monkeypatch, tmp_path):
@@ -32,7 +32,7 @@ def test_kernels_run_with_the_per_user_cache(tmp_path):
     # A fresh process whose package cache folder is refused: it must still compute.
     script = (
         "import numpy as np\n"
-        "from imgconv import _cache\n"
+        "from imgconv.engine import _cache\n"
         "_cache._writable_dir = (lambda w: lambda p: '__pycache__' not in str(p) and w(p))(_cache._writable_dir)\n"
         "import imgconv, os\n"
         "out = imgconv.convolve(np.ones((5, 5)), np.ones((3, 3)))\n"

@@ -149,7 +149,7 @@ def test_output_may_be_the_input(photo):
 
 
 def test_cuda_backend_without_gpu_is_a_clear_error(photo, tmp_path):
-    from imgconv.plan import cuda_unavailable_reason
+    from imgconv.engine.plan import cuda_unavailable_reason
 
     if cuda_unavailable_reason() is None:
         pytest.skip("a CUDA device (or numba's simulator) is present: test_cuda.py runs the backend")

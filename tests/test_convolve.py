@@ -9,7 +9,7 @@ from conftest import MODES, assert_close_to_reference, plain_scipy_convolve, sci
 
 import imgconv
 from imgconv.errors import BackendError
-from imgconv.plan import make_plan, rank1_factors
+from imgconv.engine.plan import make_plan, rank1_factors
 
 KERNEL_SHAPES = [(1, 1), (2, 2), (3, 3), (4, 4), (5, 5), (1, 7), (6, 1), (3, 8), (9, 2), (15, 15), (14, 15)]
 IMAGE_SHAPES = [(1, 1), (1, 9), (8, 1), (2, 3), (17, 23), (40, 33)]
@@ -164,7 +164,7 @@ def test_bad_images(image):
 
 
 def test_cuda_backend_without_a_device_is_a_clear_error():
-    from imgconv.plan import cuda_unavailable_reason
+    from imgconv.engine.plan import cuda_unavailable_reason
 
     if cuda_unavailable_reason() is None:
         pytest.skip("a CUDA device (or numba's simulator) is present: test_cuda.py runs the backend")

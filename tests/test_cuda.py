@@ -20,8 +20,8 @@ import pytest
 from conftest import MODES, assert_close_to_reference
 
 import imgconv
-from imgconv import cpu
-from imgconv.plan import cuda_unavailable_reason, make_plan
+from imgconv.engine import cpu
+from imgconv.engine.plan import cuda_unavailable_reason, make_plan
 
 WHY_NOT = cuda_unavailable_reason()
 if WHY_NOT is not None:
@@ -30,7 +30,7 @@ if WHY_NOT is not None:
         allow_module_level=True,
     )
 
-from imgconv import cuda as gpu  # noqa: E402
+from imgconv.engine import cuda as gpu  # noqa: E402
 
 SIMULATOR = gpu.SIMULATOR
 

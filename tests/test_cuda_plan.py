@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 import imgconv
-from imgconv import plan as planner
+from imgconv.engine import plan as planner
 from imgconv.errors import BackendError
-from imgconv.plan import CUDA_AUTO_MIN_VALUES, make_plan
+from imgconv.engine.plan import CUDA_AUTO_MIN_VALUES, make_plan
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import imgconv
-from imgconv.plan import _simulator_enabled, cuda_unavailable_reason
+from imgconv.engine.plan import _simulator_enabled, cuda_unavailable_reason
 
 HERE = Path(__file__).resolve().parent
 

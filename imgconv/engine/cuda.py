@@ -1,6 +1,6 @@
 """CUDA backend: ``@cuda.jit`` kernels and their host wrappers (NVIDIA's numba-cuda).
 
-Imported only when a plan says ``backend="cuda"`` (``imgconv.plan`` decides, and
+Imported only when a plan says ``backend="cuda"`` (``imgconv.engine.plan`` decides, and
 checks first that numba-cuda and a GPU are there), so importing imgconv and
 the CPU path never import ``numba.cuda``.
 
@@ -49,7 +49,7 @@ would add a host copy; whether double-buffered pinned transfers pay is owed
 to a measurement on a GPU, see docs/performance.md).
 """
 
-from imgconv._cache import configure_numba_cache
+from imgconv.engine._cache import configure_numba_cache
 
 configure_numba_cache()
 
@@ -59,7 +59,7 @@ from collections import OrderedDict  # noqa: E402
 import numpy as np  # noqa: E402
 from numba import cuda, float32, int32  # noqa: E402
 
-from imgconv import borders  # noqa: E402
+from imgconv.engine import borders  # noqa: E402
 
 SIMULATOR = bool(cuda.config.ENABLE_CUDASIM)
 

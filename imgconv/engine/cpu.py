@@ -20,14 +20,14 @@ Source rows are uint8, uint16 or float32 (other dtypes are converted to
 float32 first); every compiled function has ``cache=True``.
 """
 
-from imgconv._cache import configure_numba_cache
+from imgconv.engine._cache import configure_numba_cache
 
 configure_numba_cache()
 
 import numpy as np  # noqa: E402
 from numba import get_num_threads, njit, prange  # noqa: E402
 
-from imgconv import borders  # noqa: E402
+from imgconv.engine import borders  # noqa: E402
 
 COMPILE_OPTIONS = dict(cache=True, nogil=True)
 

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from imgconv import borders
+from imgconv.engine import borders
 
 # Transform sizes numpy's pocketfft handles fast (products of 2, 3 and 5).
 FAST_SIZES = sorted({2**a * 3**b * 5**c for a in range(13) for b in range(3) for c in range(2) if 64 <= 2**a * 3**b * 5**c <= 8192})
@@ -70,7 +70,7 @@ def fft_ns_per_pixel(image_shape, kernel_shape):
 
 def convolve_fft(image, kernel, mode, cval, threads):
     """True convolution of an (H, W) or (H, W, C) image by tiled FFTs (float32)."""
-    from imgconv import cpu  # numba: only when there is work (the planner imports this module)
+    from imgconv.engine import cpu  # numba: only when there is work (the planner imports this module)
 
     kernel = np.asarray(kernel, np.float64)
     height, width = image.shape[:2]

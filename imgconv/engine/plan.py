@@ -91,7 +91,7 @@ def separable_cost(kernel_shape, rank):
 
 
 def fft_cost(image_shape, kernel_shape):
-    from imgconv.fft import fft_ns_per_pixel
+    from imgconv.engine.fft import fft_ns_per_pixel
 
     return fft_ns_per_pixel(image_shape, kernel_shape)
 

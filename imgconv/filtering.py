@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from imgconv import borders
-from imgconv.plan import make_plan
+from imgconv.engine import borders
+from imgconv.engine.plan import make_plan
 
 ALPHA_POLICIES = ("premultiplied", "separate", "ignore")
 OUT_RANGES = ("clip", "abs", "offset", "normalize")
@@ -80,15 +80,15 @@ def _finish_array(values, finish):
 
 def _run(plan, image, kernel, mode, cval, threads, finish=FLOAT32):
     if plan.backend == "cuda":  # numba.cuda is imported only here
-        from imgconv import cuda
+        from imgconv.engine import cuda
 
         return _finish_array(cuda.convolve(image, kernel, plan, mode, cval), finish)
     # numba is imported only when there is work.
-    from imgconv import cpu
+    from imgconv.engine import cpu
 
     fused = dict(out_dtype=finish.dtype, offset=finish.offset, absolute=finish.absolute)
     if plan.strategy == "fft":
-        from imgconv.fft import convolve_fft
+        from imgconv.engine.fft import convolve_fft
 
         return _finish_array(convolve_fft(image, kernel, mode, cval, threads), finish)
     if plan.strategy == "separable":
@@ -158,7 +158,7 @@ def convolve(image, kernel, *, mode="reflect", cval=0.0, backend="auto", strateg
         Threads to compute with; by default numba's setting (all cores, or
         ``NUMBA_NUM_THREADS``).
     explain : bool
-        Also return the :class:`imgconv.plan.Plan` that ran.
+        Also return the :class:`imgconv.engine.plan.Plan` that ran.
 
     Returns
     -------
