@@ -36,11 +36,12 @@ IN_PROCESS = """
 import sys, time
 from concurrent.futures import ThreadPoolExecutor
 from imgconv.batch import Job, plan_batch, process_one
-from imgconv.catalog import load_catalog
+from imgconv.chain import Chain
+from imgconv.kernels import load_catalog
 import numba
 
 mode, in_dir, out_dir = sys.argv[1:4]
-job = Job(load_catalog().resolve("gaussian", {"sigma": 2.0}))
+job = Job(Chain.of(load_catalog().resolve("gaussian", {"sigma": 2.0})))
 tasks, _ = plan_batch(in_dir, out_dir)
 if mode == "threads":
     with ThreadPoolExecutor(2, initializer=lambda: numba.set_num_threads(1)) as pool:

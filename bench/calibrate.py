@@ -5,7 +5,7 @@ output pixel and channel, then least-squares constants for
 
     direct    = DIRECT_PIXEL_NS + DIRECT_TAP_NS * non-zero taps
     separable = 2 * DIRECT_PIXEL_NS + DIRECT_TAP_NS * (kh + kw)       (per rank)
-    fft       = tiles x N^2 x TILE_NS[N]      (imgconv/fft.py: ns per pixel of an N x N tile)
+    fft       = tiles x N^2 x TILE_NS[N]      (imgconv/tunables.py FFT_TILE_NS: ns per pixel of an N x N tile)
 
     python bench/calibrate.py [--size 2048]
 """
@@ -35,6 +35,7 @@ def main():
     import numba
 
     import imgconv
+    from imgconv import tunables
     from imgconv.engine import fft as fft_module
 
     numba.set_num_threads(1)
@@ -62,7 +63,7 @@ def main():
     chooser = fft_module.tile_size
     kernel = rng.normal(size=(9, 9))
     try:
-        for n in sorted(fft_module.TILE_NS):
+        for n in sorted(tunables.FFT_TILE_NS):
             side = 4 * (n - 8)
             tiles_image = rng.random((side, side), dtype=np.float32)
             fft_module.tile_size = lambda shape, kshape, n=n: n
@@ -71,7 +72,7 @@ def main():
     finally:
         fft_module.tile_size = chooser
     print("fft: ns per tile pixel by tile size N")
-    print(f"  TILE_NS = {tile_ns}")
+    print(f"  FFT_TILE_NS = {tile_ns}")
 
 if __name__ == "__main__":
     main()

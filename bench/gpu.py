@@ -12,7 +12,7 @@ Where CuPy is importable the same cases run through
 
     python bench/gpu.py                         # the table for docs/performance.md
     python bench/gpu.py --size 4096 --repeat 50
-    python bench/gpu.py --block 32x16           # another block shape (imgconv.engine.cuda.BLOCK)
+    python bench/gpu.py --block 32x16           # another block shape (imgconv.tunables.CUDA_BLOCK)
     python bench/gpu.py --threshold             # also end to end, cuda against cpu, by image size:
                                                 # the crossover for plan.CUDA_AUTO_MIN_VALUES
 
@@ -133,7 +133,7 @@ def kernel_table(args, cuda, gpu, simulator):
         passes = 2 * len(plan.factors) if plan.strategy == "separable" else 1
 
         def run(kernel=kernel, plan=plan):
-            gpu.convolve_device(src, out, size, 1, kernel, plan, "reflect", 0.0, stream=stream)
+            gpu.convolve_device(src, out, size, 1, plan, "reflect", 0.0, stream=stream)
 
         ms = timer(run, args.repeat)
         ours = out.copy_to_host(stream=stream)
@@ -176,7 +176,7 @@ def main(argv=None):
     parser.add_argument("--size", type=int, default=8192, help="image side (default 8192)")
     parser.add_argument("--repeat", type=int, default=20, help="timed launches per case")
     parser.add_argument("--cases", default="3x3,5x5,gauss13,31x31")
-    parser.add_argument("--block", default=None, help="threads per block, XxY (default: imgconv.engine.cuda.BLOCK)")
+    parser.add_argument("--block", default=None, help="threads per block, XxY (default: imgconv.tunables.CUDA_BLOCK)")
     parser.add_argument("--threshold", action="store_true", help="also time end to end, cuda against cpu, by size")
     args = parser.parse_args(argv)
 
@@ -188,11 +188,12 @@ def main(argv=None):
         return 1
     from numba import cuda
 
+    from imgconv import tunables
     from imgconv.engine import cuda as gpu
 
     simulator = gpu.SIMULATOR
     if args.block:
-        gpu.BLOCK = tuple(int(n) for n in args.block.lower().split("x"))
+        tunables.CUDA_BLOCK = tuple(int(n) for n in args.block.lower().split("x"))
     if simulator and args.size > 64:
         print("bench/gpu.py: under the simulator only --size 64 or less is practical", file=sys.stderr)
         return 1
@@ -201,7 +202,7 @@ def main(argv=None):
 
     device = cuda.get_current_device()
     name = "simulator" if simulator else device.name.decode() if isinstance(device.name, bytes) else device.name
-    print(f"# imgconv GPU benchmark: {name}, {args.size}x{args.size} float32, block {gpu.BLOCK}")
+    print(f"# imgconv GPU benchmark: {name}, {args.size}x{args.size} float32, block {tunables.CUDA_BLOCK}")
     print(f"numba-cuda {numba_cuda.__version__}, Python {platform.python_version()}, {platform.machine()}")
     if simulator:
         print("(NUMBA_ENABLE_CUDASIM: a check of the script; the times mean nothing)")

@@ -8,7 +8,7 @@ Importing imgconv does not import numba; the first computation does.
 """
 
 from imgconv.filtering import apply_filter, convolve
-from imgconv.catalog import Catalog, Filter, load_catalog
+from imgconv.kernels import Catalog, Filter, load_catalog
 from imgconv.errors import BackendError, CatalogError, ImageError, ImgconvError, ImgconvWarning
 
 __version__ = "0.1.0"

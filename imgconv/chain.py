@@ -28,7 +28,6 @@ This module does not import numba; computing does.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import math
 import os
 import re
@@ -36,13 +35,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from imgconv.catalog import Filter, Kernel, parse_assignments
-from imgconv.errors import CatalogError, ImageError, ImgconvError
+from imgconv.choices import MAX_REPEAT, parse_bool
+from imgconv.errors import CatalogError
+from imgconv.kernels import Filter, Kernel, compose, load_kernel, parse_assignments, parse_inline_kernel, read_kernel_file
 
-__all__ = ["Step", "Chain", "parse_chain", "split_chain", "apply_chain", "filter_image", "compose", "MAX_REPEAT"]
-
-#: The most times ``repeat`` may run a chain.
-MAX_REPEAT = 100
+__all__ = ["Step", "Chain", "parse_chain", "split_chain", "apply_chain", "compose", "MAX_REPEAT"]
 
 _KERNEL_STEP_PARAMS = ("normalize", "scale")
 _KEY_VALUE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*=")
@@ -53,7 +50,7 @@ _TRAILING_PARAMS = re.compile(r"((?::[A-Za-z_][A-Za-z0-9_-]*=[^:]*)+)\Z")
 class Step:
     """One filter of a chain: the resolved filter and the text it came from.
 
-    ``loaded`` is the :class:`imgconv.kernelfile.LoadedKernel` of an inline or
+    ``loaded`` is the :class:`imgconv.kernels.LoadedKernel` of an inline or
     file kernel (None for catalog filters)."""
 
     filter: Filter
@@ -147,40 +144,6 @@ class Chain:
 
 
 # ---------------------------------------------------------------------------
-# composing kernels
-
-
-def _full_convolve(a, b):
-    """The full 2-D convolution of two small arrays (float64)."""
-    if a.size > b.size:
-        a, b = b, a
-    shape = (a.shape[0] + b.shape[0] - 1, a.shape[1] + b.shape[1] - 1)
-    if a.size * b.size > 4_000_000:
-        fshape = [1 << (n - 1).bit_length() for n in shape]
-        spectrum = np.fft.rfft2(a, fshape) * np.fft.rfft2(b, fshape)
-        return np.fft.irfft2(spectrum, fshape)[: shape[0], : shape[1]]
-    out = np.zeros(shape)
-    for (u, v), weight in np.ndenumerate(a):
-        if weight:
-            out[u : u + b.shape[0], v : v + b.shape[1]] += weight * b
-    return out
-
-
-def compose(first, second):
-    """The kernel of convolving with ``first`` and then ``second``, centred as
-    imgconv centres kernels (element ``shape // 2``), so that for any image
-    ``convolve(convolve(f, first), second) == convolve(f, compose(first, second))``
-    away from the borders (and everywhere in ``wrap`` mode)."""
-    from imgconv.kernelfile import centre_on
-
-    first = np.asarray(first, dtype=np.float64)
-    second = np.asarray(second, dtype=np.float64)
-    full = _full_convolve(first, second)
-    origin = (first.shape[0] // 2 + second.shape[0] // 2, first.shape[1] // 2 + second.shape[1] // 2)
-    return centre_on(full, origin)
-
-
-# ---------------------------------------------------------------------------
 # parsing
 
 
@@ -231,10 +194,9 @@ def _kernel_options(pairs, where):
     normalize, scale = False, 1.0
     for key, value in values.items():
         if key == "normalize":
-            word = value.strip().lower()
-            if word not in ("true", "false", "yes", "no", "1", "0", "on", "off"):
+            normalize = parse_bool(value)
+            if normalize is None:
                 raise CatalogError(f"{where}: normalize must be true or false, got {value!r}")
-            normalize = word in ("true", "yes", "1", "on")
         elif key == "scale":
             try:
                 scale = float(value)
@@ -248,8 +210,6 @@ def _kernel_options(pairs, where):
 
 
 def _matrix_step(item, extra):
-    from imgconv.kernelfile import parse_inline_kernel
-
     depth = 0
     for end, char in enumerate(item):
         depth += char == "["
@@ -269,8 +229,6 @@ def _matrix_step(item, extra):
 
 
 def _file_step(item, extra):
-    from imgconv.kernelfile import read_kernel_file
-
     path, pairs = item[1:], []
     if not os.path.exists(path):
         match = _TRAILING_PARAMS.search(path)
@@ -303,7 +261,7 @@ def parse_chain(texts, catalog, *, kernels=(), params=()) -> Chain:
     texts : str or list of str
         Chains, applied one after another (``["blur", "sharpen"]`` is
         ``"blur,sharpen"``).
-    catalog : imgconv.catalog.Catalog
+    catalog : imgconv.kernels.Catalog
         Where names are looked up.
     kernels : list of str
         ``--kernel`` values (inline matrix text or a kernel file), appended
@@ -319,8 +277,6 @@ def parse_chain(texts, catalog, *, kernels=(), params=()) -> Chain:
     KernelFileError
         A kernel file that cannot be read or parsed.
     """
-    from imgconv.kernelfile import load_kernel
-
     if isinstance(texts, str):
         texts = [texts]
     groups = _group(texts) if texts else []
@@ -364,61 +320,89 @@ def parse_chain(texts, catalog, *, kernels=(), params=()) -> Chain:
 # applying
 
 
-def _to_dtype(values, dtype):
-    dtype = np.dtype(dtype)
-    if dtype.kind in "iu":
-        info = np.iinfo(dtype)
-        return np.clip(np.rint(values), info.min, info.max).astype(dtype)
-    return values.astype(dtype)
-
-
-def apply_chain(image, chain, *, mode="reflect", cval=0.0, alpha="premultiplied", has_alpha=None, out_range=None, **options):
-    """Apply a :class:`Chain` (or one :class:`~imgconv.catalog.Filter`) to an image.
+def apply_chain(
+    image,
+    chain,
+    *,
+    mode: str = "reflect",
+    cval: float = 0.0,
+    alpha: str = "premultiplied",
+    has_alpha: bool | None = None,
+    out_range: str | None = None,
+    backend: str = "auto",
+    strategy: str = "auto",
+    threads: int | None = None,
+    explain: bool = False,
+):
+    """Apply a :class:`Chain` (or one :class:`~imgconv.kernels.Filter`) to an image.
 
     Parameters
     ----------
     image : array_like, shape (H, W) or (H, W, C)
         As for :func:`imgconv.apply_filter`; the result has its dtype.
     chain : Chain or Filter
-    mode, cval, alpha, has_alpha
+    mode, cval, alpha, has_alpha, backend, strategy, threads
         As for :func:`imgconv.apply_filter` (``cval`` in the image's units;
         with ``chain.linear`` it is decoded like the pixels).
     out_range : {"clip", "abs", "offset", "normalize"}, optional
         Replaces the out-range of the chain's last step.
-    **options
-        Passed to every :func:`imgconv.apply_filter` call (``backend``,
-        ``strategy``, ``threads``, ...).
+    explain : bool
+        Also return the :class:`imgconv.filtering.Pass` list of the
+        convolutions that ran (those of one round: a repeat runs the same plans).
+
+    Returns
+    -------
+    ndarray in the image's dtype (and the passes when ``explain``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from imgconv import load_catalog
+    >>> sharpen = load_catalog().resolve("sharpen")
+    >>> apply_chain(np.full((3, 3), 2**31 - 1, np.int32), Chain.of(sharpen, repeat=2))[0]
+    array([2147483520, 2147483520, 2147483520], dtype=int32)
     """
-    from imgconv.filtering import apply_filter, full_scale
+    from imgconv import filtering
+    from imgconv.colour import linear_to_srgb, srgb_to_linear
+    from imgconv.engine.finish import to_dtype
 
     if isinstance(chain, Filter):
         chain = Chain.of(chain)
     if not isinstance(chain, Chain):
         raise ValueError(f"chain must be a Chain or a Filter, got {type(chain).__name__}")
+    options = dict(mode=mode, alpha=alpha, backend=backend, strategy=strategy, threads=threads)
+    passes = [] if explain else None
+
+    def step_filter(work, step, step_cval, step_out_range):
+        result = filtering.apply_filter(
+            work, step.filter, cval=step_cval, has_alpha=has_alpha, out_range=step_out_range, explain=explain, **options
+        )
+        if not explain:
+            return result
+        result, ran = result
+        if not recorded:
+            passes.extend(dataclasses.replace(p, filter=step.text) for p in ran)
+        return result
+
+    recorded = False
     if chain.is_plain:
-        return apply_filter(image, chain.steps[0].filter, mode=mode, cval=cval, alpha=alpha, has_alpha=has_alpha, out_range=out_range, **options)
+        result = step_filter(image, chain.steps[0], cval, out_range)
+        return (result, passes) if explain else result
 
-    array = np.asarray(image)
-    if array.dtype.kind not in "iuf" or array.ndim not in (2, 3):
-        # apply_filter words the refusal.
-        return apply_filter(array, chain.steps[0].filter, has_alpha=has_alpha)
+    array = filtering.check_image(image)
+    if array.dtype.kind == "b":
+        raise ValueError("boolean images are not supported: convert to uint8 or float first")
     channels = 1 if array.ndim == 2 else array.shape[2]
-    if has_alpha is None:
-        has_alpha = channels in (2, 4)
-    if has_alpha and channels < 2:
-        raise ValueError(f"has_alpha needs at least 2 channels, the image has {channels}")
-    if isinstance(cval, bool) or not isinstance(cval, (int, float, np.number)) or not np.isfinite(cval):
-        raise ValueError(f"cval must be a finite number, got {cval!r}")
+    has_alpha = filtering.check_has_alpha(has_alpha, channels)
+    cval = filtering.check_cval(cval)
 
-    scale = full_scale(array.dtype)
+    scale = filtering.full_scale(array.dtype)
     work = array.astype(np.float32)  # always a copy
     if scale != 1.0:
         work *= np.float32(1.0 / scale)
-    cval = float(cval) / scale
+    cval = cval / scale
     colour = (Ellipsis, slice(0, channels - 1)) if has_alpha else Ellipsis
     if chain.linear:
-        from imgconv.colour import srgb_to_linear
-
         work[colour] = srgb_to_linear(work[colour])
         cval = float(srgb_to_linear(cval))
     original = work if chain.strength != 1.0 else None
@@ -426,63 +410,16 @@ def apply_chain(image, chain, *, mode="reflect", cval=0.0, alpha="premultiplied"
     last = len(chain.steps) - 1
     for _ in range(chain.repeat):
         for index, step in enumerate(chain.steps):
-            work = apply_filter(
-                work,
-                step.filter,
-                mode=mode,
-                cval=cval,
-                alpha=alpha,
-                has_alpha=has_alpha,
-                out_range=out_range if index == last else None,
-                **options,
-            )
+            work = step_filter(work, step, cval, out_range if index == last else None)
+        recorded = True
 
     if original is not None:
         work = original + np.float32(chain.strength) * (work - original)
         if has_alpha:
             np.clip(work[..., -1], 0.0, 1.0, out=work[..., -1])
     if chain.linear:
-        from imgconv.colour import linear_to_srgb
-
         work[colour] = linear_to_srgb(work[colour])
     if scale != 1.0:
         work *= np.float32(scale)
-    return _to_dtype(work, array.dtype)
-
-
-def _job_options(job):
-    """The options of a batch Job that apply_filter takes (backend, strategy,
-    threads, ... whatever the Job carries), except those handled here."""
-    from imgconv.filtering import apply_filter
-
-    accepted = inspect.signature(apply_filter).parameters
-    skip = {"image", "flt", "catalog", "has_alpha", "params", "filter"}
-    return {
-        f.name: getattr(job, f.name)
-        for f in dataclasses.fields(job)
-        if f.name in accepted and f.name not in skip
-    }
-
-
-def filter_image(job, image, source=None):
-    """Filter an :class:`imgconv.io.ImageData` as ``job`` says; the pixels, in
-    the image's dtype.  ``job.filter`` is a Filter or a Chain.
-
-    With a chain in linear light, an image whose ICC profile has a tone curve
-    other than sRGB's is refused (ImageError): it would be misread.
-    """
-    chain = job.filter
-    name = source if source is not None else "the image"
-    if isinstance(chain, Chain) and chain.linear and image.icc_profile:
-        from imgconv.colour import check_srgb_profile
-
-        problem = check_srgb_profile(image.icc_profile)
-        if problem:
-            raise ImageError(
-                f"cannot filter '{name}' in linear light: {problem}; convert it to sRGB first, or leave out --linear"
-            )
-    try:
-        return apply_chain(image.pixels, chain, has_alpha=image.has_alpha, **_job_options(job))
-    except MemoryError:
-        height, width = image.pixels.shape[:2]
-        raise ImgconvError(f"not enough memory to filter '{name}' ({width}x{height})") from None
+    result = to_dtype(work, array.dtype)
+    return (result, passes) if explain else result

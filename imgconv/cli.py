@@ -44,7 +44,7 @@ def _catalog(ctx):
     """The catalog for this invocation: built-ins, IMGCONV_CATALOG, then --catalog files."""
     state = ctx.find_root().obj
     if state.get("catalog") is None:
-        from imgconv.catalog import load_catalog
+        from imgconv.kernels import load_catalog
 
         try:
             state["catalog"] = load_catalog(state["catalog_paths"])
@@ -170,7 +170,7 @@ kernel_option = click.option(
 
 def _completion_catalog(ctx):
     """The catalog while completing (the group's callback has not run): None if it cannot load."""
-    from imgconv.catalog import load_catalog
+    from imgconv.kernels import load_catalog
 
     try:
         return load_catalog(list(ctx.find_root().params.get("catalog_paths") or ()))
@@ -239,9 +239,8 @@ def _complete_apply_args(ctx, param, incomplete):
 
 
 def _resolve_chain(ctx, names, params, kernels=()):
-    """The filter or chain named on the command line, with the --repeat,
-    --strength and --linear this command was given: a catalog Filter when it
-    is one filter and nothing more (as before chains), else a Chain."""
+    """The Chain named on the command line (one filter is a one-step chain),
+    with the --repeat, --strength and --linear this command was given."""
     import dataclasses
 
     from imgconv.chain import parse_chain
@@ -257,15 +256,12 @@ def _resolve_chain(ctx, names, params, kernels=()):
     except CatalogError as exc:
         raise click.UsageError(str(exc), ctx) from exc
     options = ctx.meta.get(_CHAIN_OPTIONS, {})
-    chain = dataclasses.replace(
+    return dataclasses.replace(
         chain,
         repeat=options.get("repeat") or 1,
         strength=1.0 if options.get("strength") is None else options["strength"],
         linear=bool(options.get("linear")),
     )
-    if chain.is_plain and chain.steps[0].loaded is None:
-        return chain.steps[0].filter
-    return chain
 
 
 def filter_options(command):
@@ -279,36 +275,45 @@ def filter_options(command):
 
 
 def _make_job(ctx, name, params, mode, cval, out_range, alpha, backend, strategy, threads=None, kernels=()):
-    """The Job for ``name`` (a filter, a chain, or several: see imgconv.chain) and the options."""
-    from imgconv.batch import Job
-    from imgconv.engine.plan import make_plan
+    """The Job for ``name`` (a filter, a chain, or several: see imgconv.chain) and the options,
+    checked before any file is read (nothing is planned yet: that needs the image's shape)."""
+    from imgconv.engine.plan import check_kernel, check_request
+    from imgconv.pipeline import Job
 
-    flt = _resolve_chain(ctx, name, params, kernels)
-    # Check the backend and strategy before any file is read.
+    chain = _resolve_chain(ctx, name, params, kernels)
     try:
-        for kernel in flt.kernels:
-            make_plan(kernel.matrix, (1, 1), backend=backend, strategy=strategy, factors=kernel.factors)
+        check_request(backend, strategy)
+        for kernel in chain.kernels:
+            check_kernel(kernel.matrix, strategy, kernel.factors)
     except ValueError as exc:
         raise click.UsageError(str(exc), ctx) from exc
     if threads is not None:
-        from imgconv.filtering import thread_count
+        from imgconv.engine.run import thread_count
 
         try:
             thread_count(threads)
         except ValueError as exc:
             raise click.BadParameter(str(exc), ctx, param_hint="--threads") from exc
-    return Job(flt, mode=mode, cval=cval, alpha=alpha, out_range=out_range, backend=backend, strategy=strategy, threads=threads)
+    return Job(chain, mode=mode, cval=cval, alpha=alpha, out_range=out_range, backend=backend, strategy=strategy, threads=threads)
 
 
-def _explain(job, shape):
+def _explain(passes):
+    """One line per convolution that ran: the step, the kernel, the shape it ran on, its plan."""
+    for one in passes:
+        click.echo(one.describe(), err=True)
+
+
+def _explain_planned(job, shape):
+    """The plans an image of ``shape`` would get (batch, before any file is read;
+    each file is planned for its own shape when it runs)."""
     from imgconv.engine.plan import make_plan
 
-    filters = getattr(job.filter, "filters", None) or (job.filter,)  # a chain's steps, or the one filter
-    for flt in filters:
-        for index, kernel in enumerate(flt.kernels, 1):
+    for step in job.chain.steps:
+        kernels = step.filter.kernels
+        for index, kernel in enumerate(kernels, 1):
             plan = make_plan(kernel.matrix, shape, backend=job.backend, strategy=job.strategy, factors=kernel.factors)
-            label = f"kernel {index} of {len(flt.kernels)}" if len(flt.kernels) > 1 else "kernel"
-            click.echo(f"{flt.name}: {label} {kernel.matrix.shape[0]}x{kernel.matrix.shape[1]}: {plan.explain()}", err=True)
+            which = f" {index} of {len(kernels)}," if len(kernels) > 1 else ""
+            click.echo(f"{step.text}: kernel{which} {plan.describe()}", err=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -371,7 +376,7 @@ def _filter_title(flt):
 
 def _show_filter(step, prefix, echo):
     """Print one filter (a chain step): its description, kernels and options."""
-    from imgconv.catalog import format_matrix
+    from imgconv.kernels import format_matrix
 
     flt = step.filter
     settings = ", ".join(f"{k}={v}" for k, v in flt.params.items())
@@ -423,8 +428,7 @@ def show(ctx, chain, params, kernels, plot_path):
       imgconv show gaussian:sigma=2,sharpen
       imgconv show --kernel edge.mat --plot edge.png
     """
-    from imgconv.catalog import format_matrix
-    from imgconv.chain import Chain
+    from imgconv.kernels import format_matrix
 
     if plot_path is not None and plot_path != "-":
         from imgconv import io
@@ -434,7 +438,7 @@ def show(ctx, chain, params, kernels, plot_path):
         except ImgconvError as exc:
             raise click.BadParameter(str(exc), ctx, param_hint="--plot") from exc
     resolved = _resolve_chain(ctx, chain, params, kernels)
-    steps = resolved.steps if isinstance(resolved, Chain) else Chain.of(resolved).steps
+    steps = resolved.steps
     # With --plot -, the picture is all that goes to standard output.
     echo = (lambda text: None) if plot_path == "-" else click.echo
     several = len(steps) > 1
@@ -443,7 +447,7 @@ def show(ctx, chain, params, kernels, plot_path):
             echo("")
         _show_filter(step, f"step {number} of {len(steps)}: " if several else "", echo)
     equivalent = None
-    if isinstance(resolved, Chain) and not resolved.is_plain:
+    if not resolved.is_plain:
         options = []
         if resolved.repeat != 1:
             options.append(f"repeated {resolved.repeat} times")
@@ -463,7 +467,6 @@ def show(ctx, chain, params, kernels, plot_path):
 
 def _plot(resolved, steps, equivalent, path):
     from imgconv import io, plot
-    from imgconv.chain import Chain
 
     notes = []
     if equivalent is not None:
@@ -471,7 +474,7 @@ def _plot(resolved, steps, equivalent, path):
         panels = [("equivalent kernel", equivalent.matrix)]
     else:
         title = " then ".join(_filter_title(s.filter) for s in steps)
-        if isinstance(resolved, Chain) and (resolved.repeat != 1 or resolved.strength != 1.0):
+        if resolved.repeat != 1 or resolved.strength != 1.0:
             notes.append("each step drawn on its own: the chain has no single equivalent kernel")
         panels = []
         for step in steps:
@@ -498,27 +501,23 @@ format_option = click.option(
 )
 
 
-def _check_stdio(ctx, source, destination):
-    """'-' as IN or OUT: refuse a terminal instead of hanging or filling it with bytes."""
-    if source == "-" and sys.stdin.isatty():
-        raise click.UsageError("IN is '-' but standard input is a terminal: pipe an image in (< in.png)", ctx)
-    if destination == "-" and sys.stdout.isatty():
-        raise click.UsageError("OUT is '-' but standard output is a terminal: redirect it (> out.png) or name a file", ctx)
-
-
-def _filter_stream(job, source, destination, out_format):
-    """filter_file for standard input/output and --format: read, filter, write
-    (to standard output in one piece, once complete); the pixel array's shape."""
+def _check_in_out(ctx, source, destination, out_format):
+    """Before any work: --format (or OUT's extension, for a file) is a format
+    imgconv writes, and a '-' for IN or OUT is not a terminal (which would hang
+    or fill it with bytes)."""
     from imgconv import io
-    from imgconv.chain import filter_image
 
-    image = io.read_image(source)
-    name = io.STDIN_NAME if source == io.STDIO else source
-    pixels = filter_image(job, image, name)
-    if out_format is None and destination == io.STDIO:
-        out_format = image.format if (image.format or "").lower() in ("png", "jpeg", "tiff", "bmp", "webp", "gif") else "png"
-    io.write_image(destination, pixels, like=image, format=out_format)
-    return image.pixels.shape
+    try:
+        if out_format is not None:
+            io.format_name(out_format)
+        elif destination != io.STDIO:
+            io.output_format(destination)
+    except ImgconvError as exc:
+        raise click.BadParameter(str(exc), ctx, param_hint="--format" if out_format else "OUT") from exc
+    if source == io.STDIO and sys.stdin.isatty():
+        raise click.UsageError("IN is '-' but standard input is a terminal: pipe an image in (< in.png)", ctx)
+    if destination == io.STDIO and sys.stdout.isatty():
+        raise click.UsageError("OUT is '-' but standard output is a terminal: redirect it (> out.png) or name a file", ctx)
 
 
 @cli.command()
@@ -564,51 +563,53 @@ def apply(ctx, args, kernels, params, mode, cval, out_range, alpha, backend, str
             raise click.BadParameter(f"file '{source}' does not exist", ctx, param_hint="IN")
         if os.path.isdir(source):
             raise click.BadParameter(f"'{source}' is a folder, not an image file", ctx, param_hint="IN")
-    try:
-        if out_format is not None:
-            io.format_name(out_format)
-        elif destination != io.STDIO:
-            io.output_format(destination)
-    except ImgconvError as exc:
-        raise click.BadParameter(str(exc), ctx, param_hint="--format" if out_format else "OUT") from exc
-    _check_stdio(ctx, source, destination)
+    _check_in_out(ctx, source, destination, out_format)
     job = _make_job(ctx, names, params, mode, cval, out_range, alpha, backend, strategy, threads, kernels=kernels)
-    if io.STDIO in (source, destination) or out_format is not None:
-        shape = _filter_stream(job, source, destination, out_format)
-    else:
-        from imgconv.batch import filter_file
+    from imgconv.pipeline import filter_file
 
-        shape = filter_file(job, source, destination)
+    filtered = filter_file(job, source, destination, out_format=out_format)
     if explain:
-        _explain(job, shape)
+        _explain(filtered.plans)
 
 
 class _BatchProgress:
     """What ``imgconv batch`` shows while it works: a progress bar on a terminal
     (click's own: files done / total, images per second, time left), a line per
-    failure and warning, a notice on Ctrl-C."""
+    failure and warning, a notice on Ctrl-C.  A context manager: the bar, once
+    started, is finished on the way out, however the batch ends."""
 
     def __init__(self, *, bar, quiet):
+        import contextlib
+
         self.show_bar = bar
         self.quiet = quiet
         self.bar = None
         self.started = None
         self.finished = 0
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.bar = None
+        self._stack.close()  # leaves the bar's `with`: click draws its last state and a newline
 
     def start(self, total):
         import time
 
         self.started = time.perf_counter()
         if self.show_bar and total:
-            self.bar = click.progressbar(
-                length=total,
-                label="filtering",
-                file=sys.stderr,
-                show_pos=True,
-                show_eta=True,
-                item_show_func=self._rate,
+            self.bar = self._stack.enter_context(
+                click.progressbar(
+                    length=total,
+                    label="filtering",
+                    file=sys.stderr,
+                    show_pos=True,
+                    show_eta=True,
+                    item_show_func=self._rate,
+                )
             )
-            self.bar.__enter__()
 
     def _rate(self, _item):
         import time
@@ -618,9 +619,8 @@ class _BatchProgress:
 
     def echo(self, text):
         if self.bar is not None:
-            click.echo("\r\033[K" + text, err=True)  # over the bar, which is drawn again below
-            self.bar._last_line = None  # click redraws only a line that changed
-            self.bar.render_progress()
+            # Over the bar (clear its line, write the text), then the bar again below it.
+            click.echo("\r\033[K" + text + "\n" + self.bar.format_progress_line(), nl=False, err=True)
         else:
             click.echo(text, err=True)
 
@@ -640,11 +640,6 @@ class _BatchProgress:
             self.echo(f"interrupted again: abandoning {in_progress} file(s) in progress")
         elif in_progress:
             self.echo(f"interrupted: finishing the {in_progress} file(s) in progress (Ctrl-C again to abandon them)")
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.render_finish()
-            self.bar = None
 
 
 @cli.command()
@@ -704,21 +699,19 @@ def batch(
             raise click.BadParameter(f"folder '{folder}' does not exist", ctx, param_hint="--report")
     job = _make_job(ctx, name, params, mode, cval, out_range, alpha, backend, strategy)
     if explain:
-        click.echo("for a 4000x3000 RGB image:", err=True)
-        _explain(job, (3000, 4000, 3))
+        click.echo("planned for a 4000x3000 RGB image (each file is planned for its own shape):", err=True)
+        _explain_planned(job, (3000, 4000, 3))
 
-    progress = _BatchProgress(bar=not quiet and sys.stderr.isatty(), quiet=quiet)
     try:
-        report = run_batch(
-            job, in_dir, out_dir, jobs=jobs, overwrite=overwrite, include=include, exclude=exclude,
-            extension=extension, scheduler=scheduler,
-            on_start=progress.start, on_result=progress.result, on_interrupt=progress.interrupt,
-        )
+        with _BatchProgress(bar=not quiet and sys.stderr.isatty(), quiet=quiet) as progress:
+            report = run_batch(
+                job, in_dir, out_dir, jobs=jobs, overwrite=overwrite, include=include, exclude=exclude,
+                extension=extension, scheduler=scheduler,
+                on_start=progress.start, on_result=progress.result, on_interrupt=progress.interrupt,
+            )
     except KeyboardInterrupt:
-        progress.close()
         click.echo("interrupted before any file was filtered", err=True)
         ctx.exit(130)
-    progress.close()
     if report_path is not None:
         report.write_json(report_path)
     if not quiet or report.interrupted:
@@ -761,19 +754,12 @@ def gallery(ctx, source, destination, kernel_list, tile_chains, size, columns, m
     import dataclasses
     import os
 
-    from imgconv import io, plot
+    from imgconv import io, pipeline, plot
     from imgconv.chain import Chain, apply_chain, parse_chain
 
     if source != io.STDIO and not os.path.isfile(source):
         raise click.BadParameter(f"file '{source}' does not exist", ctx, param_hint="IN")
-    try:
-        if out_format is not None:
-            io.format_name(out_format)
-        elif destination != io.STDIO:
-            io.output_format(destination)
-    except ImgconvError as exc:
-        raise click.BadParameter(str(exc), ctx, param_hint="--format" if out_format else "OUT") from exc
-    _check_stdio(ctx, source, destination)
+    _check_in_out(ctx, source, destination, out_format)
     linear = bool(ctx.meta.get(_CHAIN_OPTIONS, {}).get("linear"))
     catalog = _catalog(ctx)
     chains = []  # (label, Chain)
@@ -789,14 +775,8 @@ def gallery(ctx, source, destination, kernel_list, tile_chains, size, columns, m
     if not chains:
         chains = [(name, Chain.of(catalog.resolve(name), linear=linear)) for name in catalog.names()]
 
-    image = io.read_image(source)
-    shown = io.STDIN_NAME if source == io.STDIO else source
-    if linear and image.icc_profile:
-        from imgconv.colour import check_srgb_profile
-
-        problem = check_srgb_profile(image.icc_profile)
-        if problem:
-            raise ImgconvError(f"cannot filter '{shown}' in linear light: {problem}; convert it to sRGB first, or leave out --linear")
+    image = pipeline.read_checked(source, *(chain for _, chain in chains))
+    shown = pipeline.display_name(source)
     small = plot.thumbnail(image.pixels, size, has_alpha=image.has_alpha)
     tiles = [("original", plot.to_display(small, image.has_alpha))]
     for label, chain in chains:
@@ -806,7 +786,7 @@ def gallery(ctx, source, destination, kernel_list, tile_chains, size, columns, m
     if linear:
         title += ", in linear light"
     sheet = plot.contact_sheet(tiles, columns=columns, size=size, title=title)
-    io.write_image(destination, sheet, format=out_format or ("png" if destination == io.STDIO else None))
+    io.write_image(destination, sheet, format=pipeline.output_format(destination, out_format=out_format))
 
 
 def main():

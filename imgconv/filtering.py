@@ -1,138 +1,115 @@
-"""The library API: ``convolve`` an array with a kernel, ``apply_filter`` a
-catalog filter.  Inputs are validated here, once; the compiled backends are
-imported only when there is work for them."""
+"""The library API's filtering: ``convolve`` an array with a kernel,
+``apply_filter`` a catalog filter (alpha policies, combining several kernels,
+out-ranges).  Inputs are validated here, once, by one validator per kind of
+argument; ``engine`` plans and runs each pass and finishes pixels by its one
+policy.  The compiled backends are imported only when there is work for them.
+"""
+
+from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass
 
 import numpy as np
 
-from imgconv.engine import borders
-from imgconv.engine.plan import make_plan
+from imgconv import choices
+from imgconv.engine.finish import Finish, clip_to_range, shift, to_dtype
+from imgconv.engine.plan import Plan, check_request
+from imgconv.engine.run import convolve_planned, thread_count  # noqa: F401  (thread_count: the CLI's check)
 
-ALPHA_POLICIES = ("premultiplied", "separate", "ignore")
-OUT_RANGES = ("clip", "abs", "offset", "normalize")
-
-# Image dtypes the kernels read and write directly.
-_FUSED_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32))
-
-# A filter "preserves flat areas" (and so also filters alpha) when its kernel sums to 1.
-_UNIT_SUM_TOLERANCE = 1e-6
+ALPHA_POLICIES = choices.ALPHA_POLICIES
+OUT_RANGES = choices.OUT_RANGES
 
 
-def _as_image(image):
+# --- one validator per kind of argument ---------------------------------------------------------
+
+
+def check_image(image, name: str = "image") -> np.ndarray:
+    """``image`` as an array of real numbers, 2-D (H, W) or 3-D (H, W, C) (ValueError otherwise)."""
     array = np.asarray(image)
     if array.dtype.kind not in "biuf":
-        raise ValueError(f"image must hold real numbers, got dtype {array.dtype}")
+        raise ValueError(f"{name} must hold real numbers, got dtype {array.dtype}")
     if array.ndim not in (2, 3):
-        raise ValueError(f"image must be 2-D (H, W) or 3-D (H, W, C), got shape {array.shape}")
+        raise ValueError(f"{name} must be 2-D (H, W) or 3-D (H, W, C), got shape {array.shape}")
     return array
 
 
-def _as_kernel(kernel):
+def check_kernel(kernel, name: str = "kernel") -> np.ndarray:
+    """``kernel`` as a finite, non-empty 2-D float64 array (ValueError otherwise).
+
+    Every kernel reaches the engine through here, whatever path it came by, so
+    nothing the compiled code cannot handle gets that far.
+    """
     array = np.asarray(kernel)
     if array.dtype.kind not in "biuf":
-        raise ValueError(f"kernel must hold real numbers, got dtype {array.dtype}")
+        raise ValueError(f"{name} must hold real numbers, got dtype {array.dtype}")
     if array.ndim != 2:
-        raise ValueError(f"kernel must be 2-D, got shape {array.shape}")
+        raise ValueError(f"{name} must be 2-D, got shape {array.shape}")
     if array.size == 0:
-        raise ValueError(f"kernel is empty (shape {array.shape})")
+        raise ValueError(f"{name} is empty (shape {array.shape})")
     array = array.astype(np.float64)
     if not np.all(np.isfinite(array)):
-        raise ValueError("kernel contains NaN or infinite values")
+        raise ValueError(f"{name} contains NaN or infinite values")
     return array
 
 
-def _as_cval(cval):
+def check_cval(cval) -> float:
+    """``cval`` as a finite float (ValueError otherwise)."""
     if isinstance(cval, bool) or not isinstance(cval, numbers.Real) or not np.isfinite(cval):
         raise ValueError(f"cval must be a finite number, got {cval!r}")
     return float(cval)
 
 
+def check_choice(value, allowed, name: str):
+    """``value`` when it is one of ``allowed`` (ValueError naming ``name`` otherwise)."""
+    if not isinstance(value, str) or value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+    return value
+
+
+def check_has_alpha(has_alpha, channels: int) -> bool:
+    """Whether the last channel is alpha: ``has_alpha``, or the default for ``channels``."""
+    if has_alpha is None:
+        return choices.default_has_alpha(channels)
+    if has_alpha and channels < 2:
+        raise ValueError(f"has_alpha needs at least 2 channels, the image has {channels}")
+    return bool(has_alpha)
+
+
+def _channels(array) -> int:
+    return 1 if array.ndim == 2 else array.shape[2]
+
+
 @dataclass(frozen=True)
-class Finish:
-    """What happens to each result before it is stored: ``offset`` added, the
-    absolute value taken when ``absolute``, and for an integer ``dtype``
-    rounding and clipping to its range.  The CPU kernels do it on the fly;
-    other routes do it afterwards with the same arithmetic."""
+class Pass:
+    """One convolution that ran: which filter and kernel, over which channels, by which plan."""
 
-    dtype: np.dtype = np.dtype(np.float32)
-    offset: float = 0.0
-    absolute: bool = False
+    filter: str
+    kernel: int  # 1-based, of ``kernels``
+    kernels: int
+    channels: str  # "all", "colour", "alpha" or "colour, straight"
+    plan: Plan
 
-
-FLOAT32 = Finish()
-
-
-def _shift(values, offset, absolute):
-    """``values + offset``, then its absolute value when ``absolute`` (float32, in place)."""
-    if offset:
-        values += np.float32(offset)
-    if absolute:
-        np.abs(values, out=values)
-    return values
+    def describe(self) -> str:
+        """``sobel: kernel 2 of 2, 3x3 on 512x512x3 (colour): direct on cpu: ...``."""
+        which = f" {self.kernel} of {self.kernels}," if self.kernels > 1 else ""
+        kh, kw = self.plan.kernel_shape
+        shape = "x".join(str(n) for n in self.plan.image_shape)
+        part = "" if self.channels == "all" else f" ({self.channels})"
+        return f"{self.filter}: kernel{which} {kh}x{kw} on {shape}{part}: {self.plan.explain()}"
 
 
-def _finish_array(values, finish):
-    """Apply ``finish`` to a float32 array (changed in place) and return the stored result."""
-    return _to_dtype(_shift(values, finish.offset, finish.absolute), finish.dtype)
-
-
-def _run(plan, image, kernel, mode, cval, threads, finish=FLOAT32):
-    if plan.backend == "cuda":  # numba.cuda is imported only here
-        from imgconv.engine import cuda
-
-        return _finish_array(cuda.convolve(image, kernel, plan, mode, cval), finish)
-    # numba is imported only when there is work.
-    from imgconv.engine import cpu
-
-    fused = dict(out_dtype=finish.dtype, offset=finish.offset, absolute=finish.absolute)
-    if plan.strategy == "fft":
-        from imgconv.engine.fft import convolve_fft
-
-        return _finish_array(convolve_fft(image, kernel, mode, cval, threads), finish)
-    if plan.strategy == "separable":
-        if len(plan.factors) == 1:
-            (column, row), = plan.factors
-            return cpu.filter_separable(image, column, row, mode, cval, **fused)
-        result = None
-        for column, row in plan.factors:
-            part = cpu.filter_separable(image, column, row, mode, cval)
-            result = part if result is None else np.add(result, part, out=result)
-        return _finish_array(result, finish)
-    return cpu.filter_direct(image, kernel, mode, cval, **fused)
-
-
-def thread_count(threads):
-    """How many threads to use: ``threads``, or numba's setting (NUMBA_NUM_THREADS)."""
-    import numba
-
-    limit = numba.config.NUMBA_NUM_THREADS
-    if threads is None:
-        return numba.get_num_threads()
-    if isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or not 1 <= threads <= limit:
-        raise ValueError(f"threads must be a whole number from 1 to {limit} (NUMBA_NUM_THREADS), got {threads!r}")
-    return int(threads)
-
-
-def _convolve_array(image, kernel, mode, cval, backend, strategy, factors=None, threads=None, finish=FLOAT32):
-    """Convolve every channel of a validated image; the result (float32, or as
-    ``finish`` says) and the plan."""
-    plan = make_plan(kernel, image.shape, backend=backend, strategy=strategy, factors=factors)
-    count = thread_count(threads)
-    if image.size == 0:
-        return np.zeros(image.shape, finish.dtype), plan
-    import numba
-
-    previous = numba.get_num_threads()
-    numba.set_num_threads(count)  # numba's setting is per calling thread
-    try:
-        return _run(plan, image, kernel, mode, cval, count, finish), plan
-    finally:
-        numba.set_num_threads(previous)
-
-
-def convolve(image, kernel, *, mode="reflect", cval=0.0, backend="auto", strategy="auto", threads=None, explain=False):
+def convolve(
+    image,
+    kernel,
+    *,
+    mode: str = "reflect",
+    cval: float = 0.0,
+    backend: str = "auto",
+    strategy: str = "auto",
+    threads: int | None = None,
+    explain: bool = False,
+) -> np.ndarray | tuple[np.ndarray, Plan]:
     """Convolve an image with a 2-D kernel, exactly as ``scipy.ndimage.convolve``.
 
     ``out[i, j] = sum_{u, v} kernel[u, v] * image[i - u + kh // 2, j - v + kw // 2]``
@@ -163,16 +140,26 @@ def convolve(image, kernel, *, mode="reflect", cval=0.0, backend="auto", strateg
     Returns
     -------
     ndarray of float32, the shape of ``image`` (and the plan when ``explain``).
+
+    Examples
+    --------
+    >>> import numpy as np, imgconv
+    >>> image = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    >>> imgconv.convolve(image, [[0, 1, 0], [1, -4, 1], [0, 1, 0]], mode="nearest")
+    array([[ 5.,  4.,  4.,  3.],
+           [ 1.,  0.,  0., -1.],
+           [-3., -4., -4., -5.]], dtype=float32)
     """
-    array = _as_image(image)
-    weights = _as_kernel(kernel)
-    mode = borders.canonical_mode(mode)
-    cval = _as_cval(cval)
-    result, plan = _convolve_array(array, weights, mode, cval, backend, strategy, threads=threads)
+    array = check_image(image)
+    weights = check_kernel(kernel)
+    mode = choices.canonical_mode(mode)
+    cval = check_cval(cval)
+    check_request(backend, strategy)
+    result, plan = convolve_planned(array, weights, mode=mode, cval=cval, backend=backend, strategy=strategy, threads=threads)
     return (result, plan) if explain else result
 
 
-def full_scale(dtype):
+def full_scale(dtype) -> float:
     """The value that means "full intensity" for a dtype: 255 for uint8,
     65535 for uint16, 1.0 for floating point."""
     dtype = np.dtype(dtype)
@@ -181,28 +168,7 @@ def full_scale(dtype):
     return 1.0
 
 
-def _float32_range(dtype):
-    """The dtype's range as float32 values that lie inside it: float32(2**31 - 1)
-    rounds up to 2**31, which would overflow when cast back."""
-    info = np.iinfo(dtype)
-    low, high = np.float32(info.min), np.float32(info.max)
-    if int(high) > info.max:
-        high = np.nextafter(high, np.float32(0))
-    if int(low) < info.min:
-        low = np.nextafter(low, np.float32(0))
-    return low, high
-
-
-def _to_dtype(values, dtype):
-    """Round and clip float32 values (changed in place) to an image dtype, only at the very end."""
-    dtype = np.dtype(dtype)
-    if dtype.kind in "iu":
-        np.rint(values, out=values)
-        np.clip(values, *_float32_range(dtype), out=values)
-    return values.astype(dtype, copy=False)
-
-
-def _pixel_mapping(bias, out_range, scale):
+def pixel_mapping(bias: float, out_range: str, scale: float) -> tuple[float, bool]:
     """The filter's bias and a per-pixel ``out_range`` (not "normalize") as
     ``(offset, absolute)``: ``|v + offset|`` or ``v + offset``."""
     return bias * scale + (scale / 2 if out_range == "offset" else 0.0), out_range == "abs"
@@ -212,7 +178,7 @@ def _map_range(values, bias, out_range, scale, dtype):
     """Add the bias and map signed filter results (float32, changed in place)
     to pixel values (``out_range``)."""
     if out_range != "normalize":
-        _shift(values, *_pixel_mapping(bias, out_range, scale))
+        shift(values, *pixel_mapping(bias, out_range, scale))
     elif values.size:
         values += np.float32(bias * scale)
         low, high = float(values.min()), float(values.max())
@@ -221,21 +187,45 @@ def _map_range(values, bias, out_range, scale, dtype):
             values *= np.float32(scale / (high - low))
         else:
             values.fill(0.0)
-    if np.dtype(dtype).kind in "iu":
-        np.clip(values, *_float32_range(dtype), out=values)
-    return values
+    return clip_to_range(values, dtype)
 
 
-def _preserves_flat_areas(flt):
-    return flt.combine == "single" and abs(float(flt.kernels[0].matrix.sum()) - 1.0) <= _UNIT_SUM_TOLERANCE
+def preserves_flat_areas(flt) -> bool:
+    """One kernel summing to 1: flat areas stay as they are (so alpha may be filtered too)."""
+    return flt.combine == "single" and abs(float(flt.kernels[0].matrix.sum()) - 1.0) <= choices.UNIT_SUM_TOLERANCE
 
 
-def _filter_array(flt, image, mode, cval, backend, strategy, threads=None):
+@dataclass(frozen=True)
+class _Options:
+    """How each pass runs (validated); ``passes`` collects what ran when explaining."""
+
+    mode: str
+    cval: float
+    backend: str
+    strategy: str
+    threads: int | None
+    passes: list | None = None
+
+    def convolve(self, image, kernel, index, flt, channels, *, cval=None, finish=Finish()):
+        result, plan = convolve_planned(
+            image,
+            kernel.matrix,
+            mode=self.mode,
+            cval=self.cval if cval is None else cval,
+            backend=self.backend,
+            strategy=self.strategy,
+            factors=kernel.factors,
+            threads=self.threads,
+            finish=finish,
+        )
+        if self.passes is not None:
+            self.passes.append(Pass(flt.name, index, len(flt.kernels), channels, plan))
+        return result
+
+
+def _filter_array(flt, image, options, channels, cval=None):
     """Run every kernel of ``flt`` over ``image`` and combine the results (float32)."""
-    results = []
-    for kernel in flt.kernels:
-        out, _ = _convolve_array(image, kernel.matrix, mode, cval, backend, strategy, kernel.factors, threads)
-        results.append(out)
+    results = [options.convolve(image, kernel, i, flt, channels, cval=cval) for i, kernel in enumerate(flt.kernels, 1)]
     if flt.combine == "single":
         return results[0]
     if flt.combine == "magnitude":
@@ -256,19 +246,39 @@ def _filter_array(flt, image, mode, cval, backend, strategy, threads=None):
     raise ValueError(f"filter {flt.name!r}: unknown combine {flt.combine!r}")
 
 
+def resolve_filter(flt, catalog=None, params=None):
+    """A :class:`~imgconv.kernels.Filter` from a catalog name (with ``params``) or a resolved filter."""
+    params = params or {}
+    if isinstance(flt, str):
+        if catalog is None:
+            from imgconv.kernels import load_catalog
+
+            catalog = load_catalog()
+        flt = catalog.resolve(flt, params)
+    elif params:
+        raise ValueError(f"parameters {sorted(params)} given with an already resolved filter")
+    # The engine's door: whatever path a kernel came by, nothing compiled code cannot handle passes.
+    if not getattr(flt, "kernels", None):
+        raise ValueError(f"filter {getattr(flt, 'name', flt)!r} has no kernels")
+    for kernel in flt.kernels:
+        check_kernel(kernel.matrix, f"filter {flt.name!r}: kernel")
+    return flt
+
+
 def apply_filter(
     image,
     flt,
     *,
-    mode="reflect",
-    cval=0.0,
-    backend="auto",
-    strategy="auto",
-    threads=None,
-    alpha="premultiplied",
-    has_alpha=None,
-    out_range=None,
+    mode: str = "reflect",
+    cval: float = 0.0,
+    backend: str = "auto",
+    strategy: str = "auto",
+    threads: int | None = None,
+    alpha: str = "premultiplied",
+    has_alpha: bool | None = None,
+    out_range: str | None = None,
     catalog=None,
+    explain: bool = False,
     **params,
 ):
     """Apply a catalog filter to an image and return it in the image's dtype.
@@ -300,70 +310,75 @@ def apply_filter(
         Floating-point images are not clipped.
     catalog : imgconv.catalog.Catalog, optional
         Where to look ``flt`` up; the built-in catalog (plus ``IMGCONV_CATALOG``) by default.
+    explain : bool
+        Also return the :class:`Pass` list: every convolution that ran, with
+        the shape it ran on and its plan.
     **params
         The filter's parameters, e.g. ``sigma=2.0``.
+
+    Returns
+    -------
+    ndarray, the image's shape and dtype (and the passes when ``explain``).
+
+    Examples
+    --------
+    >>> import numpy as np, imgconv
+    >>> image = np.full((4, 4), 200, np.uint8)
+    >>> imgconv.apply_filter(image, "sharpen")[0]
+    array([200, 200, 200, 200], dtype=uint8)
+    >>> imgconv.apply_filter(np.full((2, 2), 2**31 - 1, np.int32), "sharpen")[0]
+    array([2147483520, 2147483520], dtype=int32)
     """
-    array = _as_image(image)
+    array = check_image(image)
     if array.dtype.kind == "b":
         raise ValueError("boolean images are not supported: convert to uint8 or float first")
-    if isinstance(flt, str):
-        if catalog is None:
-            from imgconv.catalog import load_catalog
+    flt = resolve_filter(flt, catalog, params)
+    check_choice(alpha, ALPHA_POLICIES, "alpha")
+    out_range = check_choice(flt.out_range if out_range is None else out_range, OUT_RANGES, "out_range")
+    has_alpha = check_has_alpha(has_alpha, _channels(array))
+    check_request(backend, strategy)
+    options = _Options(choices.canonical_mode(mode), check_cval(cval), backend, strategy, threads, [] if explain else None)
+    result = _apply(array, flt, options, alpha, has_alpha, out_range)
+    return (result, options.passes) if explain else result
 
-            catalog = load_catalog()
-        flt = catalog.resolve(flt, params)
-    elif params:
-        raise ValueError(f"parameters {sorted(params)} given with an already resolved filter")
-    if alpha not in ALPHA_POLICIES:
-        raise ValueError(f"alpha must be one of {', '.join(ALPHA_POLICIES)}, got {alpha!r}")
-    out_range = flt.out_range if out_range is None else out_range
-    if out_range not in OUT_RANGES:
-        raise ValueError(f"out_range must be one of {', '.join(OUT_RANGES)}, got {out_range!r}")
-    mode = borders.canonical_mode(mode)
-    cval = _as_cval(cval)
-    channels = 1 if array.ndim == 2 else array.shape[2]
-    if has_alpha is None:
-        has_alpha = channels in (2, 4)
-    if has_alpha and channels < 2:
-        raise ValueError(f"has_alpha needs at least 2 channels, the image has {channels}")
 
+def _apply(array, flt, options, alpha, has_alpha, out_range):
+    """apply_filter on validated arguments."""
     scale = full_scale(array.dtype)
-    if not has_alpha and flt.combine == "single" and out_range != "normalize" and array.dtype in _FUSED_DTYPES:
+    if not has_alpha and flt.combine == "single" and out_range != "normalize" and array.dtype in choices.NATIVE_DTYPES:
         # One kernel and a per-pixel mapping: the kernels store final pixels directly.
-        kernel = flt.kernels[0]
-        finish = Finish(array.dtype, *_pixel_mapping(flt.bias, out_range, scale))
-        result, _ = _convolve_array(array, kernel.matrix, mode, cval, backend, strategy, kernel.factors, threads, finish)
-        return result
+        finish = Finish(array.dtype, *pixel_mapping(flt.bias, out_range, scale))
+        return options.convolve(array, flt.kernels[0], 1, flt, "all", finish=finish)
     colour = array[..., :-1] if has_alpha else array
-    filter_args = (mode, cval, backend, strategy, threads)
+    part = "colour" if has_alpha else "all"
 
     if has_alpha and alpha == "premultiplied":
         opacity = array[..., -1:].astype(np.float32) * np.float32(1.0 / scale)
-        filtered = _filter_array(flt, colour * opacity, *filter_args)
-        if _preserves_flat_areas(flt):
+        filtered = _filter_array(flt, colour * opacity, options, part)
+        if preserves_flat_areas(flt):
             # Beyond the image the border colour is opaque, so an opaque RGBA
             # image filters exactly like the same RGB image.
-            new_opacity = _filter_array(flt, opacity, mode, 1.0, backend, strategy, threads)
+            new_opacity = _filter_array(flt, opacity, options, "alpha", cval=1.0)
             np.clip(new_opacity, 0.0, 1.0, out=new_opacity)
         else:
             new_opacity = opacity
-        visible = new_opacity > 1e-6
+        visible = new_opacity > choices.TRANSPARENT_OPACITY
         if visible.all():
             filtered /= new_opacity
         else:
             # Where the result is fully transparent its colour is invisible but
             # kept meaningful (and an identity filter exact): filter it straight.
-            straight = _filter_array(flt, colour, *filter_args)
+            straight = _filter_array(flt, colour, options, "colour, straight")
             filtered = np.where(visible, filtered / np.where(visible, new_opacity, np.float32(1.0)), straight)
         new_alpha = new_opacity * np.float32(scale)
     elif has_alpha and alpha == "separate":
-        filtered = _filter_array(flt, colour, *filter_args)
-        new_alpha = np.clip(_filter_array(flt, array[..., -1:], *filter_args), 0.0, scale)
+        filtered = _filter_array(flt, colour, options, part)
+        new_alpha = np.clip(_filter_array(flt, array[..., -1:], options, "alpha"), 0.0, scale)
     else:
-        filtered = _filter_array(flt, colour, *filter_args)
+        filtered = _filter_array(flt, colour, options, part)
         new_alpha = array[..., -1:] if has_alpha else None
 
     mapped = _map_range(filtered, flt.bias, out_range, scale, array.dtype)
     if has_alpha:
         mapped = np.concatenate([mapped, new_alpha.astype(np.float32)], axis=-1)
-    return _to_dtype(mapped, array.dtype)
+    return to_dtype(mapped, array.dtype)

@@ -52,6 +52,7 @@ header, before any pixel is decoded.  The environment variable
 from __future__ import annotations
 
 import contextlib
+import glob
 import io
 import os
 import secrets
@@ -61,11 +62,15 @@ import sys
 import threading
 import warnings
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from imgconv.choices import FILE_FORMATS
 from imgconv.errors import ImageError, ImgconvWarning
 
 __all__ = [
@@ -77,6 +82,8 @@ __all__ = [
     "is_image_path",
     "read_image",
     "write_image",
+    "write_atomically",
+    "temporary_files",
     "MAX_PIXELS_ENV",
     "JPEG_QUALITY",
 ]
@@ -106,7 +113,7 @@ JPEG_QUALITY = 95
 # The Pillow plugins read_image lets open a file.  Naming them keeps Pillow from
 # trying every plugin it has (EPS would even start Ghostscript).  The JPEG
 # plugin also opens MPO, the multi-picture JPEG of many cameras.
-_READ_FORMATS = ("PNG", "JPEG", "TIFF", "BMP", "WEBP", "GIF")
+_READ_FORMATS = FILE_FORMATS
 
 # Marks our temporary files, so that batch never mistakes a leftover for an input.
 _TMP_MARK = ".imgconv-tmp"
@@ -947,7 +954,7 @@ def write_image(path, pixels, *, like: ImageData | None = None, format: str | No
 
     notes = []  # what the output could not keep: reported once the file is written
     image, params = _encode(pixels, fmt, like, notes.append)
-    _save_atomically(name, folder, image, fmt, params)
+    _save_atomically(name, image, fmt, params)
     for note in notes:
         warnings.warn(f"'{name}': {note}", ImgconvWarning, stacklevel=2)
 
@@ -987,34 +994,10 @@ def _write_stdout(pixels, fmt, like):
         warnings.warn(f"'{name}': {note}", ImgconvWarning, stacklevel=3)
 
 
-def _save_atomically(name, folder, image, fmt, params):
-    base, ext = os.path.splitext(os.path.basename(name))
+def _save_atomically(name, image, fmt, params):
+    """Encode ``image`` into ``name`` through :func:`write_atomically`; ImageError on failure."""
     try:
-        keep_mode = stat.S_IMODE(os.stat(name).st_mode)
-    except OSError:
-        keep_mode = None  # a new file: the umask decides, as for any new file
-    temp = None
-    try:
-        # O_EXCL with a random name: never follow or clobber someone else's file;
-        # 0o666 lets the umask apply (mkstemp would make it private, 0o600).
-        for _ in range(100):
-            candidate = os.path.join(folder, f".{base}{_TMP_MARK}-{secrets.token_hex(4)}{ext}")
-            try:
-                fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-            except FileExistsError:
-                continue
-            temp = candidate
-            break
-        else:
-            raise FileExistsError(f"no free temporary name in '{folder}'")
-        with os.fdopen(fd, "wb") as stream:
-            image.save(stream, format=fmt, **params)
-            stream.flush()
-            os.fsync(stream.fileno())  # the data is on disk before the name points at it
-        if keep_mode is not None:
-            os.chmod(temp, keep_mode)
-        os.replace(temp, name)
-        temp = None
+        write_atomically(name, lambda stream: image.save(stream, format=fmt, **params))
     except PermissionError:
         raise ImageError(f"cannot write '{name}': permission denied") from None
     except OSError as exc:
@@ -1022,7 +1005,70 @@ def _save_atomically(name, folder, image, fmt, params):
     except (ValueError, OverflowError, SyntaxError, struct.error, zlib.error) as exc:
         # Pillow's encoders report bad parameters or metadata this way.
         raise ImageError(f"cannot write '{name}': {_one_line(exc)}") from None
+
+
+def write_atomically(path, write: Callable[[BinaryIO], object]) -> None:
+    """Write the file ``path`` through ``write(stream)``, all or nothing.
+
+    ``write`` is given a binary stream on a new temporary file in ``path``'s
+    folder, created with ``O_EXCL`` under a random hidden name that contains
+    ``.imgconv-tmp`` and ends in ``path``'s extension (so it never follows or
+    clobbers anyone's file, and :func:`temporary_files` finds it).  Once
+    ``write`` returns, the data is flushed and fsynced, the file takes the
+    permissions of the ``path`` it replaces (a new file gets the umask's) and
+    is renamed onto ``path``.  Readers of ``path`` see the old file or the
+    complete new one, never a part, even after a crash.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file to write; its folder must exist.
+    write : callable
+        Called once with the open binary stream; it writes the whole content.
+
+    Raises
+    ------
+    OSError
+        From the file system (no folder, permission, full disk).  Whatever
+        ``write`` raises propagates too.  The temporary file is removed in
+        every case.
+    """
+    name = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(name))
+    base, ext = os.path.splitext(os.path.basename(name))
+    try:
+        keep_mode = stat.S_IMODE(os.stat(name).st_mode)
+    except OSError:
+        keep_mode = None  # a new file: the umask decides, as for any new file
+    # O_EXCL with a random name: never follow or clobber someone else's file;
+    # 0o666 lets the umask apply (mkstemp would make it private, 0o600).
+    for _ in range(100):
+        temp = os.path.join(folder, f".{base}{_TMP_MARK}-{secrets.token_hex(4)}{ext}")
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        except FileExistsError:
+            continue
+        break
+    else:
+        raise FileExistsError(f"no free temporary name in '{folder}'")
+    try:
+        with os.fdopen(fd, "wb") as stream:
+            write(stream)
+            stream.flush()
+            os.fsync(stream.fileno())  # the data is on disk before the name points at it
+        if keep_mode is not None:
+            os.chmod(temp, keep_mode)
+        os.replace(temp, name)
+        temp = None
     finally:
         if temp is not None:
             with contextlib.suppress(OSError):
                 os.remove(temp)
+
+
+def temporary_files(path) -> list[Path]:
+    """The temporary files :func:`write_atomically` may have left for ``path``
+    (when its process was killed mid-write), to be removed."""
+    path = Path(path)
+    base, ext = os.path.splitext(path.name)
+    return sorted(path.parent.glob(f".{glob.escape(base)}{_TMP_MARK}-*{glob.escape(ext)}"))

@@ -8,10 +8,100 @@ patch one (``monkeypatch.setattr(tunables, "CUDA_BLOCK", (4, 4))``).
 
 # --- CPU kernels (engine/cpu.py) ---------------------------------------------------------------
 
+# Elements of an output row processed per pass over the taps (measured on a
+# 4096-wide image: 4096 ran 5-8 % faster than 512, 1024 or 2048; the windows
+# then live in the 1 MiB L2 cache).  Passed to the kernels at each call.
+CPU_COLUMN_TILE = 4096
+
+# Bands of output rows per thread: a few balance the load, and each band
+# re-reads kh - 1 rows at its top.
+CPU_BANDS_PER_THREAD = 4
+
 # --- FFT (engine/fft.py) -----------------------------------------------------------------------
+
+# Measured cost of one tile, in ns per pixel of the N x N tile on one thread
+# (gather, forward and inverse float32 FFT, product, copy-out; bench/calibrate.py).
+# Small tiles pay Python's per-tile overhead, large ones leave the L2 cache.
+FFT_TILE_NS = {64: 21.0, 96: 12.4, 128: 9.4, 160: 8.1, 192: 7.3, 256: 6.7, 320: 6.7, 384: 6.7, 512: 6.3, 640: 6.8, 768: 7.7, 1024: 9.2}
+# Tiles beyond the table (kernels longer than 1024 taps): taken as the 1024 cost grown by cache misses.
+FFT_LARGE_TILE_NS = 12.0
 
 # --- GPU (engine/cuda.py) ----------------------------------------------------------------------
 
+# Threads per block: x along a row's elements (a warp reads 32 consecutive
+# elements), y down the rows.  Read at each launch, so tests patch it smaller.
+CUDA_BLOCK = (32, 8)
+
+# Dynamic shared memory one block may use: the limit every CUDA GPU grants
+# without an opt-in.  Tile, weights and tap offsets of a chunk fit in it.
+CUDA_SHARED_BYTES = 48 * 1024
+
+# Prepared taps kept per thread (kernels of a batch's filter, of a combination).
+CUDA_TAP_CACHE_SIZE = 16
+
 # --- planning (engine/plan.py) -----------------------------------------------------------------
 
+# CPU cost model (ns per output pixel and channel, one thread), from bench/calibrate.py.
+DIRECT_PIXEL_NS = 0.50  # reading, converting and writing a pixel
+DIRECT_TAP_NS = 0.0275  # one non-zero tap
+PASS_SUM_NS = 0.30  # adding one more separable pair's result
+
+# The FFT is costed only for kernels of at least this many taps.  Its best
+# measured cost is ~6.3 ns per tile pixel (FFT_TILE_NS), which direct
+# (DIRECT_PIXEL_NS + DIRECT_TAP_NS * taps) only exceeds beyond ~210 taps:
+# below 7x7 the estimate is wasted work, and the margin keeps it safe if the
+# tables are re-measured.
+FFT_MIN_TAPS = 49
+
+# backend="auto" computes on a GPU only for images of at least this many values
+# (pixels x channels).  NOT MEASURED (no GPU was available when it was set): an
+# estimate from PCIe transfer (~25 GB/s: 4 Mvalues go up as uint8 in ~0.2 ms and
+# come down as float32 in ~0.7 ms) against the CPU's ~2 ms for a 5x5 on two
+# cores (the cost model above), plus the GPU's one-off start per process.
+# bench/gpu.py --threshold measures the crossover; docs/performance.md, "GPU".
+CUDA_AUTO_MIN_VALUES = 4 * 1024 * 1024
+
+# Strategy choice on the GPU, in tap-equivalents per output value.  NOT MEASURED:
+# a pass reads and writes the image once through global memory, taken as worth
+# this many taps summed from shared memory.
+CUDA_PASS_TAPS = 8
+
+# backend="auto" leaves work costing more than this many taps per value on the
+# GPU (a dense kernel beyond about 128x128) to the CPU's FFT, the GPU having no
+# FFT route.  NOT MEASURED: tiled direct on a GPU sums some 10^12 taps a second,
+# so 8192^2 values at this cost take ~0.1-0.2 s, about the CPU FFT's time.
+CUDA_AUTO_MAX_TAPS = 128 * 128
+
+# Plans kept per process (an LRU): a batch's filter, a chain's steps, alpha passes.
+# A plan holds its kernel, so kernels above PLAN_MEMO_MAX_TAPS (0.5 MB) are
+# planned afresh each time (their costly part, the rank test, is memoised apart).
+PLAN_CACHE_SIZE = 256
+PLAN_MEMO_MAX_TAPS = 65536
+
+# Kernels up to this short side get an exact thin SVD for the rank test; longer
+# ones a randomized truncated one (the top MAX_RANK + RANK_OVERSAMPLE vectors),
+# whose residual is then computed exactly, so a false "low rank" is impossible.
+RANK_EXACT_SVD_SIDE = 64
+RANK_OVERSAMPLE = 5
+RANK_POWER_ITERATIONS = 2
+
 # --- batch (batch/) ----------------------------------------------------------------------------
+
+# How long the main process waits for results before it looks at Ctrl-C again
+# (local workers' pipes, Dask futures): a Ctrl-C is acted on within this; waking
+# five times a second costs nothing measurable against files of ~100 ms or more.
+BATCH_POLL_SECONDS = 0.2
+
+# How long a local worker process gets to exit once told to stop (or to be
+# reaped once it died) before it is killed: a stopping worker exits in well
+# under a second (numba's tear-down is ~0.25 s); this leaves room on a loaded machine.
+BATCH_JOIN_SECONDS = 5.0
+
+# Files the local pool asks the kernel to read ahead, per worker, beyond those
+# handed out: one each is enough for a decode to find its file in the page cache.
+BATCH_PREFETCH_PER_WORKER = 1
+
+# Dask tasks kept submitted per worker thread of the cluster: two keep every
+# thread busy while results travel back, without queueing the whole batch on
+# the scheduler (which a Ctrl-C would then have to cancel).
+BATCH_DASK_TASKS_PER_SLOT = 2

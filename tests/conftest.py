@@ -1,15 +1,67 @@
 """Shared fixtures.
 
-Compiled kernels are cached in a folder private to this test run: numba keys its
-cache on the source file of the kernel, so a stale cache from an earlier
-checkout can never answer for the code under test.
+Compiled kernels are cached in ``<repo>/.numba-test-cache/<hash>`` (unless
+``NUMBA_CACHE_DIR`` is set), kept between runs.  ``<hash>`` covers every source
+file of the imported ``imgconv/engine/``, where all the numba code lives:
+numba checks only the timestamp of a kernel's own file, so an edit to a helper
+compiled into a kernel from another file (``borders.map_index``) would
+otherwise load the stale kernel.  Any engine edit starts a fresh folder; the
+newest few are kept, and any used within the last hour.
 """
 
+import hashlib
+import importlib.metadata
+import importlib.util
 import os
+import shutil
+import sys
 import tempfile
+import time
+from pathlib import Path
+
+CACHE_ROOT = Path(__file__).resolve().parent.parent / ".numba-test-cache"
+KEEP_NEWEST = 4
+KEEP_RECENT_S = 3600
+
+
+def _engine_hash():
+    """sha256 (16 hex) over the imported imgconv's engine/**/*.py and the Python and numba
+    versions, found without importing imgconv (numba must not be imported yet)."""
+    spec = importlib.util.find_spec("imgconv")
+    if spec is None:
+        raise ModuleNotFoundError("imgconv")
+    digest = hashlib.sha256(f"{sys.version} numba {importlib.metadata.version('numba')}".encode())
+    for location in spec.submodule_search_locations:
+        engine = Path(location) / "engine"
+        for path in sorted(engine.rglob("*.py")):
+            digest.update(str(path.relative_to(engine)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def _mtime(path):
+    try:
+        return path.stat().st_mtime
+    except OSError:  # removed meanwhile by a concurrent run
+        return 0.0
+
+
+def _test_cache_dir():
+    try:
+        folder = CACHE_ROOT / _engine_hash()
+        folder.mkdir(parents=True, exist_ok=True)
+        os.utime(folder)  # marks it used now, for the pruning below
+    except (OSError, ImportError):
+        # A read-only checkout, or imgconv/numba not installed (the tests then say so).
+        return tempfile.mkdtemp(prefix="imgconv-test-numba-")
+    siblings = sorted((p for p in CACHE_ROOT.iterdir() if p.is_dir()), key=_mtime, reverse=True)
+    for old in siblings[KEEP_NEWEST:]:
+        if old != folder and time.time() - _mtime(old) > KEEP_RECENT_S:
+            shutil.rmtree(old, ignore_errors=True)
+    return str(folder)
+
 
 if "NUMBA_CACHE_DIR" not in os.environ:
-    os.environ["NUMBA_CACHE_DIR"] = tempfile.mkdtemp(prefix="imgconv-test-numba-")
+    os.environ["NUMBA_CACHE_DIR"] = _test_cache_dir()
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

@@ -53,9 +53,10 @@ def make_tree(root):
 
 @pytest.fixture(scope="module")
 def blur_job():
-    from imgconv.catalog import load_catalog
+    from imgconv.chain import Chain
+    from imgconv.kernels import load_catalog
 
-    return Job(load_catalog().resolve("blur", {}))
+    return Job(Chain.of(load_catalog().resolve("blur", {})))
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -83,6 +84,7 @@ def photos(folder, count, size=(96, 64)):
 # the command
 
 
+@pytest.mark.slow
 def test_batch_mirrors_the_tree_and_reports(tmp_path):
     make_tree(tmp_path / "in")
     result = run("batch", "blur", tmp_path / "in", tmp_path / "out", "--jobs", "2")
@@ -99,6 +101,7 @@ def test_batch_mirrors_the_tree_and_reports(tmp_path):
             np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out" / name)), expected)
 
 
+@pytest.mark.slow
 def test_batch_all_good_exits_zero_and_ignores_its_own_output_folder(tmp_path):
     make_tree(tmp_path / "in")
     (tmp_path / "in" / "sub" / "broken.png").unlink()
@@ -114,6 +117,7 @@ def test_batch_into_its_own_input_folder_is_refused(tmp_path):
     assert result.exit_code == 1 and "input folder" in result.output
 
 
+@pytest.mark.slow
 def test_resume_does_only_what_is_missing_and_overwrite_redoes_all(tmp_path):
     photos(tmp_path / "in", 4)
     out = tmp_path / "out"
@@ -128,6 +132,7 @@ def test_resume_does_only_what_is_missing_and_overwrite_redoes_all(tmp_path):
     Image.open(out / "p002.png").load()
 
 
+@pytest.mark.slow
 def test_report_records_every_file(tmp_path):
     make_tree(tmp_path / "in")
     (tmp_path / "out" / "sub").mkdir(parents=True)
@@ -158,6 +163,7 @@ def test_report_folder_must_exist(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_include_and_exclude_patterns(tmp_path):
     source = tmp_path / "in"
     photos(source / "keep", 2)
@@ -188,6 +194,7 @@ def test_matches(relative, patterns, expected):
     assert batch.matches(relative, patterns) is expected
 
 
+@pytest.mark.slow
 def test_format_converts_and_refuses_collisions(tmp_path):
     source = tmp_path / "in"
     source.mkdir()
@@ -217,6 +224,7 @@ def test_bad_jobs_is_a_usage_error(tmp_path, jobs):
     assert result.exit_code == 2
 
 
+@pytest.mark.slow
 def test_outputs_never_escape_the_output_folder(tmp_path):
     source, out, elsewhere = tmp_path / "in", tmp_path / "out", tmp_path / "elsewhere"
     photos(source / "sub", 1)
@@ -240,6 +248,7 @@ def test_escapes():
     assert batch.escapes("/o/a/../../b.png", "/o") is not None
 
 
+@pytest.mark.slow
 def test_an_output_never_replaces_an_input(tmp_path):
     # OUT_DIR contains IN_DIR: in/in/x.png would be written over the input in/x.png.
     source = tmp_path / "in"
@@ -252,6 +261,7 @@ def test_an_output_never_replaces_an_input(tmp_path):
     assert (tmp_path / "p000.png").exists()
 
 
+@pytest.mark.slow
 def test_every_failure_is_isolated(tmp_path):
     source = photos(tmp_path / "in", 3)
     good = (source / "p000.png").read_bytes()
@@ -272,6 +282,7 @@ def test_every_failure_is_isolated(tmp_path):
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can read any file")
+@pytest.mark.slow
 def test_unreadable_file_is_isolated(tmp_path):
     source = photos(tmp_path / "in", 2)
     (source / "p001.png").chmod(0)
@@ -298,6 +309,7 @@ def crashing_process(job, source, destination, **options):
     return batch.process_one(job, source, destination, **options)
 
 
+@pytest.mark.slow
 def test_a_worker_crash_costs_only_its_own_file(tmp_path, blur_job):
     source = photos(tmp_path / "in", 6)
     for name in ("segfault.png", "oom.png", "exit.png"):
@@ -319,6 +331,7 @@ def numba_threads_process(job, source, destination, **options):
 
 
 @pytest.mark.parametrize("jobs", [1, 3])
+@pytest.mark.slow
 def test_workers_times_threads_fit_the_cores(tmp_path, blur_job, jobs):
     photos(tmp_path / "in", 3)
     report = run_batch(blur_job, tmp_path / "in", tmp_path / "out", jobs=jobs, _process=numba_threads_process)
@@ -355,6 +368,7 @@ def slow_process(job, source, destination, **options):
     return FileResult(str(source), str(destination), "done")
 
 
+@pytest.mark.slow
 def test_second_ctrl_c_abandons_the_files_in_progress(tmp_path, blur_job):
     photos(tmp_path / "in", 5)
     out = tmp_path / "out"
@@ -379,6 +393,7 @@ def test_second_ctrl_c_abandons_the_files_in_progress(tmp_path, blur_job):
     assert list(out.rglob("*")) == []  # the temporary files of the abandoned files are gone
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_cleanly_and_a_rerun_finishes(tmp_path):
     source = photos(tmp_path / "in", 40, size=(400, 300))
     out = tmp_path / "out"
@@ -412,6 +427,7 @@ def test_ctrl_c_stops_cleanly_and_a_rerun_finishes(tmp_path):
 # what the user sees
 
 
+@pytest.mark.slow
 def test_progress_bar_on_a_terminal_only(tmp_path):
     photos(tmp_path / "in", 3)
     (tmp_path / "in" / "bad.png").write_bytes(b"not a PNG")
@@ -456,6 +472,7 @@ def dask_cluster():
     cluster.close()
 
 
+@pytest.mark.slow
 def test_dask_cluster_gives_the_same_outputs_report_and_exit_code(tmp_path, dask_cluster):
     make_tree(tmp_path / "in")
     local = run("batch", "blur", tmp_path / "in", tmp_path / "local", "-j", "2", "--report", tmp_path / "local.json")
@@ -475,6 +492,7 @@ def test_dask_cluster_gives_the_same_outputs_report_and_exit_code(tmp_path, dask
     assert "0 done, 3 skipped (output exists), 1 skipped (not images), 1 failed" in again.output
 
 
+@pytest.mark.slow
 def test_dask_local_cluster(tmp_path):
     pytest.importorskip("distributed", reason="dask[distributed] is not installed (pip install 'imgconv[dask]')")
     photos(tmp_path / "in", 3)
@@ -491,6 +509,7 @@ def test_dask_missing_is_a_clear_error(tmp_path, blur_job, monkeypatch):
         run_batch(blur_job, tmp_path / "in", tmp_path / "out", scheduler="local")
 
 
+@pytest.mark.slow
 def test_unreachable_scheduler_is_one_line(tmp_path):
     pytest.importorskip("distributed", reason="dask[distributed] is not installed (pip install 'imgconv[dask]')")
     photos(tmp_path / "in", 1)

@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from imgconv.engine import _cache
 
 
@@ -28,6 +30,7 @@ def test_no_writable_home_falls_back_to_temp(monkeypatch, tmp_path):
     assert _cache.user_cache_dir().startswith(str(tmp_path))
 
 
+@pytest.mark.slow
 def test_kernels_run_with_the_per_user_cache(tmp_path):
     # A fresh process whose package cache folder is refused: it must still compute.
     script = (

@@ -14,9 +14,9 @@ from PIL import Image
 from conftest import scipy_convolve
 
 import imgconv
-from imgconv.batch import Job
-from imgconv.catalog import Filter, Kernel, load_catalog
-from imgconv.chain import Chain, apply_chain, compose, filter_image, parse_chain, split_chain
+from imgconv.kernels import Filter, Kernel, load_catalog
+from imgconv.chain import Chain, apply_chain, compose, parse_chain, split_chain
+from imgconv.pipeline import Job, filter_image
 from imgconv.cli import cli
 from imgconv.errors import CatalogError, KernelFileError
 
@@ -218,13 +218,13 @@ def test_chain_with_alpha_and_out_range_on_the_last_step(rng, catalog):
     assert got[..., :3].min() == 0 and got[..., :3].max() == 255
 
 
-def test_filter_image_takes_filters_and_chains(catalog, photo):
+def test_filter_image_runs_one_filter_and_chains(catalog, photo):
     from imgconv import io
 
     image = io.read_image(photo)
-    plain = filter_image(Job(catalog.resolve("sharpen")), image)
+    plain, _ = filter_image(Job(Chain.of(catalog.resolve("sharpen"))), image)
     np.testing.assert_array_equal(plain, imgconv.apply_filter(image.pixels, "sharpen"))
-    chained = filter_image(Job(Chain.of(catalog.resolve("sharpen"), strength=0.0)), image)
+    chained, _ = filter_image(Job(Chain.of(catalog.resolve("sharpen"), strength=0.0)), image)
     np.testing.assert_array_equal(chained, image.pixels)
 
 
@@ -313,6 +313,7 @@ def test_stdin_errors(photo):
     assert result.exit_code == 1 and "<stdin>" in result.stderr and not result.stdout_bytes
 
 
+@pytest.mark.slow
 def test_the_shell_pipeline():
     """The real thing: bytes through a pipe, no terminal."""
     data = (SAMPLES / "camera.png").read_bytes()
@@ -352,6 +353,7 @@ def test_mistakes_are_one_line(photo, tmp_path, args, code, message):
     assert not (tmp_path / "out.png").exists()
 
 
+@pytest.mark.slow
 def test_batch_runs_a_chain(tmp_path):
     (tmp_path / "in").mkdir()
     Image.open(SAMPLES / "camera.png").resize((40, 30)).save(tmp_path / "in" / "a.png")
@@ -404,6 +406,7 @@ def test_completion_of_names_and_parameters():
     assert complete(["show"], "nosuch:") == [] and complete(["show"], "@") == []
 
 
+@pytest.mark.slow
 def test_completion_script_and_no_numba():
     code = (
         "import os, sys; os.environ.update(_IMGCONV_COMPLETE='bash_complete', COMP_WORDS='imgconv apply shar', COMP_CWORD='2')\n"

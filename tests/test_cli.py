@@ -179,6 +179,7 @@ NO_NUMBA = (
 
 
 @pytest.mark.parametrize("args", [["list"], ["show", "gaussian"], ["--help"], ["apply", "--help"], ["batch", "--help"]])
+@pytest.mark.slow
 def test_fast_commands_do_not_import_numba(args):
     result = subprocess.run([sys.executable, "-c", NO_NUMBA, *args], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
@@ -190,6 +191,7 @@ def installed_command():
 
 
 @pytest.mark.skipif(installed_command() is None, reason="the imgconv command is not installed in this environment")
+@pytest.mark.slow
 def test_installed_command_end_to_end(photo, tmp_path):
     command = installed_command()
     env = dict(os.environ)
@@ -203,6 +205,7 @@ def test_installed_command_end_to_end(photo, tmp_path):
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
 
 
+@pytest.mark.slow
 def test_python_dash_m():
     result = subprocess.run([sys.executable, "-m", "imgconv", "list"], capture_output=True, text=True)
     assert result.returncode == 0 and "sharpen" in result.stdout

@@ -253,6 +253,7 @@ def test_any_shape_any_mode_property(image_shape, kernel_shape, mode, cval, seed
     assert_close_to_reference(imgconv.convolve(image, kernel, mode=mode, cval=cval), image, kernel, mode, cval)
 
 
+@pytest.mark.slow  # the float64 scipy reference: about 2e9 multiply-adds
 def test_kernel_longer_than_every_listed_fft_size(rng):
     image = rng.random((4, 5))
     kernel = rng.normal(size=(2, 8200))

@@ -20,6 +20,7 @@ import pytest
 from conftest import MODES, assert_close_to_reference
 
 import imgconv
+from imgconv import tunables
 from imgconv.engine import cpu
 from imgconv.engine.plan import cuda_unavailable_reason, make_plan
 
@@ -49,7 +50,7 @@ BENCH = Path(__file__).resolve().parent.parent / "bench" / "gpu.py"
 @pytest.fixture(autouse=True)
 def small_blocks(monkeypatch):
     if SIMULATOR:
-        monkeypatch.setattr(gpu, "BLOCK", (4, 4))
+        monkeypatch.setattr(tunables, "CUDA_BLOCK", (4, 4))
 
 
 def on_gpu(image, kernel, **options):
@@ -95,12 +96,12 @@ def test_separable_matches_scipy_and_the_cpu(rng, mode, rank):
 def test_large_kernels_run_in_chunks(rng, mode, monkeypatch):
     # A shared-memory budget this small cuts a 6x7 kernel into chunks of at most
     # 2x2 taps; rows and columns of zeros leave chunks empty or narrower.
-    monkeypatch.setattr(gpu, "SHARED_BYTES", 4 * (2 * 4 + 5 * 8) if SIMULATOR else 4096)
+    monkeypatch.setattr(tunables, "CUDA_SHARED_BYTES", 4 * (2 * 4 + 5 * 8) if SIMULATOR else 4096)
     kernel = rng.normal(size=(6, 7))
     kernel[1:3, :] = 0.0
     kernel[:, 4] = 0.0
     image = rng.random((7, 5, 2)).astype(np.float32)
-    taps = gpu._workspace.prepared(kernel[::-1, ::-1], 2, gpu.BLOCK, True)
+    taps = gpu._workspace.prepared(kernel[::-1, ::-1], 2, tunables.CUDA_BLOCK, True)
     assert taps.count > 1
     got = on_gpu(image, kernel, mode=mode, cval=0.5, strategy="direct")
     assert_close_to_reference(got, image, kernel, mode, 0.5)
@@ -196,7 +197,7 @@ def test_bench_script_runs(capsys, monkeypatch):
     spec = importlib.util.spec_from_file_location("bench_gpu", BENCH)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    monkeypatch.setattr(gpu, "BLOCK", gpu.BLOCK)  # --block changes it: restore after
+    monkeypatch.setattr(tunables, "CUDA_BLOCK", tunables.CUDA_BLOCK)  # --block changes it: restore after
     args = ["--size", "12" if SIMULATOR else "256", "--repeat", "1", "--cases", "3x3,gauss13"]
     assert bench.main(args + (["--block", "4x4"] if SIMULATOR else [])) == 0
     output = capsys.readouterr().out

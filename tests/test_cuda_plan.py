@@ -105,6 +105,7 @@ def test_cli_fft_on_cuda_is_a_usage_error(gpu_present, tmp_path):
     assert result.exit_code == 2 and "CPU only" in result.output
 
 
+@pytest.mark.slow
 def test_the_cpu_path_never_imports_numba_cuda():
     import os
     from pathlib import Path

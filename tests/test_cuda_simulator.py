@@ -20,6 +20,8 @@ from imgconv.engine.plan import _simulator_enabled, cuda_unavailable_reason
 
 HERE = Path(__file__).resolve().parent
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.mark.skipif(importlib.util.find_spec("numba_cuda") is None, reason="numba-cuda is not installed (pip install '.[test]')")
 def test_cuda_kernels_under_the_simulator():

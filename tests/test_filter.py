@@ -7,7 +7,7 @@ import pytest
 from conftest import MODES, scipy_convolve
 
 import imgconv
-from imgconv.catalog import Filter, Kernel
+from imgconv.kernels import Filter, Kernel
 
 
 def make_filter(*matrices, combine="single", bias=0.0, out_range="clip", name="test"):

@@ -7,7 +7,7 @@ import pytest
 
 import imgconv
 from imgconv.errors import CatalogError, KernelFileError
-from imgconv.kernelfile import centre_on, load_kernel, looks_like_path, parse_inline_kernel, read_kernel_file
+from imgconv.kernels import centre_on, load_kernel, looks_like_path, parse_inline_kernel, read_kernel_file
 
 
 # ---------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 import imgconv
-from imgconv.catalog import load_catalog
+from imgconv.kernels import load_catalog
 from imgconv.chain import Chain, apply_chain
 from imgconv.cli import cli
 from imgconv.colour import check_srgb_profile, linear_to_srgb, profile_description, srgb_to_linear
@@ -169,6 +169,7 @@ def test_srgb_input_with_linear_keeps_its_profile(tmp_path):
     assert Image.open(out).info.get("icc_profile") == profile
 
 
+@pytest.mark.slow
 def test_batch_with_linear_fails_only_the_misread_file(tmp_path):
     (tmp_path / "in").mkdir()
     small = Image.open(SAMPLES / "camera.png").resize((32, 24))

@@ -92,6 +92,7 @@ def test_show_plot_bad_extension():
     assert result.exit_code == 2 and ".xyz" in result.output
 
 
+@pytest.mark.slow
 def test_show_plot_does_not_import_numba(tmp_path):
     code = (
         "import sys; from imgconv.cli import main; sys.argv = ['imgconv'] + sys.argv[1:]\n"

@@ -20,6 +20,9 @@ Python, so every backend compiles the same arithmetic.
 
 import numpy as np
 
+from imgconv.choices import MODE_ALIASES as ALIASES  # noqa: F401  (the names, for callers of this module)
+from imgconv.choices import canonical_mode
+
 REFLECT = 0
 MIRROR = 1
 NEAREST = 2
@@ -27,37 +30,6 @@ WRAP = 3
 CONSTANT = 4
 
 MODES = {"reflect": REFLECT, "mirror": MIRROR, "nearest": NEAREST, "wrap": WRAP, "constant": CONSTANT}
-
-# Other libraries' names for the same modes (OpenCV, numpy.pad, scipy's grid-*).
-ALIASES = {
-    "symmetric": "reflect",
-    "grid-mirror": "reflect",
-    "reflect101": "mirror",
-    "reflect-101": "mirror",
-    "reflect_101": "mirror",
-    "replicate": "nearest",
-    "edge": "nearest",
-    "grid-wrap": "wrap",
-    "periodic": "wrap",
-    "grid-constant": "constant",
-}
-
-
-def canonical_mode(mode):
-    """Return the scipy-style name of a border mode given by name or alias.
-
-    Raises
-    ------
-    ValueError
-        When ``mode`` is not a known mode name or alias.
-    """
-    if isinstance(mode, str):
-        name = mode.strip().lower()
-        name = ALIASES.get(name, name)
-        if name in MODES:
-            return name
-    known = ", ".join(MODES)
-    raise ValueError(f"unknown border mode {mode!r} (use one of {known}; aliases: {', '.join(ALIASES)})")
 
 
 def mode_code(mode):

@@ -16,8 +16,11 @@ full-size intermediate image.  Both kernels finish each row on the spot
 (offset, absolute value, rounding and clipping into the output dtype), so
 filtering a uint8 photograph to a uint8 result allocates no float image at all.
 
-Source rows are uint8, uint16 or float32 (other dtypes are converted to
-float32 first); every compiled function has ``cache=True``.
+Source rows are uint8, uint16 or float32, C-contiguous and writable
+(``engine.run`` hands them over in that one form, so each kernel has one
+compiled signature per dtype); every compiled function has ``cache=True``.
+The entry points ``run_direct`` and ``run_separable`` have ``engine.run``'s
+signature.
 """
 
 from imgconv.engine._cache import configure_numba_cache
@@ -27,17 +30,10 @@ configure_numba_cache()
 import numpy as np  # noqa: E402
 from numba import get_num_threads, njit, prange  # noqa: E402
 
+from imgconv import tunables  # noqa: E402
 from imgconv.engine import borders  # noqa: E402
 
 COMPILE_OPTIONS = dict(cache=True, nogil=True)
-
-# Elements of an output row processed per pass over the taps (measured on a
-# 4096-wide image: 4096 ran 5-8 % faster than 512, 1024 or 2048; the windows
-# then live in the 1 MiB L2 cache).
-COLUMN_TILE = 4096
-
-# The dtypes the kernels read directly; anything else is converted to float32.
-NATIVE_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32))
 
 
 @njit(**COMPILE_OPTIONS)
@@ -124,12 +120,13 @@ def _finish(acc, out_row, offset, absolute, rounding, low, high):
 
 
 @njit(parallel=True, **COMPILE_OPTIONS)
-def _direct_rows(src, tap_rows, tap_offsets, tap_weights, kh, row_map, col_map, cval, lead, bands, finish, out):
+def _direct_rows(src, tap_rows, tap_offsets, tap_weights, kh, row_map, col_map, cval, lead, bands, tile, finish, out):
     """``out[i, j] = finish(sum_t w_t * ext[i + tap_rows[t], j + tap_offsets[t] - lead])``.
 
     ``ext`` is ``src`` extended by ``row_map`` / ``col_map`` (-1: ``cval``);
     ``src`` and ``out`` are (H, W * C); ``finish`` is (offset, absolute,
-    rounding, low, high, plain) as float32 (see :func:`finish_spec`).
+    rounding, low, high, plain) as float32 (``engine.finish.Finish.spec``);
+    ``tile`` is the column tile (``tunables.CPU_COLUMN_TILE``).
     """
     height, width = out.shape
     ntaps = tap_weights.shape[0]
@@ -144,7 +141,7 @@ def _direct_rows(src, tap_rows, tap_offsets, tap_weights, kh, row_map, col_map, 
         if first >= last:
             continue
         lines = np.empty((kh, line_len), np.float32)
-        acc = np.empty(min(width, COLUMN_TILE), np.float32)
+        acc = np.empty(min(width, tile), np.float32)
         slots = np.empty(ntaps, np.int64)
         # Ring slot s holds extended row (i + u) with (i + u) % kh == s.
         for u in range(kh - 1):
@@ -154,8 +151,8 @@ def _direct_rows(src, tap_rows, tap_offsets, tap_weights, kh, row_map, col_map, 
             for t in range(ntaps):
                 slots[t] = (i + tap_rows[t]) % kh
             out_row = out[i]
-            for j0 in range(0, width, COLUMN_TILE):
-                n = min(width, j0 + COLUMN_TILE) - j0
+            for j0 in range(0, width, tile):
+                n = min(width, j0 + tile) - j0
                 if plain:  # float32 out and nothing to finish: sum straight into it
                     _weighted_sum(out_row[j0 : j0 + n], lines, slots, tap_offsets, tap_weights, j0, n)
                 else:
@@ -164,7 +161,7 @@ def _direct_rows(src, tap_rows, tap_offsets, tap_weights, kh, row_map, col_map, 
 
 
 @njit(parallel=True, **COMPILE_OPTIONS)
-def _separable_rows(src, row_offsets, row_weights, col_weights, row_map, col_map, cval, ring_cval, lead, bands, finish, out):
+def _separable_rows(src, row_offsets, row_weights, col_weights, row_map, col_map, cval, ring_cval, lead, bands, tile, finish, out):
     """Both passes of a separable convolution in one sweep (see the module notes).
 
     The row pass correlates each extended row with ``row_weights`` (element
@@ -186,7 +183,7 @@ def _separable_rows(src, row_offsets, row_weights, col_weights, row_map, col_map
             continue
         line = np.empty((1, line_len), np.float32)
         ring = np.empty((kh, width), np.float32)
-        acc = np.empty(min(width, COLUMN_TILE), np.float32)
+        acc = np.empty(min(width, tile), np.float32)
         line_slots = np.zeros(nrow, np.int64)
         ring_slots = np.empty(kh, np.int64)
         ring_offsets = np.zeros(kh, np.int64)
@@ -198,8 +195,8 @@ def _separable_rows(src, row_offsets, row_weights, col_weights, row_map, col_map
                 target[:] = ring_cval
             else:
                 _fill_line(line[0], src, r, col_map, cval, lead)
-                for j0 in range(0, width, COLUMN_TILE):
-                    n = min(width, j0 + COLUMN_TILE) - j0
+                for j0 in range(0, width, tile):
+                    n = min(width, j0 + tile) - j0
                     _weighted_sum(target[j0 : j0 + n], line, line_slots, row_offsets, row_weights, j0, n)
             i = p - (kh - 1)
             if i < first:
@@ -207,8 +204,8 @@ def _separable_rows(src, row_offsets, row_weights, col_weights, row_map, col_map
             for u in range(kh):
                 ring_slots[u] = (i + u) % kh
             out_row = out[i]
-            for j0 in range(0, width, COLUMN_TILE):
-                n = min(width, j0 + COLUMN_TILE) - j0
+            for j0 in range(0, width, tile):
+                n = min(width, j0 + tile) - j0
                 _weighted_sum(acc, ring, ring_slots, ring_offsets, col_weights, j0, n)
                 _finish(acc[:n], out_row[j0 : j0 + n], offset, absolute, rounding, low, high)
 
@@ -232,76 +229,27 @@ def gather_region(src, row_map, col_map, channels, channel, cval, region):
             line[b] = row[c * channels + channel] if c >= 0 else cval
 
 
-def as_rows(image):
-    """``image`` (H, W) or (H, W, C) as a C-contiguous (H, W * C) array of a
-    native dtype, without copying when it already is one."""
-    dtype = image.dtype if image.dtype in NATIVE_DTYPES else np.float32
-    rows = np.ascontiguousarray(image, dtype=dtype)
-    return rows.reshape(rows.shape[0], -1)
-
-
-def finish_spec(out_dtype, offset=0.0, absolute=False):
-    """The per-pixel finishing the kernels apply before storing into ``out_dtype``:
-    add ``offset``, take the absolute value if asked, and for integer dtypes
-    round and clip to the dtype's range ("plain": float32 with nothing to do)."""
-    out_dtype = np.dtype(out_dtype)
-    if out_dtype.kind in "iu":
-        info = np.iinfo(out_dtype)
-        return np.array([offset, absolute, 1, info.min, info.max, 0], np.float32)
-    plain = out_dtype == np.float32 and offset == 0 and not absolute
-    return np.array([offset, absolute, 0, -np.inf, np.inf, plain], np.float32)
-
-
-def _maps(image, kh, kw, mode):
-    height, width = image.shape[:2]
-    channels = 1 if image.ndim == 2 else image.shape[2]
+def _maps(height, width, channels, kh, kw, mode):
     top, left = (kh - 1) // 2, (kw - 1) // 2
     row_map = borders.index_map(height, top, kh - 1 - top, mode)
     pixel_map = borders.index_map(width, left, kw - 1 - left, mode)
     # Element map of the interleaved row: pixel p, channel c -> element p * C + c.
     col_map = np.where(pixel_map[:, None] >= 0, pixel_map[:, None] * channels + np.arange(channels), -1).ravel()
-    return row_map, col_map.astype(np.int64), left * channels, channels
+    return row_map, col_map.astype(np.int64), left * channels
 
 
 def _bands():
-    # A few bands per thread balance the load; each band re-reads kh - 1 rows.
-    return 4 * get_num_threads()
+    return tunables.CPU_BANDS_PER_THREAD * get_num_threads()
 
 
-def filter_direct(image, kernel, mode, cval, *, out_dtype=np.float32, offset=0.0, absolute=False):
-    """True 2-D convolution of an (H, W) or (H, W, C) image with a 2-D kernel,
-    finished into ``out_dtype`` (see :func:`finish_spec`)."""
-    flipped = np.asarray(kernel, np.float64)[::-1, ::-1]
-    kh, kw = flipped.shape
-    row_map, col_map, lead, channels = _maps(image, kh, kw, mode)
-    rows, cols = np.nonzero(flipped)  # zero taps cost nothing
-    out = np.empty(image.shape, out_dtype)
-    _direct_rows(
-        as_rows(image),
-        rows.astype(np.int64),
-        (cols * channels).astype(np.int64),
-        np.ascontiguousarray(flipped[rows, cols], dtype=np.float32),
-        kh,
-        row_map,
-        col_map,
-        np.float32(cval),
-        lead,
-        _bands(),
-        finish_spec(out_dtype, offset, absolute),
-        out.reshape(image.shape[0], -1),
-    )
-    return out
-
-
-def filter_separable(image, column, row, mode, cval, *, out_dtype=np.float32, offset=0.0, absolute=False):
-    """Convolution with the rank-1 kernel ``outer(column, row)``, both passes in
-    one sweep, finished into ``out_dtype``."""
+def _separable_pass(rows, channels, column, row, mode, cval, out, finish):
+    """``out`` = the rank-1 kernel ``outer(column, row)`` over ``rows``, both passes in one sweep."""
     row = np.asarray(row, np.float64)
     column = np.asarray(column, np.float64)
-    row_map, col_map, lead, channels = _maps(image, len(column), len(row), mode)
-    out = np.empty(image.shape, out_dtype)
+    height, width = rows.shape[0], rows.shape[1] // channels
+    row_map, col_map, lead = _maps(height, width, channels, len(column), len(row), mode)
     _separable_rows(
-        as_rows(image),
+        rows,
         (np.arange(len(row)) * channels).astype(np.int64),
         np.ascontiguousarray(row[::-1], dtype=np.float32),
         np.ascontiguousarray(column[::-1], dtype=np.float32),
@@ -312,8 +260,56 @@ def filter_separable(image, column, row, mode, cval, *, out_dtype=np.float32, of
         np.float32(cval * row.sum()),
         lead,
         _bands(),
-        finish_spec(out_dtype, offset, absolute),
-        out.reshape(image.shape[0], -1),
+        tunables.CPU_COLUMN_TILE,
+        finish.spec(),
+        out,
     )
-    return out
 
+
+# --- entry points: engine.run's signature (plan, rows, channels, mode, cval, finish, threads) -> (out, finished)
+# (numba's thread count is set by engine.run around the call)
+
+
+def run_direct(plan, rows, channels, mode, cval, finish, threads):
+    """Every non-zero tap of ``plan.kernel`` per output element, finished in the kernel."""
+    flipped = plan.kernel[::-1, ::-1]
+    kh, kw = flipped.shape
+    height, width = rows.shape[0], rows.shape[1] // channels
+    row_map, col_map, lead = _maps(height, width, channels, kh, kw, mode)
+    taps_u, taps_v = np.nonzero(flipped)  # zero taps cost nothing
+    out = np.empty(rows.shape, finish.dtype)
+    _direct_rows(
+        rows,
+        taps_u.astype(np.int64),
+        (taps_v * channels).astype(np.int64),
+        np.ascontiguousarray(flipped[taps_u, taps_v], dtype=np.float32),
+        kh,
+        row_map,
+        col_map,
+        np.float32(cval),
+        lead,
+        _bands(),
+        tunables.CPU_COLUMN_TILE,
+        finish.spec(),
+        out,
+    )
+    return out, True
+
+
+def run_separable(plan, rows, channels, mode, cval, finish, threads):
+    """The sum of ``plan.factors``' rank-1 passes; one pair is finished in the
+    kernel, several are summed in float32 and left to the shared finish."""
+    from imgconv.engine.finish import FLOAT32
+
+    if len(plan.factors) == 1:
+        (column, row), = plan.factors
+        out = np.empty(rows.shape, finish.dtype)
+        _separable_pass(rows, channels, column, row, mode, cval, out, finish)
+        return out, True
+    total = np.empty(rows.shape, np.float32)
+    part = np.empty(rows.shape, np.float32)
+    for index, (column, row) in enumerate(plan.factors):
+        _separable_pass(rows, channels, column, row, mode, cval, total if index == 0 else part, FLOAT32)
+        if index:
+            total += part
+    return total, False

@@ -12,8 +12,8 @@ download move every channel of an image.
 One kernel, ``_correlate_kernel``, runs every pass: the direct convolution and
 both 1-D passes of the separable strategy (a 1 x kw and a kh x 1 kernel).
 
-- **Tiling.**  A block of ``BLOCK`` threads computes ``BLOCK[1]`` rows of
-  ``BLOCK[0]`` consecutive elements.  It first loads its tile plus the
+- **Tiling.**  A block of ``tunables.CUDA_BLOCK`` threads computes ``CUDA_BLOCK[1]``
+  rows of ``CUDA_BLOCK[0]`` consecutive elements.  It first loads its tile plus the
   kernel's halo into shared memory (every thread loads a few elements,
   coalesced along the row), then each thread sums its taps from shared memory.
 - **Weights** come with the taps, in shared memory: the non-zero taps' weights
@@ -24,7 +24,7 @@ both 1-D passes of the separable strategy (a 1 x kw and a kh x 1 kernel).
   with a per-image filter.  Every thread of a warp reads the same weight at
   the same time, which shared memory serves as a broadcast.
 - **Large kernels** are cut into chunks of kernel rows and columns whose tile
-  fits the shared memory budget (``SHARED_BYTES``); the block loads and sums
+  fits the shared memory budget (``tunables.CUDA_SHARED_BYTES``); the block loads and sums
   one chunk after the other, so any kernel, also one larger than the image,
   runs tiled.  Only the bounding box of a chunk's non-zero taps is loaded.
 - **Borders** go through ``borders.map_index``, the same arithmetic the CPU
@@ -59,23 +59,10 @@ from collections import OrderedDict  # noqa: E402
 import numpy as np  # noqa: E402
 from numba import cuda, float32, int32  # noqa: E402
 
+from imgconv import tunables  # noqa: E402
 from imgconv.engine import borders  # noqa: E402
 
 SIMULATOR = bool(cuda.config.ENABLE_CUDASIM)
-
-# Threads per block: x along a row's elements (a warp reads 32 consecutive
-# elements), y down the rows.  Read at each launch, so tests patch it smaller.
-BLOCK = (32, 8)
-
-# Dynamic shared memory one block may use: the limit every CUDA GPU grants
-# without an opt-in.  Tile, weights and tap offsets of a chunk fit in it.
-SHARED_BYTES = 48 * 1024
-
-# The dtypes the kernel reads directly; anything else is converted to float32 on the host.
-NATIVE_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32))
-
-# Prepared taps kept per thread (kernels of a batch's filter, of a combination).
-TAP_CACHE_SIZE = 16
 
 _map_index = cuda.jit(device=True)(borders.map_index)
 
@@ -230,9 +217,9 @@ def _shared_bytes(rows, cols, channels, block):
 
 def _chunk_shape(kh, kw, channels, block):
     """Kernel rows and columns per chunk: the whole kernel where its tile fits
-    ``SHARED_BYTES``, else halved (the dimension whose halo is larger first)."""
+    ``tunables.CUDA_SHARED_BYTES``, else halved (the dimension whose halo is larger first)."""
     rows, cols = kh, kw
-    while _shared_bytes(rows, cols, channels, block) > SHARED_BYTES and (rows > 1 or cols > 1):
+    while _shared_bytes(rows, cols, channels, block) > tunables.CUDA_SHARED_BYTES and (rows > 1 or cols > 1):
         if (cols - 1) * channels * (block[1] + rows - 1) >= (rows - 1) * (block[0] + (cols - 1) * channels) and cols > 1:
             cols = (cols + 1) // 2
         else:
@@ -263,12 +250,12 @@ class _Workspace(threading.local):
 
     def prepared(self, weights, channels, block, skip_zeros):
         weights = np.ascontiguousarray(weights, np.float64)
-        key = (weights.shape, weights.tobytes(), channels, tuple(block), SHARED_BYTES, skip_zeros)
+        key = (weights.shape, weights.tobytes(), channels, tuple(block), tunables.CUDA_SHARED_BYTES, skip_zeros)
         taps = self.taps.get(key)
         if taps is None:
             taps = _Taps(weights, channels, block, self.get_stream(), skip_zeros)
             self.taps[key] = taps
-            if len(self.taps) > TAP_CACHE_SIZE:
+            if len(self.taps) > tunables.CUDA_TAP_CACHE_SIZE:
                 self.taps.popitem(last=False)
         else:
             self.taps.move_to_end(key)
@@ -284,7 +271,7 @@ def correlate_device(src, out, width, channels, weights, mode, cval, *, accumula
     (added to it when ``accumulate``; zero weights skipped when
     ``skip_zeros``).  Asynchronous on ``stream``."""
     stream = stream if stream is not None else _workspace.get_stream()
-    block = tuple(int(b) for b in BLOCK)
+    block = tuple(int(b) for b in tunables.CUDA_BLOCK)
     taps = _workspace.prepared(weights, channels, block, bool(skip_zeros))
     height, row_len = src.shape
     grid = ((row_len + block[0] - 1) // block[0], (height + block[1] - 1) // block[1])
@@ -297,12 +284,11 @@ def correlate_device(src, out, width, channels, weights, mode, cval, *, accumula
     )  # fmt: skip
 
 
-def convolve_device(src, out, width, channels, kernel, plan, mode, cval, *, stream=None):
+def convolve_device(src, out, width, channels, plan, mode, cval, *, stream=None):
     """Run ``plan`` (direct or separable) from device rows ``src`` into float32 device rows ``out``."""
     stream = stream if stream is not None else _workspace.get_stream()
     if plan.strategy == "direct":
-        flipped = np.asarray(kernel, np.float64)[::-1, ::-1]
-        correlate_device(src, out, width, channels, flipped, mode, cval, stream=stream)
+        correlate_device(src, out, width, channels, plan.kernel[::-1, ::-1], mode, cval, stream=stream)
         return
     if plan.strategy != "separable":
         raise ValueError(f"strategy {plan.strategy!r} does not run on the CUDA backend")
@@ -322,25 +308,16 @@ def convolve_device(src, out, width, channels, kernel, plan, mode, cval, *, stre
         )  # fmt: skip
 
 
-def as_rows(image):
-    """``image`` (H, W) or (H, W, C) as a C-contiguous (H, W * C) array of a native dtype."""
-    dtype = image.dtype if image.dtype in NATIVE_DTYPES else np.float32
-    rows = np.ascontiguousarray(image, dtype=dtype)
-    return rows.reshape(rows.shape[0], -1)
-
-
-def convolve(image, kernel, plan, mode, cval):
-    """True convolution of an (H, W) or (H, W, C) image on the GPU, as ``plan``
-    says (direct or separable): one upload, one download.  Returns float32."""
-    height, width = image.shape[:2]
-    channels = 1 if image.ndim == 2 else image.shape[2]
-    rows = as_rows(image)
+def run(plan, rows, channels, mode, cval, finish, threads):
+    """``engine.run``'s entry point: (H, W * C) rows up, ``plan`` (direct or
+    separable) on the GPU, float32 rows down (one upload, one download), left
+    to the shared finish."""
     stream = _workspace.get_stream()
     src = _workspace.buffer("src", rows.shape, rows.dtype)
     src.copy_to_device(rows, stream=stream)
     out = _workspace.buffer("out", rows.shape, np.float32)
-    convolve_device(src, out, width, channels, kernel, plan, mode, cval, stream=stream)
-    result = np.empty(image.shape, np.float32)
-    out.copy_to_host(result.reshape(height, width * channels), stream=stream)
+    convolve_device(src, out, rows.shape[1] // channels, channels, plan, mode, cval, stream=stream)
+    result = np.empty(rows.shape, np.float32)
+    out.copy_to_host(result, stream=stream)
     stream.synchronize()
-    return result
+    return result, False

@@ -14,23 +14,19 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from imgconv import tunables
 from imgconv.engine import borders
 
-# Transform sizes numpy's pocketfft handles fast (products of 2, 3 and 5).
+# Transform sizes numpy's pocketfft handles fast (products of 2, 3 and 5; 7 is slower).
 FAST_SIZES = sorted({2**a * 3**b * 5**c for a in range(13) for b in range(3) for c in range(2) if 64 <= 2**a * 3**b * 5**c <= 8192})
 
-# Measured cost of one tile, in ns per pixel of the N x N tile on one thread
-# (gather, forward and inverse float32 FFT, product, copy-out; bench/calibrate.py).
-# Small tiles pay Python's per-tile overhead, large ones leave the L2 cache.
-TILE_NS = {64: 21.0, 96: 12.4, 128: 9.4, 160: 8.1, 192: 7.3, 256: 6.7, 320: 6.7, 384: 6.7, 512: 6.3, 640: 6.8, 768: 7.7, 1024: 9.2}
-LARGE_TILE_NS = 12.0
-
-
 def _tile_ns(n):
-    known = [size for size in TILE_NS if size <= n]
-    if n > max(TILE_NS):
-        return LARGE_TILE_NS
-    return TILE_NS[max(known)] if known else TILE_NS[min(TILE_NS)]
+    """Measured ns per pixel of an N x N tile (``tunables.FFT_TILE_NS``)."""
+    table = tunables.FFT_TILE_NS
+    if n > max(table):
+        return tunables.FFT_LARGE_TILE_NS
+    known = [size for size in table if size <= n]
+    return table[max(known)] if known else table[min(table)]
 
 
 def _tiles(image_shape, kernel_shape, n):
@@ -68,15 +64,15 @@ def fft_ns_per_pixel(image_shape, kernel_shape):
     return _tiles(image_shape, kernel_shape, n) * n * n * _tile_ns(n) / (height * width)
 
 
-def convolve_fft(image, kernel, mode, cval, threads):
-    """True convolution of an (H, W) or (H, W, C) image by tiled FFTs (float32)."""
+def run_fft(plan, rows, channels, mode, cval, finish, threads):
+    """True convolution of (H, W * C) rows with ``plan.kernel`` by tiled FFTs,
+    in ``threads`` worker threads; float32, left to the shared finish."""
     from imgconv.engine import cpu  # numba: only when there is work (the planner imports this module)
 
-    kernel = np.asarray(kernel, np.float64)
-    height, width = image.shape[:2]
-    channels = 1 if image.ndim == 2 else image.shape[2]
+    kernel = plan.kernel
+    height, width = rows.shape[0], rows.shape[1] // channels
     kh, kw = kernel.shape
-    n = tile_size(image.shape, kernel.shape)
+    n = tile_size((height, width), kernel.shape)
     out_h, out_w = n - kh + 1, n - kw + 1
     top, left = (kh - 1) // 2, (kw - 1) // 2
     # Enough of the extended image for the last (partial) tile's full region.
@@ -85,9 +81,7 @@ def convolve_fft(image, kernel, mode, cval, threads):
     row_map = borders.index_map(height, top, rows_needed - height - top, mode)
     col_map = borders.index_map(width, left, cols_needed - width - left, mode)
     spectrum = np.fft.rfft2(kernel.astype(np.float32), s=(n, n)).astype(np.complex64)
-    src = cpu.as_rows(image)
-    out = np.empty(image.shape, np.float32)
-    out_rows = out.reshape(height, width * channels)
+    out_rows = np.empty(rows.shape, np.float32)
     cval32 = np.float32(cval)
 
     scratch = threading.local()
@@ -100,7 +94,7 @@ def convolve_fft(image, kernel, mode, cval, threads):
         region, product = scratch.region, scratch.spectrum
         bh, bw = min(out_h, height - i0), min(out_w, width - j0)
         for c in range(channels):
-            cpu.gather_region(src, row_map[i0 : i0 + n], col_map[j0 : j0 + n], channels, c, cval32, region)
+            cpu.gather_region(rows, row_map[i0 : i0 + n], col_map[j0 : j0 + n], channels, c, cval32, region)
             np.fft.rfft2(region, out=product)
             product *= spectrum
             # (irfft2's out= gives wrong results in numpy 2.4: let it allocate.)
@@ -116,4 +110,4 @@ def convolve_fft(image, kernel, mode, cval, threads):
     # instead of fresh pages each call).
     with ThreadPoolExecutor(max_workers=max(1, min(threads, len(origins)))) as pool:
         list(pool.map(run_tile, origins))
-    return out
+    return out_rows, False

@@ -9,8 +9,8 @@ Entries come in three kinds:
 
 - ``matrix``: a fixed kernel, applied exactly as written (optionally normalised
   and scaled);
-- ``family``: a parametric kernel computed here (gaussian, box, unsharp, log,
-  motion), whose parameters are given at resolve time;
+- ``family``: a parametric kernel (gaussian, box, unsharp, log, motion: see
+  :mod:`imgconv.kernels.families`), whose parameters are given at resolve time;
 - ``combined``: several kernels (other entries or inline matrices) whose
   results are combined, e.g. the magnitude of two gradients.
 
@@ -37,23 +37,22 @@ import pathlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Callable
 
 import numpy as np
 import yaml
 
+from imgconv.choices import COMBINE_MODES, MAX_KERNEL_SIDE, OUT_RANGES, check_kernel_side
 from imgconv.errors import CatalogError
+from imgconv.kernels.algebra import scaled, sums_to_zero
+from imgconv.kernels.families import FAMILIES
+from imgconv.kernels.types import PARAM_KINDS, Entry, Filter, Kernel, Param, _convert, _fmt_number, _FrozenMap
 
 __all__ = [
-    "Param",
-    "Kernel",
-    "Filter",
-    "Entry",
     "Catalog",
     "load_catalog",
     "builtin_catalog_path",
     "parse_assignments",
-    "format_matrix",
+    # re-exported: what a catalog file may name
     "FAMILIES",
     "COMBINE_MODES",
     "OUT_RANGES",
@@ -63,19 +62,6 @@ __all__ = [
 
 ENV_VAR = "IMGCONV_CATALOG"
 BUILTIN_SOURCE = "built-in"
-
-#: The largest kernel side, in taps, that the catalog hands out.
-MAX_KERNEL_SIDE = 1025
-
-#: How the results of a filter's kernels are combined (one kernel: "single"):
-#: "magnitude" sqrt(sum r_i^2), "sum-abs" sum |r_i|, "max" the largest r_i
-#: (compass detectors such as Kirsch).  ``imgconv.api`` applies them.
-COMBINE_MODES = ("single", "magnitude", "sum-abs", "max")
-
-#: Default mappings of signed results to pixels (see ``imgconv.api``).
-OUT_RANGES = ("clip", "abs", "offset", "normalize")
-
-PARAM_KINDS = ("float", "int", "bool", "choice")
 
 _TOP_KEYS = ("kernels", "version")
 _SUPPORTED_VERSIONS = (1,)
@@ -90,367 +76,7 @@ _PARAM_DECL_KEYS = ("default", "min", "max", "type", "choices", "description")
 _ITEM_KEYS = ("matrix", "entry", "normalize", "scale", "params")
 
 _NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
-_TRUE_WORDS = ("true", "yes", "on", "1")
-_FALSE_WORDS = ("false", "no", "off", "0")
-# A matrix to be normalised must sum to more than this fraction of its absolute sum.
-_ZERO_SUM_TOLERANCE = 1e-9
 _RESOLVE_CACHE_SIZE = 256
-
-
-# ---------------------------------------------------------------------------
-# Public data types
-
-
-class _FrozenMap(Mapping):
-    """A read-only, hashable mapping (parameter values and declarations)."""
-
-    __slots__ = ("_data",)
-
-    def __init__(self, data=()):
-        self._data = dict(data)
-
-    def __getitem__(self, key):
-        return self._data[key]
-
-    def __iter__(self):
-        return iter(self._data)
-
-    def __len__(self):
-        return len(self._data)
-
-    def __hash__(self):
-        return hash(frozenset(self._data.items()))
-
-    def __repr__(self):
-        return repr(self._data)
-
-
-def _fmt_number(value):
-    """2 rather than 2.0, 0.1 rather than 0.1000000001 noise."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, numbers.Integral):
-        return str(int(value))
-    if isinstance(value, numbers.Real):
-        return f"{float(value):.12g}"
-    return repr(value)
-
-
-def _quote_list(names):
-    return ", ".join(f"'{n}'" for n in names)
-
-
-@dataclass(frozen=True)
-class Param:
-    """A declared parameter of a parametric entry.
-
-    ``kind`` is "float", "int", "bool" or "choice"; ``minimum``/``maximum``
-    (inclusive, None for unbounded) apply to numbers, ``choices`` to "choice".
-    """
-
-    name: str
-    kind: str
-    default: object
-    minimum: float | None = None
-    maximum: float | None = None
-    choices: tuple | None = None
-    description: str = ""
-
-    @property
-    def allowed(self) -> str:
-        """What values are accepted, in words: "a number from 0.1 to 127"."""
-        if self.kind == "bool":
-            return "true or false"
-        if self.kind == "choice":
-            return "one of " + ", ".join(self.choices or ())
-        noun = "an integer" if self.kind == "int" else "a number"
-        low, high = self.minimum, self.maximum
-        if low is not None and high is not None:
-            return f"{noun} from {_fmt_number(low)} to {_fmt_number(high)}"
-        if low is not None:
-            return f"{noun} >= {_fmt_number(low)}"
-        if high is not None:
-            return f"{noun} <= {_fmt_number(high)}"
-        return noun
-
-    def coerce(self, value):
-        """``value`` (a Python value or a command-line string) as this
-        parameter's type, checked against its limits.  Raises CatalogError
-        naming the parameter and what it accepts."""
-        converted = _convert(self.kind, value, strings=True)
-        if converted is None or not self._within(converted):
-            raise CatalogError(f"parameter '{self.name}' must be {self.allowed}, got {value!r}")
-        return converted
-
-    def _within(self, value):
-        if self.kind == "choice":
-            return value in (self.choices or ())
-        if self.kind in ("float", "int"):
-            if self.minimum is not None and value < self.minimum:
-                return False
-            if self.maximum is not None and value > self.maximum:
-                return False
-        return True
-
-
-def _convert(kind, value, *, strings):
-    """``value`` as ``kind``, or None when it is not one.  ``strings``: accept
-    the command line's spellings ("2.5", "true")."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if kind == "bool":
-        if isinstance(value, bool):
-            return value
-        if strings and isinstance(value, str):
-            word = value.strip().lower()
-            if word in _TRUE_WORDS:
-                return True
-            if word in _FALSE_WORDS:
-                return False
-        if strings and isinstance(value, int) and value in (0, 1):
-            return bool(value)
-        return None
-    if kind == "choice":
-        return value if isinstance(value, str) else None
-    if isinstance(value, bool):
-        return None
-    if strings and isinstance(value, str):
-        text = value.strip()
-        try:
-            value = int(text)
-        except ValueError:
-            try:
-                value = float(text)
-            except ValueError:
-                return None
-    if kind == "int":
-        if isinstance(value, numbers.Integral):
-            return int(value)
-        if strings and isinstance(value, numbers.Real) and math.isfinite(value) and float(value).is_integer():
-            return int(value)
-        return None
-    if isinstance(value, numbers.Real) and math.isfinite(value):
-        return float(value)
-    return None
-
-
-def _readonly(array):
-    array = np.array(array, dtype=np.float64)  # always a private copy
-    array.setflags(write=False)
-    return array
-
-
-@dataclass(frozen=True, eq=False)
-class Kernel:
-    """One convolution kernel: ``matrix`` (float64, 2-D, read-only) and, when
-    the family knows the kernel is separable, ``factors = (column, row)`` with
-    ``np.outer(column, row) == matrix``."""
-
-    matrix: np.ndarray
-    factors: tuple[np.ndarray, np.ndarray] | None = None
-
-    def __post_init__(self):
-        matrix = self.matrix
-        if not (isinstance(matrix, np.ndarray) and matrix.dtype == np.float64 and not matrix.flags.writeable):
-            matrix = _readonly(matrix)
-            object.__setattr__(self, "matrix", matrix)
-        if matrix.ndim != 2:
-            raise ValueError(f"a kernel matrix must be 2-D, got shape {matrix.shape}")
-        if self.factors is not None:
-            column, row = self.factors
-            column, row = _readonly(column).reshape(-1), _readonly(row).reshape(-1)
-            if (column.size, row.size) != matrix.shape:
-                raise ValueError(f"factors of sizes {column.size} and {row.size} do not match a {matrix.shape} kernel")
-            object.__setattr__(self, "factors", (column, row))
-
-    @property
-    def shape(self):
-        return self.matrix.shape
-
-    def __eq__(self, other):
-        if not isinstance(other, Kernel):
-            return NotImplemented
-        if not np.array_equal(self.matrix, other.matrix):
-            return False
-        if (self.factors is None) != (other.factors is None):
-            return False
-        return self.factors is None or all(np.array_equal(a, b) for a, b in zip(self.factors, other.factors))
-
-    def __hash__(self):
-        return hash((self.matrix.shape, self.matrix.tobytes()))
-
-
-@dataclass(frozen=True)
-class Filter:
-    """A resolved catalog entry: what ``apply_filter`` runs.
-
-    ``combine``: "single" (one kernel), "magnitude" (square root of the sum
-    of the squares of each kernel's result), "sum-abs" (sum of their absolute
-    values) or "max" (the largest result, pixel by pixel).  ``bias`` is added after
-    combining, as a fraction of the image's full scale.  ``out_range`` is the
-    default mapping of signed results to pixels.
-    """
-
-    name: str
-    description: str
-    params: Mapping[str, object]
-    kernels: tuple[Kernel, ...]
-    combine: str
-    bias: float
-    out_range: str
-
-    def __post_init__(self):
-        if not isinstance(self.params, _FrozenMap):
-            object.__setattr__(self, "params", _FrozenMap(self.params))
-        if not isinstance(self.kernels, tuple):
-            object.__setattr__(self, "kernels", tuple(self.kernels))
-
-
-@dataclass(frozen=True)
-class Entry:
-    """A catalog entry as listed: its parameters, aliases and where it came from.
-
-    ``kind`` (an addition to the interface) is "matrix", "family" or
-    "combined"; ``family`` names the family of a "family" entry.
-    """
-
-    name: str
-    description: str
-    params: Mapping[str, Param]
-    aliases: tuple[str, ...]
-    source: str
-    kind: str = "matrix"
-    family: str | None = None
-
-    def __post_init__(self):
-        if not isinstance(self.params, _FrozenMap):
-            object.__setattr__(self, "params", _FrozenMap(self.params))
-
-
-# ---------------------------------------------------------------------------
-# Parametric families
-
-
-@dataclass(frozen=True)
-class _Family:
-    name: str
-    description: str
-    params: tuple[Param, ...]
-    build: Callable[..., Kernel]
-
-
-def _gaussian_1d(sigma, radius=0):
-    """scipy.ndimage's Gaussian: truncated at int(4 * sigma + 0.5), sum 1."""
-    if radius <= 0:
-        radius = int(4.0 * sigma + 0.5)
-    x = np.arange(-radius, radius + 1, dtype=np.float64)
-    weights = np.exp(-0.5 * (x / sigma) ** 2)
-    return weights / weights.sum()
-
-
-def _build_gaussian(sigma, radius):
-    g = _gaussian_1d(sigma, radius)
-    return Kernel(np.outer(g, g), (g, g))
-
-
-def _build_box(size):
-    ones = np.full(size, 1.0 / size)
-    return Kernel(np.outer(ones, ones), (ones, ones))
-
-
-def _build_unsharp(amount, sigma):
-    g = _gaussian_1d(sigma)
-    matrix = -amount * np.outer(g, g)
-    centre = g.size // 2
-    matrix[centre, centre] += 1.0 + amount
-    return Kernel(matrix)
-
-
-def _build_log(sigma):
-    radius = max(1, int(4.0 * sigma + 0.5))
-    x = np.arange(-radius, radius + 1, dtype=np.float64)
-    r2 = x[:, None] ** 2 + x[None, :] ** 2
-    matrix = (r2 - 2.0 * sigma**2) / sigma**4 * np.exp(-r2 / (2.0 * sigma**2))
-    matrix -= matrix.mean()  # exactly zero-sum: flat areas give 0
-    # Scaled so that on any quadratic image it returns the exact Laplacian,
-    # like the 3x3 ``laplacian`` (sum of k * (u^2 + v^2) = 4).
-    matrix *= 4.0 / float((matrix * r2).sum())
-    return Kernel(matrix)
-
-
-_MOTION_SUBSAMPLES = 8  # per pixel, along and across the line (even: no sample on a cell edge)
-
-
-def _build_motion(length, angle):
-    """A line ``length`` pixels long and one pixel wide through the centre,
-    ``angle`` degrees counter-clockwise from horizontal (as seen on screen),
-    rasterised by area: each tap is the fraction of the line's area in its
-    pixel (supersampled), so a horizontal line of integer odd length is an
-    exact box row."""
-    s = _MOTION_SUBSAMPLES
-    n_along = max(1, math.ceil(length * s))
-    along = (np.arange(n_along) + 0.5) * (length / n_along) - length / 2.0
-    across = (np.arange(s) + 0.5) / s - 0.5
-    theta = math.radians(angle)
-    cos, sin = math.cos(theta), math.sin(theta)
-    cos = 0.0 if abs(cos) < 1e-12 else cos
-    sin = 0.0 if abs(sin) < 1e-12 else sin
-    x = along[:, None] * cos - across[None, :] * sin
-    y = along[:, None] * sin + across[None, :] * cos
-    cols = np.rint(x).astype(np.int64).ravel()
-    rows = np.rint(-y).astype(np.int64).ravel()  # rows grow downward
-    half_h, half_w = int(np.abs(rows).max()), int(np.abs(cols).max())
-    h, w = 2 * half_h + 1, 2 * half_w + 1
-    counts = np.bincount((rows + half_h) * w + (cols + half_w), minlength=h * w)
-    return Kernel(counts.reshape(h, w) / counts.sum())
-
-
-_SIGMA_MAX = 127.0  # int(4 * 127 + 0.5) = 508: the kernel stays under MAX_KERNEL_SIDE
-
-FAMILIES: dict[str, _Family] = {
-    family.name: family
-    for family in (
-        _Family(
-            "gaussian",
-            "Gaussian blur, truncated at 4 sigma like scipy.ndimage.gaussian_filter, sum 1, separable",
-            (
-                Param("sigma", "float", 1.0, 0.1, _SIGMA_MAX, None, "standard deviation in pixels"),
-                Param("radius", "int", 0, 0, 512, None, "half-width in pixels; 0 = automatic, int(4 * sigma + 0.5)"),
-            ),
-            _build_gaussian,
-        ),
-        _Family(
-            "box",
-            "Mean of a size x size square, separable",
-            (Param("size", "int", 3, 1, MAX_KERNEL_SIDE, None, "width and height in pixels (odd or even)"),),
-            _build_box,
-        ),
-        _Family(
-            "unsharp",
-            "Unsharp mask: identity + amount * (identity - gaussian(sigma)), sum 1",
-            (
-                Param("amount", "float", 1.0, 0.0, 10.0, None, "strength of the sharpening"),
-                Param("sigma", "float", 1.0, 0.1, _SIGMA_MAX, None, "standard deviation of the blur, pixels"),
-            ),
-            _build_unsharp,
-        ),
-        _Family(
-            "log",
-            "Laplacian of Gaussian (negative on bright spots), zero-sum, exact on quadratic images",
-            (Param("sigma", "float", 1.4, 0.5, _SIGMA_MAX, None, "standard deviation in pixels"),),
-            _build_log,
-        ),
-        _Family(
-            "motion",
-            "Motion blur: an anti-aliased line through the centre, sum 1",
-            (
-                Param("length", "float", 9.0, 1.0, float(MAX_KERNEL_SIDE), None, "length of the line in pixels"),
-                Param("angle", "float", 0.0, -360.0, 360.0, None, "degrees counter-clockwise from horizontal"),
-            ),
-            _build_motion,
-        ),
-    )
-}
 
 
 # ---------------------------------------------------------------------------
@@ -536,6 +162,10 @@ class _Where:
         return CatalogError(prefix + message)
 
 
+def _quote_list(names):
+    return ", ".join(f"'{n}'" for n in names)
+
+
 def _check_keys(mapping, allowed, where, what):
     for key in mapping:
         if key not in allowed:
@@ -561,10 +191,10 @@ def _one_line(value, where, what):
 
 
 def _check_size(shape, where, what="kernel"):
-    if shape[0] > MAX_KERNEL_SIDE or shape[1] > MAX_KERNEL_SIDE:
-        raise where.error(
-            f"{what} is {shape[0]}x{shape[1]}, larger than the {MAX_KERNEL_SIDE}x{MAX_KERNEL_SIDE} limit"
-        )
+    try:
+        check_kernel_side(shape, what)
+    except ValueError as exc:
+        raise where.error(str(exc)) from None
 
 
 def _parse_matrix(value, where, what="matrix"):
@@ -592,10 +222,9 @@ def _parse_matrix(value, where, what="matrix"):
 
 def _finish_matrix(matrix, normalize, scale, where, what="matrix"):
     if normalize:
-        total = float(matrix.sum())
-        if abs(total) <= _ZERO_SUM_TOLERANCE * float(np.abs(matrix).sum()):
+        if sums_to_zero(matrix):
             raise where.error(f"normalize: true, but the {what} sums to 0")
-        matrix = matrix / total
+        matrix = matrix / float(matrix.sum())
     if scale != 1.0:
         matrix = matrix * scale
     return Kernel(matrix)
@@ -969,7 +598,7 @@ class Catalog:
             key = tuple(sorted(values.items()))
             kernel = spec.built.get(key)
             if kernel is None:
-                kernel = _scaled(spec.family.build(**values), spec.scale)
+                kernel = scaled(spec.family.build(**values), spec.scale)
                 if len(spec.built) >= _RESOLVE_CACHE_SIZE:
                     spec.built.clear()
                 spec.built[key] = kernel
@@ -983,8 +612,8 @@ class Catalog:
                     (kernel,) = self.resolve(item.ref, item.params).kernels
                 except CatalogError as exc:
                     raise CatalogError(f"{spec.source}: entry '{entry.name}': kernels item {item.number}: {exc}") from None
-                kernel = _scaled(kernel, item.scale)
-            kernels.append(_scaled(kernel, spec.scale))
+                kernel = scaled(kernel, item.scale)
+            kernels.append(scaled(kernel, spec.scale))
         return tuple(kernels)
 
     # -- checks after merging ------------------------------------------------
@@ -1038,36 +667,54 @@ class Catalog:
                 visit(name, [name])
 
 
-def _scaled(kernel, scale):
-    if scale == 1.0:
-        return kernel
-    factors = None
-    if kernel.factors is not None:
-        column, row = kernel.factors
-        factors = (column * scale, row)
-    return Kernel(kernel.matrix * scale, factors)
-
-
 def builtin_catalog_path() -> pathlib.Path:
-    """The shipped kernels.yaml: inside the installed package, else at the top
-    of the source checkout."""
+    """The shipped kernels.yaml.
+
+    An installed wheel holds it inside the package, as ``imgconv/kernels.yaml``
+    (beside the ``imgconv/kernels/`` package; pyproject.toml force-includes it);
+    a source checkout or an editable install has it at the top of the
+    repository, beside the ``imgconv`` folder.
+
+    Returns
+    -------
+    pathlib.Path
+    """
     try:
         packaged = importlib.resources.files("imgconv") / "kernels.yaml"
         if packaged.is_file():
             return pathlib.Path(str(packaged))
     except (ModuleNotFoundError, TypeError, OSError):
         pass
-    return pathlib.Path(__file__).resolve().parent.parent / "kernels.yaml"
+    package_dir = pathlib.Path(__file__).resolve().parent.parent  # imgconv/ (this file is imgconv/kernels/catalog.py)
+    return package_dir.parent / "kernels.yaml"
 
 
 def load_catalog(
     paths: Sequence[str | os.PathLike] = (), *, builtin: bool = True, use_env: bool = True
 ) -> Catalog:
-    """Load the built-in catalog, then the files in ``IMGCONV_CATALOG``
-    (``os.pathsep``-separated) when ``use_env``, then ``paths`` in order.  A
-    later entry replaces an earlier one of the same name (and its aliases); a
-    later alias takes over an earlier alias.  Raises CatalogError naming the
-    file and the entry for any problem."""
+    """Load the built-in catalog, then the files in ``IMGCONV_CATALOG``, then ``paths``.
+
+    A later entry replaces an earlier one of the same name (and its aliases); a
+    later alias takes over an earlier alias.
+
+    Parameters
+    ----------
+    paths : str, path-like or sequence of them
+        Catalog files read after the built-in one and the environment's, in order.
+    builtin : bool
+        Start from the shipped ``kernels.yaml`` (:func:`builtin_catalog_path`).
+    use_env : bool
+        Read the files named in ``IMGCONV_CATALOG`` (``os.pathsep``-separated).
+
+    Returns
+    -------
+    Catalog
+
+    Raises
+    ------
+    CatalogError
+        Naming the file and the entry, for any problem.
+    """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     sources = []
@@ -1127,33 +774,3 @@ def parse_assignments(pairs: Sequence[str]) -> dict[str, str]:
             raise CatalogError(f"parameter '{key}' given twice: '{key}={result[key]}' and '{pair}'")
         result[key] = value.strip()
     return result
-
-
-def _format_value(value, tiny):
-    """Six significant digits, positional from 1e-4 to 1e7, else scientific."""
-    if value == 0 or abs(value) <= tiny:
-        return "0"
-    if not math.isfinite(value) or not 1e-4 <= abs(value) < 1e7:
-        return np.format_float_scientific(value, precision=3, unique=True, trim="-") if math.isfinite(value) else str(value)
-    return np.format_float_positional(value, precision=6, unique=True, fractional=False, trim="-")
-
-
-def format_matrix(matrix) -> str:
-    """A kernel as aligned text: decimals to at most 6 significant digits,
-    points lined up per column (1/16 prints as 0.0625), columns two spaces apart."""
-    array = np.asarray(matrix, dtype=np.float64)
-    if array.ndim == 1:
-        array = array[None, :]
-    if array.ndim != 2 or array.size == 0:
-        raise ValueError(f"format_matrix needs a non-empty 2-D matrix, got shape {array.shape}")
-    largest = float(np.abs(array).max()) if np.all(np.isfinite(array)) else 0.0
-    tiny = largest * 1e-12
-    cells = [[_format_value(float(v), tiny) for v in row] for row in array]
-    split = [[(c.split(".", 1)[0], "." + c.split(".", 1)[1]) if "." in c else (c, "") for c in row] for row in cells]
-    columns = list(zip(*split))
-    widths = [(max(len(i) for i, _ in col), max(len(f) for _, f in col)) for col in columns]
-    lines = []
-    for row in split:
-        parts = [i.rjust(wi) + f.ljust(wf) for (i, f), (wi, wf) in zip(row, widths)]
-        lines.append("  ".join(parts).rstrip())
-    return "\n".join(lines)

@@ -32,7 +32,7 @@ The "impulse response" of a kernel (what a single bright pixel becomes) is the
 kernel imgconv convolves with, element for element, centred on the pixel; for
 libvips masks it is the mask as written, turned by 180 degrees.
 
-This module imports only numpy, yaml and the standard library.
+This module imports only numpy, yaml and the standard library (never numba).
 """
 
 from __future__ import annotations
@@ -44,8 +44,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from imgconv.catalog import MAX_KERNEL_SIDE, Filter, Kernel
+from imgconv.choices import check_kernel_side
 from imgconv.errors import CatalogError, KernelFileError
+from imgconv.kernels.algebra import centre_on, sums_to_zero
+from imgconv.kernels.types import Filter, Kernel
 
 __all__ = ["LoadedKernel", "load_kernel", "read_kernel_file", "parse_inline_kernel", "looks_like_path", "KERNEL_FILE_EXTENSIONS"]
 
@@ -77,14 +79,24 @@ class LoadedKernel:
     bias: float = 0.0
     notes: tuple = ()
 
-    def to_filter(self, *, normalize=False, scale=1.0, name=None) -> Filter:
-        """The kernel as a one-kernel :class:`~imgconv.catalog.Filter`."""
+    def to_filter(self, *, normalize: bool = False, scale: float = 1.0, name: str | None = None) -> Filter:
+        """The kernel as a one-kernel :class:`~imgconv.kernels.Filter`.
+
+        Parameters
+        ----------
+        normalize : bool
+            Divide the kernel by its sum (a CatalogError when it sums to 0).
+        scale : float
+            Multiply the kernel by this (after ``normalize``).
+        name : str, optional
+            The filter's name; by default the kernel's source.
+        """
         matrix = self.matrix
         notes = list(self.notes)
         if normalize:
-            total = float(matrix.sum())
-            if abs(total) <= 1e-9 * float(np.abs(matrix).sum()):
+            if sums_to_zero(matrix):
                 raise CatalogError(f"{self.source}: normalize=true, but the kernel sums to 0")
+            total = float(matrix.sum())
             matrix = matrix / total
             notes.append(f"divided by its sum {total:g}")
         if scale != 1.0:
@@ -125,11 +137,6 @@ def _number(token, where):
     return value
 
 
-def _check_shape(shape):
-    if shape[0] > MAX_KERNEL_SIDE or shape[1] > MAX_KERNEL_SIDE:
-        raise ValueError(f"the kernel is {shape[0]}x{shape[1]}, larger than the {MAX_KERNEL_SIDE}x{MAX_KERNEL_SIDE} limit")
-
-
 def _rows_to_matrix(rows):
     """A list of lists of numbers as a 2-D float64 array; every row the same length."""
     if not rows:
@@ -139,7 +146,7 @@ def _rows_to_matrix(rows):
         if len(row) != width:
             raise ValueError(f"row {number} has {len(row)} values, row 1 has {width}")
     matrix = np.array(rows, dtype=np.float64)
-    _check_shape(matrix.shape)
+    check_kernel_side(matrix.shape)
     return matrix
 
 
@@ -183,24 +190,6 @@ def _parse_plain(text):
     return _rows_to_matrix(_matrix_rows(stripped, r"[;\n]"))
 
 
-def centre_on(matrix, origin):
-    """``matrix`` padded with zeros so that element ``origin`` (row, column)
-    lands where imgconv (and scipy) centre a kernel: index ``size // 2``."""
-    pads = []
-    for size, o in zip(matrix.shape, origin):
-        if o >= size - 1 - o:
-            # The origin is at or right of the middle: pad after it, to the
-            # shortest length whose middle (length // 2) is the origin.
-            total = 2 * o if 2 * o >= size else 2 * o + 1
-            pads.append((0, total - size))
-        else:
-            # Left of the middle: pad before it until it is the middle.
-            pads.append(((size - 1 - o) - o, 0))
-    if all(p == (0, 0) for p in pads):
-        return matrix
-    return np.pad(matrix, pads)
-
-
 def _parse_imagemagick(text):
     """ImageMagick's ``WxH+X+Y: values``: (matrix, written, notes)."""
     match = _IM_HEADER.match(text)
@@ -211,7 +200,7 @@ def _parse_imagemagick(text):
         raise ValueError(f"the rotation flags '{flags}' (kernel lists) are not supported; give one kernel")
     if width < 1 or height < 1:
         raise ValueError(f"the size {width}x{height} must be at least 1x1")
-    _check_shape((height, width))
+    check_kernel_side((height, width))
     if match.group(3) is not None:
         ox, oy = int(match.group(3).replace(" ", "")), int(match.group(4).replace(" ", ""))
         if not (0 <= ox < width and 0 <= oy < height):
@@ -261,7 +250,7 @@ def _parse_vips(text):
         raise ValueError(f"width and height must be whole numbers, got {header[0]!r} and {header[1]!r}") from None
     if width < 1 or height < 1:
         raise ValueError(f"width and height must be at least 1, got {width} and {height}")
-    _check_shape((height, width))
+    check_kernel_side((height, width))
     scale = _number(header[2], "scale") if len(header) > 2 else 1.0
     offset = _number(header[3], "offset") if len(header) > 3 else 0.0
     if scale == 0:
@@ -310,7 +299,7 @@ def _load_npy(path, name):
     if not np.all(np.isfinite(matrix)):
         raise KernelFileError(f"{name}: the array holds NaN or infinite values")
     try:
-        _check_shape(matrix.shape)
+        check_kernel_side(matrix.shape)
     except ValueError as exc:
         raise KernelFileError(f"{name}: {exc}") from None
     return matrix
@@ -320,9 +309,18 @@ def _is_imagemagick(text):
     return _IM_HEADER.match(text) is not None
 
 
-def read_kernel_file(path) -> LoadedKernel:
+def read_kernel_file(path: str | os.PathLike) -> LoadedKernel:
     """Read a kernel file: ``.npy``, libvips ``.mat``, or text (ImageMagick's
     ``WxH:`` form when it starts that way, else CSV/whitespace rows).
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file; its extension chooses ``.npy`` or libvips ``.mat``.
+
+    Returns
+    -------
+    LoadedKernel
 
     Raises
     ------
@@ -366,10 +364,24 @@ def read_kernel_file(path) -> LoadedKernel:
         raise KernelFileError(f"{name}: {exc}") from None
 
 
-def parse_inline_kernel(text, *, label=None) -> LoadedKernel:
+def parse_inline_kernel(text: str, *, label: str | None = None) -> LoadedKernel:
     """A kernel typed on the command line: matrix text or ImageMagick's form.
 
-    Raises CatalogError (a usage mistake) naming the text and the problem.
+    Parameters
+    ----------
+    text : str
+        ``"0 -1 0; -1 5 -1; 0 -1 0"``, ``[[1, 2], [3, 4]]`` or ``"3x3: ..."``.
+    label : str, optional
+        How messages name the kernel; by default ``kernel '<text>'``.
+
+    Returns
+    -------
+    LoadedKernel
+
+    Raises
+    ------
+    CatalogError
+        A usage mistake, naming the text and the problem.
     """
     shown = label or f"kernel {' '.join(str(text).split())!r}"
     try:
@@ -382,7 +394,7 @@ def parse_inline_kernel(text, *, label=None) -> LoadedKernel:
     return LoadedKernel(matrix, matrix, "inline", "inline")
 
 
-def looks_like_path(text) -> bool:
+def looks_like_path(text: str) -> bool:
     """Whether ``text`` is more likely a file name than numbers."""
     text = str(text).strip()
     if not text or any(c in text for c in ";\n") or re.search(r"\d\s+[-+\d.]", text):
@@ -390,9 +402,17 @@ def looks_like_path(text) -> bool:
     return "/" in text or os.sep in text or os.path.splitext(text)[1].lower() in KERNEL_FILE_EXTENSIONS
 
 
-def load_kernel(spec) -> LoadedKernel:
+def load_kernel(spec: str | os.PathLike) -> LoadedKernel:
     """``spec`` as given to ``--kernel``: a kernel file when one exists by that
-    name, else inline text (a name that looks like a missing file is an error)."""
+    name, else inline text.
+
+    Raises
+    ------
+    CatalogError
+        For bad inline text, or a name that looks like a file that does not exist.
+    KernelFileError
+        For a kernel file that cannot be read or parsed.
+    """
     text = os.fsdecode(os.fspath(spec)) if not isinstance(spec, str) else spec
     if text.strip() and os.path.exists(text):
         return read_kernel_file(text)

@@ -1,0 +1,369 @@
+"""The local pool: worker processes on this machine, each filtering one file at a time.
+
+``jobs`` worker processes (started with ``spawn``: numba's OpenMP threading
+layer is not fork-safe), each taking one file at a time through decode,
+filter and encode (:func:`process_one`, over :func:`imgconv.pipeline.filter_file`),
+each running numba with ``cores // jobs`` threads, so the workers never
+oversubscribe the cores and, at any moment, one worker decodes while another
+filters or encodes.  The main process only lists the files, hands them out
+(asking the kernel to read the next ones ahead) and collects the results; it
+never imports numba.  Each worker has its own pipe, so when one dies (a crash
+in a decoder, the out-of-memory killer) the main process knows which file it
+was working on: that file is reported as failed, a fresh worker takes its
+place and every other file keeps its output.
+
+Interruption
+------------
+While a batch runs in the main thread, Ctrl-C (SIGINT) does not raise: the
+first one stops handing out files and lets the files in progress finish (their
+outputs are written atomically, so none is ever partial); a second one
+abandons them (their workers are terminated and their temporary files
+removed).  :class:`_Control` holds those requests; the executors read them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import signal
+import sys
+import threading
+import time
+import traceback
+import warnings
+from collections import deque
+from pathlib import Path
+
+from imgconv import io, tunables
+from imgconv.batch.report import ABANDONED, DONE, FAILED, NOT_STARTED, FileResult, interrupted
+from imgconv.batch.tasks import escapes
+from imgconv.errors import ImgconvError, ImgconvWarning
+from imgconv.pipeline import Job, filter_file
+
+# ---------------------------------------------------------------------------
+# one file, in a worker
+
+
+_collector = threading.local()
+_collector_lock = threading.Lock()
+_previous_showwarning = None
+
+
+def _showwarning(message, category, filename, lineno, file=None, line=None):
+    notes = getattr(_collector, "notes", None)
+    if notes is not None and issubclass(category, ImgconvWarning):
+        notes.append(str(message))
+    elif _previous_showwarning is not None:
+        _previous_showwarning(message, category, filename, lineno, file, line)
+
+
+@contextlib.contextmanager
+def _collecting_warnings():
+    """Collect the ImgconvWarnings this thread raises into a list (thread-safe,
+    unlike ``warnings.catch_warnings``, for Dask workers running threads)."""
+    global _previous_showwarning
+    with _collector_lock:
+        if warnings.showwarning is not _showwarning:
+            _previous_showwarning = warnings.showwarning
+            warnings.showwarning = _showwarning
+            warnings.simplefilter("always", ImgconvWarning)
+    _collector.notes = notes = []
+    try:
+        yield notes
+    finally:
+        _collector.notes = None
+
+
+def process_one(job: Job, source, destination, *, out_dir=None) -> FileResult:
+    """Filter one file and describe the outcome; a failure never raises.
+
+    With ``out_dir``, the output must stay inside it: the folders on the way
+    are checked before and after they are created.  Errors a user can act on
+    (:class:`ImgconvError`, ``OSError``, ``MemoryError``) become the message;
+    anything else is a bug, reported with its type and where it happened, so
+    that one file never costs the others their outputs.
+    """
+    started = time.perf_counter()
+    source, destination = Path(source), Path(destination)
+    notes = ()
+    try:
+        with _collecting_warnings() as notes:
+            if out_dir is not None and (problem := escapes(destination, out_dir)):
+                raise ImgconvError(f"'{source}' not filtered: {problem}")
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            if out_dir is not None and (problem := escapes(destination, out_dir)):
+                raise ImgconvError(f"'{source}' not filtered: {problem}")
+            filtered = filter_file(job, source, destination)
+    except (ImgconvError, OSError) as exc:
+        message = str(exc)
+    except MemoryError:
+        message = f"not enough memory to filter '{source}'"
+    except Exception as exc:  # noqa: BLE001 - isolate the file, but name the cause
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        place = f"{Path(where.filename).name}:{where.lineno}"
+        message = f"internal error on '{source}': {type(exc).__name__}: {exc} (at {place}; please report it)"
+    else:
+        seconds = time.perf_counter() - started
+        return FileResult(str(source), str(destination), DONE, "", seconds, warnings=tuple(notes), megapixels=filtered.megapixels)
+    return FileResult(str(source), str(destination), FAILED, message, time.perf_counter() - started, warnings=tuple(notes))
+
+
+def usable_cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def limit_numba_threads(threads: int) -> None:
+    """Run numba's parallel kernels on ``threads`` threads in this thread
+    (before numba is imported: for the whole process)."""
+    if "numba" not in sys.modules:
+        current = os.environ.get("NUMBA_NUM_THREADS", "")
+        if not current.isdigit() or int(current) > threads:
+            os.environ["NUMBA_NUM_THREADS"] = str(threads)
+        return
+    import numba
+
+    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+
+
+def _terminate(signum, frame):
+    # SystemExit unwinds the worker: the `finally` blocks remove temporary files.
+    raise SystemExit(128 + signum)
+
+
+def _worker_main(conn, job, threads, process, out_dir):
+    """A local worker process: filter the files sent down ``conn``, one at a time."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's business
+    signal.signal(signal.SIGTERM, _terminate)
+    limit_numba_threads(threads)
+    conn.send(("ready", os.getpid()))
+    while True:
+        try:
+            task = conn.recv()
+        except (EOFError, OSError):
+            return
+        if task is None:
+            return
+        result = process(job, *task, out_dir=out_dir)
+        try:
+            conn.send(("result", result))
+        except OSError:
+            return
+
+
+# ---------------------------------------------------------------------------
+# the local pool
+
+
+def _signal_name(exitcode):
+    if exitcode is not None and exitcode < 0:
+        try:
+            return signal.Signals(-exitcode).name
+        except ValueError:
+            return f"signal {-exitcode}"
+    return f"exit code {exitcode}"
+
+
+def _prefetch(path):
+    """Ask the kernel to start reading ``path`` (asynchronous readahead)."""
+    if not hasattr(os, "posix_fadvise"):
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _remove_temporaries(destination):
+    """Remove what io.write_image leaves when its process is killed mid-write."""
+    for leftover in io.temporary_files(destination):
+        with contextlib.suppress(OSError):
+            leftover.unlink()
+
+
+class _Control:
+    """Ctrl-C as requests: the first stops handing out files, the second abandons those in progress."""
+
+    def __init__(self, on_interrupt=None):
+        self.stopping = False
+        self.abandoning = False
+        self.on_interrupt = on_interrupt
+        self.in_progress = lambda: 0
+
+    def __call__(self, signum=None, frame=None):
+        if self.stopping:
+            self.abandoning = True
+        self.stopping = True
+        if self.on_interrupt is not None:
+            self.on_interrupt(self.in_progress(), self.abandoning)
+
+    @contextlib.contextmanager
+    def handling_sigint(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = signal.signal(signal.SIGINT, self)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
+@contextlib.contextmanager
+def _children_ignore_sigint():
+    """Start processes with SIGINT ignored (an ignored signal stays ignored
+    across exec), so that a Ctrl-C at the terminal, which signals the whole
+    process group, reaches only this process, which decides what to do.  A
+    Ctrl-C meant for this process meanwhile is held (blocked), not lost."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+class _Worker:
+    def __init__(self, context, job, threads, process, out_dir):
+        self.conn, child = context.Pipe()
+        self.process = context.Process(
+            target=_worker_main,
+            args=(child, job, threads, process, out_dir),
+            name="imgconv-batch-worker",
+            daemon=True,
+        )
+        with _children_ignore_sigint():
+            self.process.start()
+        child.close()
+        self.ready = False
+        self.task = None
+
+    def send(self, task):
+        self.conn.send((str(task.source), str(task.destination)))
+        self.task = task
+
+    def receive(self):
+        """The next message, or None when the worker has died."""
+        try:
+            return self.conn.recv()
+        except (EOFError, OSError, ValueError, TypeError, AttributeError, ImportError, pickle.UnpicklingError):
+            # ValueError & co: a message cut short by the worker's death.
+            return None
+
+    def died(self):
+        self.process.join(timeout=tunables.BATCH_JOIN_SECONDS)
+        return _signal_name(self.process.exitcode)
+
+    def stop(self, *, abandon=False):
+        with contextlib.suppress(OSError):
+            if abandon:
+                self.process.terminate()
+            else:
+                self.conn.send(None)
+
+    def close(self):
+        self.process.join(timeout=tunables.BATCH_JOIN_SECONDS)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+        self.conn.close()
+
+
+def _run_local(job, tasks, *, jobs, process, out_dir, control):
+    """Filter ``tasks`` in ``jobs`` worker processes; yields a FileResult per task."""
+    import multiprocessing
+    from multiprocessing.connection import wait
+
+    # spawn, not fork: numba's OpenMP threads (once a kernel has run in this
+    # process) do not survive a fork; and not a fork server, which imports
+    # modules with its own sys.path (perhaps another imgconv than the caller's).
+    context = multiprocessing.get_context("spawn")
+    queue = deque(tasks)
+    count = max(1, min(jobs, len(queue)))
+    threads = max(1, usable_cores() // count)
+    workers = []
+    control.in_progress = lambda: sum(1 for w in workers if w.task is not None)
+    read_ahead = 0  # tasks[:read_ahead] have been prefetched
+
+    def start_worker():
+        workers.append(_Worker(context, job, threads, process, out_dir))
+
+    try:
+        for _ in range(count):
+            start_worker()
+        while True:
+            if control.stopping:
+                while queue:
+                    task = queue.popleft()
+                    yield interrupted(task, NOT_STARTED)
+            for worker in workers:
+                if worker.task is None and queue:
+                    worker.send(queue.popleft())
+            # Let the kernel read the files handed out next while these are filtered.
+            handed_out = len(tasks) - len(queue)
+            while read_ahead < min(len(tasks), handed_out + tunables.BATCH_PREFETCH_PER_WORKER * len(workers)):
+                if read_ahead >= handed_out:
+                    _prefetch(tasks[read_ahead].source)
+                read_ahead += 1
+            busy = [w for w in workers if w.task is not None]
+            if not busy:
+                return
+            if control.abandoning:
+                for worker in busy:
+                    worker.stop(abandon=True)
+                for worker in busy:
+                    worker.close()
+                    _remove_temporaries(worker.task.destination)
+                    yield interrupted(worker.task, ABANDONED)
+                    worker.task = None
+                return
+            ready = set(wait([w.conn for w in busy] + [w.process.sentinel for w in busy], timeout=tunables.BATCH_POLL_SECONDS))
+            for worker in busy:
+                if worker.conn not in ready and worker.process.sentinel not in ready:
+                    continue
+                message = worker.receive() if worker.conn.poll() else None
+                if message is not None and message[0] == "ready":
+                    worker.ready = True
+                    continue
+                if message is not None:
+                    task, worker.task = worker.task, None
+                    yield message[1]
+                    continue
+                # The worker died: its file is the culprit, the others go on.
+                cause = worker.died()
+                task, worker.task = worker.task, None
+                workers.remove(worker)
+                worker.conn.close()
+                _remove_temporaries(task.destination)
+                if control.stopping:  # e.g. a Ctrl-C that reached a worker still starting
+                    yield interrupted(task, ABANDONED)
+                    continue
+                if not worker.ready:
+                    raise ImgconvError(f"a batch worker process failed to start ({cause}); see the messages above")
+                yield FileResult(
+                    str(task.source),
+                    str(task.destination),
+                    FAILED,
+                    f"the worker process died ({cause}) while filtering '{task.source}'",
+                )
+                if queue and not control.stopping:
+                    start_worker()
+    finally:
+        for worker in workers:
+            worker.stop(abandon=worker.task is not None)
+        for worker in workers:
+            worker.close()

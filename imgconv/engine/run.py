@@ -1,0 +1,112 @@
+"""The one call that executes any plan: ``run(plan, rows, ...)``.
+
+Every (backend, strategy) has one entry point with one signature,
+``(plan, rows, channels, mode, cval, finish, threads) -> (out_rows, finished)``;
+``_ROUTES`` names them.  ``rows`` are already in the kernels' canonical form
+(:func:`canonical_rows`: C-contiguous, writable, uint8 / uint16 / float32, one
+(H, W * C) plane), so each compiled kernel has one signature per dtype whatever
+the caller passed (read-only Pillow arrays, views, Fortran order).  A route
+that finishes pixels in its kernel returns ``finished=True``; the others return
+float32 and :func:`run` applies the one shared finish.
+"""
+
+from __future__ import annotations
+
+import importlib
+import numbers
+
+import numpy as np
+
+from imgconv.choices import NATIVE_DTYPES
+from imgconv.engine.finish import FLOAT32, Finish, finish_array
+from imgconv.engine.plan import Plan, make_plan
+
+# (backend, strategy) -> (module, entry point); imported when a plan runs.
+_ROUTES = {
+    ("cpu", "direct"): ("imgconv.engine.cpu", "run_direct"),
+    ("cpu", "separable"): ("imgconv.engine.cpu", "run_separable"),
+    ("cpu", "fft"): ("imgconv.engine.fft", "run_fft"),
+    ("cuda", "direct"): ("imgconv.engine.cuda", "run"),
+    ("cuda", "separable"): ("imgconv.engine.cuda", "run"),
+}
+
+
+def canonical_rows(image: np.ndarray) -> tuple[np.ndarray, int]:
+    """``(rows, channels)``: ``image`` (H, W) or (H, W, C) as the one form the
+    kernels take -- a C-contiguous, writable (H, W * C) array of a native dtype
+    (other dtypes become float32) -- copying only when it is not one already."""
+    channels = 1 if image.ndim == 2 else image.shape[2]
+    dtype = image.dtype if image.dtype in NATIVE_DTYPES else np.dtype(np.float32)
+    rows = np.ascontiguousarray(image, dtype=dtype)
+    if not rows.flags.writeable:  # a read-only array is another numba type: a second compile
+        rows = rows.copy()
+    return rows.reshape(image.shape[0], image.shape[1] * channels), channels
+
+
+def thread_count(threads: int | None) -> int:
+    """How many threads to use: ``threads``, or numba's setting (``NUMBA_NUM_THREADS``).
+
+    Raises
+    ------
+    ValueError
+        ``threads`` is not a whole number from 1 to ``NUMBA_NUM_THREADS``.
+    """
+    import numba
+
+    limit = numba.config.NUMBA_NUM_THREADS
+    if threads is None:
+        return numba.get_num_threads()
+    if isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or not 1 <= threads <= limit:
+        raise ValueError(f"threads must be a whole number from 1 to {limit} (NUMBA_NUM_THREADS), got {threads!r}")
+    return int(threads)
+
+
+def run(
+    plan: Plan,
+    rows: np.ndarray,
+    channels: int,
+    *,
+    mode: str,
+    cval: float,
+    finish: Finish = FLOAT32,
+    threads: int | None = None,
+) -> np.ndarray:
+    """Execute ``plan`` over canonical ``rows`` (see :func:`canonical_rows`).
+
+    Returns (H, W * C) rows in ``finish.dtype``, finished (offset, abs, round,
+    clip) by the route's kernel or by the shared finish.
+    """
+    count = thread_count(threads)
+    if rows.size == 0:
+        return np.zeros(rows.shape, finish.dtype)
+    module, name = _ROUTES[(plan.backend, plan.strategy)]
+    entry = getattr(importlib.import_module(module), name)
+    import numba
+
+    previous = numba.get_num_threads()
+    numba.set_num_threads(count)  # numba's setting is per calling thread
+    try:
+        out, finished = entry(plan, rows, channels, mode, cval, finish, count)
+    finally:
+        numba.set_num_threads(previous)
+    return out if finished else finish_array(out, finish)
+
+
+def convolve_planned(
+    image: np.ndarray,
+    kernel: np.ndarray,
+    *,
+    mode: str,
+    cval: float,
+    backend: str = "auto",
+    strategy: str = "auto",
+    factors=None,
+    threads: int | None = None,
+    finish: Finish = FLOAT32,
+) -> tuple[np.ndarray, Plan]:
+    """Plan (memoised) and run one convolution of a validated (H, W) or (H, W, C)
+    image; the result, shaped like ``image``, and the plan that ran."""
+    plan = make_plan(kernel, image.shape, backend=backend, strategy=strategy, factors=factors)
+    rows, channels = canonical_rows(image)
+    out = run(plan, rows, channels, mode=mode, cval=cval, finish=finish, threads=threads)
+    return out.reshape(image.shape), plan
