@@ -292,7 +292,7 @@ def parse_chain(texts, catalog, *, kernels=(), params=()) -> Chain:
                 step = _catalog_step(item, extra, catalog)
         except CatalogError as exc:
             if numbered:
-                raise CatalogError(f"step {number} of the chain: {exc}") from None
+                raise CatalogError(f"step {number} of the chain: {exc}") from exc
             raise
         steps.append(step)
     for spec in kernels:

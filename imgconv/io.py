@@ -1,4 +1,5 @@
-"""Reading and writing image files: the only module that imports Pillow.
+"""Reading and writing image files: the only module that reads or writes files with
+Pillow (``plot`` draws pictures with it, and hands them here to be written).
 
 ``read_image`` turns a file into an :class:`ImageData` (a writable numpy array in
 one of a few canonical layouts, plus the metadata worth carrying along);
@@ -404,7 +405,7 @@ def read_image(path) -> ImageData:
     try:
         stream = open(path, "rb")
     except OSError as exc:
-        raise _open_error(name, exc) from None
+        raise _open_error(name, exc) from exc
     with stream:
         return _read_stream(name, stream, limit)
 
@@ -417,7 +418,7 @@ def _read_stdin(limit):
     try:
         data = stream.read()
     except OSError as exc:
-        raise _open_error(name, exc) from None
+        raise _open_error(name, exc) from exc
     if not data:
         raise ImageError(f"cannot read '{name}': no data on standard input")
     return _read_stream(name, io.BytesIO(data), limit)
@@ -428,7 +429,7 @@ def _read_stream(name, stream, limit):
         with _pillow_limit_off():
             im = Image.open(stream, formats=_READ_FORMATS)
     except _PILLOW_FILE_ERRORS as exc:
-        raise _open_error(name, exc) from None
+        raise _open_error(name, exc) from exc
 
     with im:
         _refuse_bomb(name, im.size, limit)
@@ -449,7 +450,7 @@ def _read_stream(name, stream, limit):
             else:
                 im.load()
         except _PILLOW_FILE_ERRORS as exc:
-            raise ImageError(f"cannot read '{name}': truncated or corrupt image data ({_one_line(exc)})") from None
+            raise ImageError(f"cannot read '{name}': truncated or corrupt image data ({_one_line(exc)})") from exc
         source_format = "JPEG" if im.format == "MPO" else im.format
         if orientation in _UNDO_ORIENTATION and _ORIENTATION not in im.getexif():
             im = im.transpose(_UNDO_ORIENTATION[orientation])  # Pillow applied it: undo
@@ -458,7 +459,7 @@ def _read_stream(name, stream, limit):
         try:
             pixels, mode, notes = _canonical_pixels(im, rawmode, metadata)
         except (ValueError, OSError) as exc:
-            raise ImageError(f"cannot read '{name}': unsupported pixel mode {im.mode} ({_one_line(exc)})") from None
+            raise ImageError(f"cannot read '{name}': unsupported pixel mode {im.mode} ({_one_line(exc)})") from exc
 
     for note in notes:
         warnings.warn(f"'{name}': {note}", ImgconvWarning, stacklevel=3)
@@ -981,7 +982,7 @@ def _write_stdout(pixels, fmt, like):
     try:
         image.save(buffer, format=fmt, **params)
     except (OSError, ValueError, OverflowError, SyntaxError, struct.error, zlib.error) as exc:
-        raise ImageError(f"cannot write '{name}': {_one_line(exc)}") from None
+        raise ImageError(f"cannot write '{name}': {_one_line(exc)}") from exc
     stream = getattr(sys.stdout, "buffer", None)
     if stream is None:
         raise ImageError(f"cannot write '{name}': standard output is not open")
@@ -989,7 +990,7 @@ def _write_stdout(pixels, fmt, like):
         stream.write(buffer.getvalue())
         stream.flush()
     except OSError as exc:
-        raise ImageError(f"cannot write '{name}': {exc.strerror or _one_line(exc)}") from None
+        raise ImageError(f"cannot write '{name}': {exc.strerror or _one_line(exc)}") from exc
     for note in notes:
         warnings.warn(f"'{name}': {note}", ImgconvWarning, stacklevel=3)
 
@@ -1001,10 +1002,10 @@ def _save_atomically(name, image, fmt, params):
     except PermissionError:
         raise ImageError(f"cannot write '{name}': permission denied") from None
     except OSError as exc:
-        raise ImageError(f"cannot write '{name}': {exc.strerror or _one_line(exc)}") from None
+        raise ImageError(f"cannot write '{name}': {exc.strerror or _one_line(exc)}") from exc
     except (ValueError, OverflowError, SyntaxError, struct.error, zlib.error) as exc:
         # Pillow's encoders report bad parameters or metadata this way.
-        raise ImageError(f"cannot write '{name}': {_one_line(exc)}") from None
+        raise ImageError(f"cannot write '{name}': {_one_line(exc)}") from exc
 
 
 def write_atomically(path, write: Callable[[BinaryIO], object]) -> None:

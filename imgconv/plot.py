@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 
 __all__ = ["kernel_picture", "frequency_response", "contact_sheet", "thumbnail", "to_display"]
 
@@ -35,7 +36,6 @@ _SEQUENTIAL = [(0.0, (68, 1, 84)), (0.25, (59, 82, 139)), (0.5, (33, 145, 140)),
 
 
 def _font(size=13):
-    from PIL import ImageFont
 
     try:
         return ImageFont.load_default(size=size)
@@ -103,7 +103,6 @@ def frequency_response(matrix, size=None):
 
 
 def _resize(rgb, width, height):
-    from PIL import Image
 
     image = Image.fromarray(rgb)
     enlarging = width >= rgb.shape[1] and height >= rgb.shape[0]
@@ -114,7 +113,6 @@ def _resize(rgb, width, height):
 def _heat_map(matrix, font):
     """The kernel as coloured cells (blue negative, white zero, red positive),
     values printed in the cells of small kernels; a PIL image of at most PANEL."""
-    from PIL import ImageDraw
 
     rows, cols = matrix.shape
     peak = float(np.abs(matrix).max()) or 1.0
@@ -150,7 +148,6 @@ def _heat_map(matrix, font):
 
 
 def _response_map(matrix):
-    from PIL import Image
 
     response = frequency_response(matrix)
     peak = float(response.max())
@@ -162,7 +159,6 @@ def _response_map(matrix):
 
 
 def _colour_bar(canvas, draw, x, y, width, stops, labels, font):
-    from PIL import Image
 
     ramp = np.linspace(stops[0][0], stops[-1][0], width)
     bar = _colourise(np.tile(ramp, (8, 1)), stops)
@@ -197,7 +193,6 @@ def kernel_picture(title, panels, *, notes=()):
     -------
     numpy.ndarray of uint8, shape (H, W, 3)
     """
-    from PIL import Image, ImageDraw
 
     font = _font(13)
     big = _font(17)
@@ -293,7 +288,6 @@ def thumbnail(pixels, size, *, has_alpha=None):
     """``pixels`` scaled down (never up) so the longer side is at most
     ``size``, as float32 in 0..1 (alpha included, premultiplied while
     resampling), ready to filter as a float image."""
-    from PIL import Image
 
     flat = np.ndim(pixels) == 2
     integer = np.asarray(pixels).dtype.kind in "iu"
@@ -337,7 +331,6 @@ def contact_sheet(tiles, *, columns=None, size=192, title=None):
     -------
     numpy.ndarray of uint8, shape (H, W, 3)
     """
-    from PIL import Image, ImageDraw
 
     tiles = list(tiles)
     if not tiles:

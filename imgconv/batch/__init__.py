@@ -142,6 +142,18 @@ def run_batch(
         Dask scheduler that cannot be reached, worker processes that cannot start.
     ValueError
         For ``jobs`` below 1 or an unknown ``extension``.
+
+    Examples
+    --------
+    >>> import pathlib, tempfile, numpy as np
+    >>> from imgconv import io, load_catalog
+    >>> from imgconv.chain import Chain
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> (folder / "in").mkdir()
+    >>> io.write_image(folder / "in" / "a.png", np.zeros((8, 8), np.uint8))
+    >>> report = run_batch(Job(Chain.of(load_catalog().resolve("blur"))), folder / "in", folder / "out", jobs=1)
+    >>> report.done, report.failed, report.exit_code
+    (1, 0, 0)
     """
     if jobs is None:
         jobs = usable_cores()
@@ -151,7 +163,7 @@ def run_batch(
         try:
             extension = normalize_extension(extension)
         except ImgconvError as exc:
-            raise ValueError(f"extension: {exc}") from None
+            raise ValueError(f"extension: {exc}") from exc
     include, exclude = tuple(include), tuple(exclude)
     wall = time.perf_counter()
     report = Report(started=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))

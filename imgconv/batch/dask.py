@@ -58,7 +58,7 @@ def run_dask(job, tasks, *, scheduler, jobs, process, out_dir, control):
     except (OSError, TimeoutError, ValueError) as exc:  # ValueError: a malformed address
         if cluster is not None:
             cluster.close()
-        raise ImgconvError(f"cannot connect to the Dask scheduler '{scheduler}': {exc}") from None
+        raise ImgconvError(f"cannot connect to the Dask scheduler '{scheduler}': {exc}") from exc
 
     queue = deque(tasks)
     running = {}

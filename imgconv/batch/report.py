@@ -180,7 +180,7 @@ class Report:
         try:
             io.write_atomically(path, lambda stream: stream.write(text.encode("utf-8")))
         except OSError as exc:
-            raise ImgconvError(f"cannot write the report '{path}': {exc.strerror or exc}") from None
+            raise ImgconvError(f"cannot write the report '{path}': {exc.strerror or exc}") from exc
 
 
 def interrupted(task, reason: str) -> FileResult:

@@ -16,6 +16,7 @@ import numpy as np
 
 from imgconv import tunables
 from imgconv.engine import borders
+from imgconv.engine.finish import finish_array
 
 # Transform sizes numpy's pocketfft handles fast (products of 2, 3 and 5; 7 is slower).
 FAST_SIZES = sorted({2**a * 3**b * 5**c for a in range(13) for b in range(3) for c in range(2) if 64 <= 2**a * 3**b * 5**c <= 8192})
@@ -66,7 +67,7 @@ def fft_ns_per_pixel(image_shape, kernel_shape):
 
 def run_fft(plan, rows, channels, mode, cval, finish, threads):
     """True convolution of (H, W * C) rows with ``plan.kernel`` by tiled FFTs,
-    in ``threads`` worker threads; float32, left to the shared finish."""
+    in ``threads`` worker threads, each tile finished (``engine.finish``) as it is stored."""
     from imgconv.engine import cpu  # numba: only when there is work (the planner imports this module)
 
     kernel = plan.kernel
@@ -81,7 +82,7 @@ def run_fft(plan, rows, channels, mode, cval, finish, threads):
     row_map = borders.index_map(height, top, rows_needed - height - top, mode)
     col_map = borders.index_map(width, left, cols_needed - width - left, mode)
     spectrum = np.fft.rfft2(kernel.astype(np.float32), s=(n, n)).astype(np.complex64)
-    out_rows = np.empty(rows.shape, np.float32)
+    out_rows = np.empty(rows.shape, finish.dtype)
     cval32 = np.float32(cval)
 
     scratch = threading.local()
@@ -100,9 +101,9 @@ def run_fft(plan, rows, channels, mode, cval, finish, threads):
             # (irfft2's out= gives wrong results in numpy 2.4: let it allocate.)
             result = np.fft.irfft2(product, s=(n, n))
             # Rows/columns before kh-1 / kw-1 hold wrap-around: the rest is exact.
-            out_rows[i0 : i0 + bh, j0 * channels + c : (j0 + bw) * channels : channels] = result[
-                kh - 1 : kh - 1 + bh, kw - 1 : kw - 1 + bw
-            ]
+            # Finished here, tile by tile in the worker threads, while it is in cache.
+            piece = np.array(result[kh - 1 : kh - 1 + bh, kw - 1 : kw - 1 + bw], np.float32)
+            out_rows[i0 : i0 + bh, j0 * channels + c : (j0 + bw) * channels : channels] = finish_array(piece, finish)
 
     origins = [(i0, j0) for i0 in range(0, height, out_h) for j0 in range(0, width, out_w)]
     # Even one thread runs in a worker: numpy's FFT measured twice as fast there
@@ -110,4 +111,4 @@ def run_fft(plan, rows, channels, mode, cval, finish, threads):
     # instead of fresh pages each call).
     with ThreadPoolExecutor(max_workers=max(1, min(threads, len(origins)))) as pool:
         list(pool.map(run_tile, origins))
-    return out_rows, False
+    return out_rows, True

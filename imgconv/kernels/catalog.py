@@ -194,7 +194,7 @@ def _check_size(shape, where, what="kernel"):
     try:
         check_kernel_side(shape, what)
     except ValueError as exc:
-        raise where.error(str(exc)) from None
+        raise where.error(str(exc)) from exc
 
 
 def _parse_matrix(value, where, what="matrix"):
@@ -419,15 +419,15 @@ def _read_file(path, origin):
         with open(path, "rb") as handle:
             data = handle.read()
     except OSError as exc:
-        raise CatalogError(f"{label}: cannot read catalog: {exc.strerror or exc}") from None
+        raise CatalogError(f"{label}: cannot read catalog: {exc.strerror or exc}") from exc
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise CatalogError(f"{label}: catalog is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        raise CatalogError(f"{label}: catalog is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     try:
         document = yaml.load(text, Loader=_DuplicateKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
-        raise CatalogError(f"{label}: {_yaml_error_line(exc)}") from None
+        raise CatalogError(f"{label}: {_yaml_error_line(exc)}") from exc
     return document
 
 
@@ -549,7 +549,7 @@ class Catalog:
             try:
                 values[key] = entry.params[key].coerce(value)
             except CatalogError as exc:
-                raise CatalogError(f"kernel '{entry.name}': {exc}") from None
+                raise CatalogError(f"kernel '{entry.name}': {exc}") from exc
         for pname, param in entry.params.items():
             values.setdefault(pname, param.default)
         return values
@@ -611,7 +611,7 @@ class Catalog:
                 try:
                     (kernel,) = self.resolve(item.ref, item.params).kernels
                 except CatalogError as exc:
-                    raise CatalogError(f"{spec.source}: entry '{entry.name}': kernels item {item.number}: {exc}") from None
+                    raise CatalogError(f"{spec.source}: entry '{entry.name}': kernels item {item.number}: {exc}") from exc
                 kernel = scaled(kernel, item.scale)
             kernels.append(scaled(kernel, spec.scale))
         return tuple(kernels)
@@ -642,7 +642,7 @@ class Catalog:
                 try:
                     self.coerce_params(target.name, item.params)
                 except CatalogError as exc:
-                    raise where.error(f"{what}: {exc}") from None
+                    raise where.error(f"{what}: {exc}") from exc
         state = {}  # name -> 1 while visiting, 2 when done
 
         def visit(name, path):
@@ -714,6 +714,16 @@ def load_catalog(
     ------
     CatalogError
         Naming the file and the entry, for any problem.
+
+    Examples
+    --------
+    >>> catalog = load_catalog()
+    >>> catalog.resolve("sharpen").kernels[0].matrix
+    array([[ 0., -1.,  0.],
+           [-1.,  5., -1.],
+           [ 0., -1.,  0.]])
+    >>> catalog.resolve("gaussian", {"sigma": "2"}).kernels[0].matrix.shape
+    (17, 17)
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]

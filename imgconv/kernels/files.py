@@ -284,9 +284,9 @@ def _load_npy(path, name):
     try:
         array = np.load(path, allow_pickle=False)
     except ValueError as exc:
-        raise KernelFileError(f"{name}: not a plain .npy array ({exc})") from None
+        raise KernelFileError(f"{name}: not a plain .npy array ({exc})") from exc
     except OSError as exc:
-        raise KernelFileError(f"{name}: cannot read: {exc.strerror or exc}") from None
+        raise KernelFileError(f"{name}: cannot read: {exc.strerror or exc}") from exc
     if not isinstance(array, np.ndarray):
         raise KernelFileError(f"{name}: holds several arrays (.npz); save one 2-D array with numpy.save")
     if array.dtype.kind not in "biuf":
@@ -301,7 +301,7 @@ def _load_npy(path, name):
     try:
         check_kernel_side(matrix.shape)
     except ValueError as exc:
-        raise KernelFileError(f"{name}: {exc}") from None
+        raise KernelFileError(f"{name}: {exc}") from exc
     return matrix
 
 
@@ -334,7 +334,7 @@ def read_kernel_file(path: str | os.PathLike) -> LoadedKernel:
     try:
         size = os.path.getsize(name)
     except OSError as exc:
-        raise KernelFileError(f"{name}: cannot read kernel file: {exc.strerror or exc}") from None
+        raise KernelFileError(f"{name}: cannot read kernel file: {exc.strerror or exc}") from exc
     if size > _MAX_FILE_BYTES:
         raise KernelFileError(f"{name}: {size} bytes is too large for a kernel file")
     if extension == ".npy":
@@ -344,7 +344,7 @@ def read_kernel_file(path: str | os.PathLike) -> LoadedKernel:
         with open(name, "rb") as handle:
             data = handle.read()
     except OSError as exc:
-        raise KernelFileError(f"{name}: cannot read kernel file: {exc.strerror or exc}") from None
+        raise KernelFileError(f"{name}: cannot read kernel file: {exc.strerror or exc}") from exc
     if data.startswith(b"\x93NUMPY"):
         raise KernelFileError(f"{name}: a NumPy array file needs the .npy extension")
     try:
@@ -361,7 +361,7 @@ def read_kernel_file(path: str | os.PathLike) -> LoadedKernel:
         matrix = _rows_to_matrix(_matrix_rows(text, r"[;\n]"))
         return LoadedKernel(matrix, matrix, "text", name)
     except ValueError as exc:
-        raise KernelFileError(f"{name}: {exc}") from None
+        raise KernelFileError(f"{name}: {exc}") from exc
 
 
 def parse_inline_kernel(text: str, *, label: str | None = None) -> LoadedKernel:
@@ -390,7 +390,7 @@ def parse_inline_kernel(text: str, *, label: str | None = None) -> LoadedKernel:
             return LoadedKernel(matrix, written, "ImageMagick", "inline", 0.0, notes)
         matrix = _parse_plain(text)
     except ValueError as exc:
-        raise CatalogError(f"{shown}: {exc}") from None
+        raise CatalogError(f"{shown}: {exc}") from exc
     return LoadedKernel(matrix, matrix, "inline", "inline")
 
 
