@@ -102,8 +102,10 @@ def run_fft(plan, rows, channels, mode, cval, finish, threads):
             result = np.fft.irfft2(product, s=(n, n))
             # Rows/columns before kh-1 / kw-1 hold wrap-around: the rest is exact.
             # Finished here, tile by tile in the worker threads, while it is in cache.
-            piece = np.array(result[kh - 1 : kh - 1 + bh, kw - 1 : kw - 1 + bw], np.float32)
-            out_rows[i0 : i0 + bh, j0 * channels + c : (j0 + bw) * channels : channels] = finish_array(piece, finish)
+            piece = result[kh - 1 : kh - 1 + bh, kw - 1 : kw - 1 + bw]
+            if not finish.plain:
+                piece = finish_array(np.array(piece, np.float32), finish)
+            out_rows[i0 : i0 + bh, j0 * channels + c : (j0 + bw) * channels : channels] = piece
 
     origins = [(i0, j0) for i0 in range(0, height, out_h) for j0 in range(0, width, out_w)]
     # Even one thread runs in a worker: numpy's FFT measured twice as fast there
