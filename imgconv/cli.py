@@ -12,12 +12,12 @@ import warnings
 import click
 from click.shell_completion import CompletionItem
 
-from imgconv.engine import borders
+from imgconv import choices
 from imgconv.chain import MAX_REPEAT
 from imgconv.errors import CatalogError, ImgconvError, ImgconvWarning
 
-OUT_RANGE_CHOICES = ("clip", "abs", "offset", "normalize")
-ALPHA_CHOICES = ("premultiplied", "separate", "ignore")
+OUT_RANGE_CHOICES = choices.OUT_RANGES
+ALPHA_CHOICES = choices.ALPHA_POLICIES
 
 
 def _echo_warning(message, category, filename, lineno, file=None, line=None):
@@ -55,7 +55,7 @@ def _catalog(ctx):
 
 def _check_mode(ctx, param, value):
     try:
-        return borders.canonical_mode(value)
+        return choices.canonical_mode(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc), ctx, param) from exc
 

@@ -18,6 +18,8 @@ import math
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from imgconv import choices
+
 __all__ = ["kernel_picture", "frequency_response", "contact_sheet", "thumbnail", "to_display"]
 
 PANEL = 240  # pixels per side of a heat map or a frequency plot
@@ -260,7 +262,7 @@ def _unit_float(pixels, has_alpha):
     if array.ndim == 2:
         array = array[..., None]
     if has_alpha is None:
-        has_alpha = array.shape[2] in (2, 4)
+        has_alpha = choices.default_has_alpha(array.shape[2])
     if array.dtype.kind in "iu":
         return array.astype(np.float32) / np.float32(np.iinfo(array.dtype).max), has_alpha
     return array.astype(np.float32), has_alpha
