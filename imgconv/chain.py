@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from imgconv.choices import MAX_REPEAT, parse_bool
+from imgconv.choices import MAX_KERNEL_SIDE, MAX_REPEAT, parse_bool
 from imgconv.errors import CatalogError
 from imgconv.kernels import Filter, Kernel, compose, load_kernel, parse_assignments, parse_inline_kernel, read_kernel_file
 
@@ -131,6 +131,14 @@ class Chain:
                 return None, f"{where} adds a bias of {flt.bias:g}"
             if mapping != "clip":
                 return None, f"{where} maps its result by out-range {mapping}"
+        # The equivalent kernel grows by (k - 1) per step and repeat: bounded like every other kernel.
+        height = 1 + self.repeat * sum(step.filter.kernels[0].matrix.shape[0] - 1 for step in self.steps)
+        width = 1 + self.repeat * sum(step.filter.kernels[0].matrix.shape[1] - 1 for step in self.steps)
+        if height > MAX_KERNEL_SIDE or width > MAX_KERNEL_SIDE:
+            return None, (
+                f"the equivalent kernel would be {height}x{width}, larger than the "
+                f"{MAX_KERNEL_SIDE}x{MAX_KERNEL_SIDE} limit on kernels"
+            )
         matrix = None
         for _ in range(self.repeat):
             for step in self.steps:

@@ -93,6 +93,9 @@ TRANSPARENT_OPACITY = 1e-6
 #: The largest kernel side accepted from a catalog, a family, a kernel file or inline text.
 MAX_KERNEL_SIDE = 1025
 
+#: The most bytes read from a catalog file (the built-in one is under 10 KB).
+MAX_CATALOG_BYTES = 16 * 1024 * 1024
+
 #: The most times ``repeat`` may run a chain.
 MAX_REPEAT = 100
 

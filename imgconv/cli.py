@@ -6,6 +6,7 @@ usage errors), failures while working exit with 1, each as one line.
 """
 
 import functools
+import os
 import sys
 import warnings
 
@@ -24,8 +25,33 @@ def _echo_warning(message, category, filename, lineno, file=None, line=None):
     click.echo(f"warning: {message}", err=True)
 
 
+DEBUG_ENV = "IMGCONV_DEBUG"
+
+
+def _one_line(text) -> str:
+    """A message as one line: control characters (a newline in a file name) escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
+def _quiet_broken_pipe():
+    """The reader of standard output went away (``imgconv list | head -1``): end
+    quietly with exit 0, as Unix tools do, without a second error at exit."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    sys.exit(0)
+
+
 def reports_errors(command):
-    """Turn runtime failures into one line and exit code 1; show warnings as one line each."""
+    """The one place where failures become what the user sees: one line, never a traceback.
+
+    User-fixable problems (``ImgconvError``, ``OSError``, a ``ValueError`` from a
+    check) exit 1 with their message; anything else is a bug, reported as one
+    line naming the command and the exception (exit 1), with the full traceback
+    only when ``IMGCONV_DEBUG=1``.  Warnings are shown as one line each.
+    """
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -34,8 +60,22 @@ def reports_errors(command):
             warnings.showwarning = _echo_warning
             try:
                 return command(*args, **kwargs)
-            except (ImgconvError, OSError) as exc:
-                raise click.ClickException(str(exc)) from exc
+            except BrokenPipeError:
+                _quiet_broken_pipe()
+            except (click.ClickException, click.exceptions.Exit, click.Abort):
+                raise
+            except (ImgconvError, OSError, ValueError) as exc:
+                raise click.ClickException(_one_line(exc)) from exc
+            except MemoryError as exc:
+                raise click.ClickException(f"not enough memory for '{command.__name__}'") from exc
+            except Exception as exc:
+                if os.environ.get(DEBUG_ENV, "").strip() not in ("", "0"):
+                    raise
+                name = command.__name__.removesuffix("_command")
+                raise click.ClickException(
+                    _one_line(f"internal error in '{name}': {type(exc).__name__}: {exc} "
+                              f"(run with {DEBUG_ENV}=1 for the traceback, and please report it)")
+                ) from exc
 
     return wrapper
 
@@ -77,8 +117,21 @@ mode_option = click.option(
     callback=_check_mode,
     help="Border mode: reflect, mirror, nearest, wrap or constant (aliases: reflect101, replicate, symmetric, ...).",
 )
+def _check_cval(ctx, param, value):
+    import math
+
+    if not math.isfinite(value):
+        raise click.BadParameter(f"must be a finite number, got {value!r}", ctx, param)
+    return value
+
+
 cval_option = click.option(
-    "--cval", type=float, default=0.0, show_default=True, help="Value beyond the border in constant mode, in pixel units."
+    "--cval",
+    type=float,
+    default=0.0,
+    show_default=True,
+    callback=_check_cval,
+    help="Value beyond the border in constant mode, in pixel units.",
 )
 out_range_option = click.option(
     "--out-range",

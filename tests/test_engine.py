@@ -146,8 +146,14 @@ def test_rank_test_of_long_thin_and_large_kernels(rng):
 
 
 def test_empty_kernels_are_refused_at_the_door():
-    flt = Filter("empty", "", {}, (Kernel(np.zeros((1, 0))),), "single", 0.0, "clip")
     with pytest.raises(ValueError, match="empty"):
-        imgconv.apply_filter(np.zeros((4, 4), np.uint8), flt)
+        Kernel(np.zeros((1, 0)))
+
+    class Borrowed:  # a filter-like object that did not come through Kernel's checks
+        name, combine, bias, out_range, params = "empty", "single", 0.0, "clip", {}
+        kernels = (type("K", (), {"matrix": np.zeros((1, 0)), "factors": None})(),)
+
+    with pytest.raises(ValueError, match="empty"):
+        imgconv.apply_filter(np.zeros((4, 4), np.uint8), Borrowed())
     with pytest.raises(ValueError, match="empty"):
         imgconv.convolve(np.zeros((4, 4)), np.zeros((0, 3)))

@@ -41,10 +41,11 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import yaml
 
-from imgconv.choices import COMBINE_MODES, MAX_KERNEL_SIDE, OUT_RANGES, check_kernel_side
+from imgconv.choices import COMBINE_MODES, MAX_CATALOG_BYTES, MAX_KERNEL_SIDE, OUT_RANGES, check_kernel_side
 from imgconv.errors import CatalogError
 from imgconv.kernels.algebra import scaled, sums_to_zero
 from imgconv.kernels.families import FAMILIES
+from imgconv.kernels.files import read_regular_file
 from imgconv.kernels.types import PARAM_KINDS, Entry, Filter, Kernel, Param, _convert, _fmt_number, _FrozenMap
 
 __all__ = [
@@ -172,13 +173,26 @@ def _check_keys(mapping, allowed, where, what):
             raise where.error(f"unknown {what} key {key!r}; allowed: {', '.join(allowed)}")
 
 
+def _finite(value) -> bool:
+    """Whether a YAML number is finite as a float (a 400-digit integer is not: it overflows)."""
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
+
+
+def _shown(value) -> str:
+    """A value for a message, abbreviated (a YAML scalar may be thousands of characters)."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:40] + "..." + text[-12:]
+
+
 def _number(value, where, what):
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise where.error(f"{what} must be a number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise where.error(f"{what} must be a finite number, got {value!r}")
-    return value
+        raise where.error(f"{what} must be a number, got {_shown(value)}")
+    if not _finite(value):
+        raise where.error(f"{what} must be a finite number, got {_shown(value)}")
+    return float(value)
 
 
 def _one_line(value, where, what):
@@ -215,8 +229,8 @@ def _parse_matrix(value, where, what="matrix"):
                 if isinstance(item, str) and re.fullmatch(r"[-+]?\d+[eE][-+]?\d+", item.strip()):
                     hint = " (YAML reads 1e-3 as a string: write 1.0e-3)"
                 raise where.error(f"{what} row {r}, column {c} must be a number, got {item!r}{hint}")
-            if not math.isfinite(item):
-                raise where.error(f"{what} row {r}, column {c} must be finite, got {item!r}")
+            if not _finite(item):
+                raise where.error(f"{what} row {r}, column {c} must be finite, got {_shown(item)}")
     return np.array(value, dtype=np.float64)
 
 
@@ -378,7 +392,7 @@ def _parse_entry(name, body, source):
         spec = _Spec(kind, kernel=kernel, **common)
     elif kind == "family":
         family_name = body["family"]
-        if family_name not in FAMILIES:
+        if not isinstance(family_name, str) or family_name not in FAMILIES:
             raise where.error(f"unknown family {family_name!r}; families: {', '.join(sorted(FAMILIES))}")
         family = FAMILIES[family_name]
         declared = {p.name: p for p in family.params}
@@ -415,11 +429,7 @@ def _read_file(path, origin):
     label = str(path)
     if origin:
         label += f" (from {origin})"
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read()
-    except OSError as exc:
-        raise CatalogError(f"{label}: cannot read catalog: {exc.strerror or exc}") from exc
+    data = read_regular_file(os.fspath(path), MAX_CATALOG_BYTES, "catalog", CatalogError, label)
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -428,6 +438,8 @@ def _read_file(path, origin):
         document = yaml.load(text, Loader=_DuplicateKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise CatalogError(f"{label}: {_yaml_error_line(exc)}") from exc
+    except RecursionError as exc:  # thousands of nested brackets
+        raise CatalogError(f"{label}: the YAML nests too deeply to be a catalog") from exc
     return document
 
 

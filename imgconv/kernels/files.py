@@ -37,9 +37,11 @@ This module imports only numpy, yaml and the standard library (never numba).
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import re
+import stat
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,15 +51,23 @@ from imgconv.errors import CatalogError, KernelFileError
 from imgconv.kernels.algebra import centre_on, sums_to_zero
 from imgconv.kernels.types import Filter, Kernel
 
-__all__ = ["LoadedKernel", "load_kernel", "read_kernel_file", "parse_inline_kernel", "looks_like_path", "KERNEL_FILE_EXTENSIONS"]
+__all__ = [
+    "LoadedKernel", "load_kernel", "read_kernel_file", "parse_inline_kernel", "looks_like_path",
+    "read_regular_file", "KERNEL_FILE_EXTENSIONS", "MAX_FILE_BYTES",
+]
 
 #: Extensions that name a kernel file (others are read as CSV/whitespace text too).
 KERNEL_FILE_EXTENSIONS = (".mat", ".npy", ".csv", ".txt", ".tsv", ".kernel")
 
-_MAX_FILE_BYTES = 64 * 1024 * 1024
+#: The most bytes read from a kernel file (a 1025x1025 kernel as text is about 20 MB).
+MAX_FILE_BYTES = 64 * 1024 * 1024
 
 # ImageMagick's user kernel: "WxH+X+Y:" (H, +X+Y optional; flags @ < > rotate it).
-_IM_HEADER = re.compile(r"\s*(\d+)(?:\s*[xX]\s*(\d+))?\s*(?:([+-]\s*\d+)\s*([+-]\s*\d+))?\s*([@<>^!]*)\s*:", re.ASCII)
+# Possessive quantifiers: white space is never given back, so a long run of
+# spaces without the ':' fails in linear time instead of backtracking (n^3).
+_IM_HEADER = re.compile(
+    r"\s*+(\d++)(?:\s*+[xX]\s*+(\d++))?+\s*+(?:([+-]\s*+\d++)\s*+([+-]\s*+\d++))?+\s*+([@<>^!]*+)\s*+:", re.ASCII
+)
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _VALUE = re.compile(rf"({_NUMBER})(?:\s*/\s*({_NUMBER}))?\Z")
 _SPLIT = re.compile(r"[\s,]+")
@@ -142,6 +152,8 @@ def _rows_to_matrix(rows):
     if not rows:
         raise ValueError("no numbers found")
     width = len(rows[0])
+    if width == 0:
+        raise ValueError("row 1 holds no numbers")
     for number, row in enumerate(rows, 1):
         if len(row) != width:
             raise ValueError(f"row {number} has {len(row)} values, row 1 has {width}")
@@ -172,7 +184,7 @@ def _parse_plain(text):
 
         try:
             value = yaml.safe_load(stripped)
-        except yaml.YAMLError:
+        except (yaml.YAMLError, RecursionError):  # RecursionError: thousands of nested brackets
             raise ValueError("a nested list must look like [[0, -1, 0], [-1, 5, -1]]") from None
         if not isinstance(value, list) or not value or not all(isinstance(r, list) for r in value):
             raise ValueError("a nested list must look like [[0, -1, 0], [-1, 5, -1]]")
@@ -280,28 +292,78 @@ def _parse_vips(text):
     return matrix, written, bias, tuple(notes)
 
 
-def _load_npy(path, name):
+def read_regular_file(path: str, limit: int, what: str, error=KernelFileError, label: str | None = None) -> bytes:
+    """The bytes of the regular file ``path``, at most ``limit`` of them.
+
+    Opened without blocking (a FIFO named as a file never hangs the tool) and
+    checked with ``fstat`` on the open descriptor (a device reports size 0 to
+    ``os.path.getsize`` and never ends); the cap is enforced on what is read,
+    not on what the file system claims.  ``error`` is raised naming the file
+    (as ``label``, when given).
+    """
+    shown = label or path
     try:
-        array = np.load(path, allow_pickle=False)
-    except ValueError as exc:
-        raise KernelFileError(f"{name}: not a plain .npy array ({exc})") from exc
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except OSError as exc:
-        raise KernelFileError(f"{name}: cannot read: {exc.strerror or exc}") from exc
-    if not isinstance(array, np.ndarray):
-        raise KernelFileError(f"{name}: holds several arrays (.npz); save one 2-D array with numpy.save")
-    if array.dtype.kind not in "biuf":
-        raise KernelFileError(f"{name}: the array holds {array.dtype}, not real numbers")
+        raise error(f"{shown}: cannot read {what}: {exc.strerror or exc}") from exc
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise error(f"{shown}: cannot read {what}: it is a directory")
+        if not stat.S_ISREG(info.st_mode):
+            raise error(f"{shown}: cannot read {what}: not a regular file (a device, FIFO or socket)")
+        chunks, total = [], 0
+        while total <= limit:
+            chunk = os.read(fd, min(1 << 20, limit + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+    except OSError as exc:
+        raise error(f"{shown}: cannot read {what}: {exc.strerror or exc}") from exc
+    finally:
+        os.close(fd)
+    if total > limit:
+        raise error(f"{shown}: more than {limit} bytes is too large for a {what}")
+    return b"".join(chunks)
+
+
+def _load_npy(data, name):
+    """A 2-D kernel from the bytes of a ``.npy`` file; the header is checked
+    before any array is allocated (it may claim a shape the file cannot hold)."""
+    from numpy.lib import format as npy_format
+
+    stream = io.BytesIO(data)
+    try:
+        version = npy_format.read_magic(stream)
+        if version == (1, 0):
+            shape, fortran, dtype = npy_format.read_array_header_1_0(stream, max_header_size=10000)
+        else:
+            shape, fortran, dtype = npy_format.read_array_header_2_0(stream, max_header_size=10000)
+    except (ValueError, EOFError, OSError, SyntaxError) as exc:
+        problem = "empty file" if not data else " ".join(str(exc).split())[:200]
+        raise KernelFileError(f"{name}: not a plain .npy array ({problem})") from exc
+    if dtype.hasobject:
+        raise KernelFileError(f"{name}: not a plain .npy array (it holds Python objects)")
+    if dtype.kind not in "biuf":
+        raise KernelFileError(f"{name}: the array holds {dtype}, not real numbers")
+    if len(shape) not in (1, 2) or 0 in shape:
+        raise KernelFileError(f"{name}: a kernel must be a non-empty 2-D array, got shape {shape}")
+    try:
+        check_kernel_side(shape if len(shape) == 2 else (1, shape[0]))
+    except ValueError as exc:
+        raise KernelFileError(f"{name}: {exc}") from exc
+    if len(data) - stream.tell() < math.prod(shape) * dtype.itemsize:
+        raise KernelFileError(f"{name}: the header says shape {shape} of {dtype}, but the file is shorter")
+    try:
+        array = npy_format.read_array(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, EOFError, OSError) as exc:
+        raise KernelFileError(f"{name}: not a plain .npy array ({' '.join(str(exc).split())[:200]})") from exc
     if array.ndim == 1:
         array = array[None, :]
-    if array.ndim != 2 or array.size == 0:
-        raise KernelFileError(f"{name}: a kernel must be a non-empty 2-D array, got shape {array.shape}")
     matrix = array.astype(np.float64)
     if not np.all(np.isfinite(matrix)):
         raise KernelFileError(f"{name}: the array holds NaN or infinite values")
-    try:
-        check_kernel_side(matrix.shape)
-    except ValueError as exc:
-        raise KernelFileError(f"{name}: {exc}") from exc
     return matrix
 
 
@@ -329,22 +391,10 @@ def read_kernel_file(path: str | os.PathLike) -> LoadedKernel:
     """
     name = os.fsdecode(os.fspath(path))
     extension = os.path.splitext(name)[1].lower()
-    if os.path.isdir(name):
-        raise KernelFileError(f"{name}: is a directory, not a kernel file")
-    try:
-        size = os.path.getsize(name)
-    except OSError as exc:
-        raise KernelFileError(f"{name}: cannot read kernel file: {exc.strerror or exc}") from exc
-    if size > _MAX_FILE_BYTES:
-        raise KernelFileError(f"{name}: {size} bytes is too large for a kernel file")
+    data = read_regular_file(name, MAX_FILE_BYTES, "kernel file")
     if extension == ".npy":
-        matrix = _load_npy(name, name)
+        matrix = _load_npy(data, name)
         return LoadedKernel(matrix, matrix, "NumPy .npy", name)
-    try:
-        with open(name, "rb") as handle:
-            data = handle.read()
-    except OSError as exc:
-        raise KernelFileError(f"{name}: cannot read kernel file: {exc.strerror or exc}") from exc
     if data.startswith(b"\x93NUMPY"):
         raise KernelFileError(f"{name}: a NumPy array file needs the .npy extension")
     try:

@@ -174,6 +174,10 @@ class Kernel:
             object.__setattr__(self, "matrix", matrix)
         if matrix.ndim != 2:
             raise ValueError(f"a kernel matrix must be 2-D, got shape {matrix.shape}")
+        if matrix.size == 0:
+            raise ValueError(f"a kernel matrix must not be empty, got shape {matrix.shape}")
+        if not np.all(np.isfinite(matrix)):
+            raise ValueError("a kernel matrix must hold finite numbers (no NaN or infinity)")
         if self.factors is not None:
             column, row = self.factors
             column, row = _readonly(column).reshape(-1), _readonly(row).reshape(-1)

@@ -1,0 +1,207 @@
+"""Hostile input never crashes, hangs, reads without end, backtracks for ever or
+shows a traceback: each case gets one line naming the culprit and an exit code."""
+
+import io as stdio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+import imgconv
+from imgconv.cli import cli
+from imgconv.errors import CatalogError, KernelFileError
+from imgconv.kernels import load_catalog, parse_inline_kernel, read_kernel_file
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def photo(tmp_path):
+    path = tmp_path / "in.png"
+    Image.fromarray((np.arange(12 * 10 * 3).reshape(12, 10, 3) % 251).astype(np.uint8)).save(path)
+    return path
+
+
+def run(*args, env=None):
+    return CliRunner().invoke(cli, [str(a) for a in args], env=env)
+
+
+def one_line(result):
+    lines = [line for line in result.output.splitlines() if line.startswith("Error")]
+    assert len(lines) == 1 and "Traceback" not in result.output, result.output
+    return lines[0]
+
+
+@pytest.mark.parametrize("kernel", ["[[]]", "[[], []]", "[[[]]]", "[]", "[;]"])
+def test_empty_kernels_are_usage_errors(photo, tmp_path, kernel):
+    out = tmp_path / "o.png"
+    result = run("apply", "--kernel", kernel, photo, out)
+    assert result.exit_code == 2, result.output
+    one_line(result)
+    result = run("apply", kernel, photo, out)
+    assert result.exit_code == 2, result.output
+    assert not out.exists()
+
+
+def test_kernel_type_refuses_what_compiled_code_cannot_take():
+    for matrix in (np.zeros((1, 0)), np.zeros((0, 0)), np.array([[1.0, np.nan]]), np.zeros(3)):
+        with pytest.raises(ValueError):
+            imgconv.kernels.Kernel(matrix)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="needs /dev/zero")
+def test_devices_are_not_read_without_end(photo, tmp_path):
+    with pytest.raises(KernelFileError, match="not a regular file"):
+        read_kernel_file("/dev/zero")
+    with pytest.raises(CatalogError, match="not a regular file"):
+        load_catalog(["/dev/zero"], use_env=False)
+    result = run("apply", "--kernel", "/dev/zero", photo, tmp_path / "o.png")
+    assert result.exit_code in (1, 2) and "regular file" in one_line(result)
+    result = run("--catalog", "/dev/zero", "list")
+    assert result.exit_code in (1, 2) and "regular file" in one_line(result)
+    result = run("list", env={"IMGCONV_CATALOG": "/dev/zero"})
+    assert result.exit_code in (1, 2) and "regular file" in one_line(result)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_a_fifo_never_blocks(tmp_path):
+    fifo = tmp_path / "k.txt"
+    os.mkfifo(fifo)
+    with pytest.raises(KernelFileError, match="not a regular file"):
+        read_kernel_file(fifo)  # no writer: an ordinary open would block for ever
+    catalog_fifo = tmp_path / "c.yaml"
+    os.mkfifo(catalog_fifo)
+    with pytest.raises(CatalogError, match="not a regular file"):
+        load_catalog([catalog_fifo], use_env=False)
+
+
+def test_the_byte_cap_counts_what_is_read(tmp_path, monkeypatch):
+    from imgconv.kernels import files
+
+    path = tmp_path / "big.txt"
+    path.write_text("1 " * 600)
+    monkeypatch.setattr(files, "MAX_FILE_BYTES", 1000)
+    with pytest.raises(KernelFileError, match="too large"):
+        read_kernel_file(path)
+
+
+def test_kernel_header_parsing_is_linear():
+    # Quadratic or cubic backtracking would take hours on this; linear parsing takes milliseconds.
+    code = (
+        "from imgconv.kernels import parse_inline_kernel\n"
+        "from imgconv.errors import CatalogError\n"
+        "for text in ['3' + ' ' * 200000, '3x3' + ' ' * 200000 + '+1', ' ' * 200000 + '3x']:\n"
+        "    try:\n"
+        "        parse_inline_kernel(text)\n"
+        "    except CatalogError:\n"
+        "        pass\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60, cwd=REPO)
+
+
+def test_show_repeat_is_bounded():
+    result = run("show", "gaussian:sigma=127", "--repeat", "100")
+    assert result.exit_code == 0, result.output
+    assert "larger than the 1025x1025 limit" in result.output
+    result = run("show", "box:size=1025", "--repeat", "2")
+    assert result.exit_code == 0 and "2049x2049" in result.output
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_non_finite_cval_is_a_usage_error(photo, tmp_path, value):
+    result = run("apply", "blur", photo, tmp_path / "o.png", "--cval", value)
+    assert result.exit_code == 2 and "--cval" in one_line(result)
+    result = run("batch", "blur", photo.parent, tmp_path / "out", "--cval", value)
+    assert result.exit_code == 2 and "--cval" in one_line(result)
+
+
+@pytest.mark.parametrize(
+    "body, words",
+    [
+        ("family: [gaussian]", "unknown family"),
+        ("family: {a: 1}", "unknown family"),
+        ("matrix: [[" + "9" * 400 + "]]", "finite"),
+        ("matrix: " + "[" * 5000 + "1" + "]" * 5000, "nest"),
+    ],
+    ids=["family-list", "family-map", "huge-integer", "nested"],
+)
+def test_hostile_catalog_entries_are_one_line(tmp_path, body, words):
+    path = tmp_path / "c.yaml"
+    path.write_text(f"kernels:\n  bad:\n    description: x\n    {body}\n")
+    with pytest.raises(CatalogError, match=words) as info:
+        load_catalog([path], use_env=False)
+    assert "\n" not in str(info.value) and len(str(info.value)) < 400
+    result = run("--catalog", path, "list")
+    assert result.exit_code in (1, 2)
+    one_line(result)
+
+
+def _npy_header(shape, dtype="<f8"):
+    header = repr({"descr": dtype, "fortran_order": False, "shape": shape}).encode()
+    header += b" " * (63 - len(header) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header
+
+
+@pytest.mark.parametrize(
+    "data, words",
+    [
+        (b"", "empty file"),
+        (b"PK\x03\x04 not a zip at all", "not a plain .npy array"),
+        (b"\x93NUMPY\x01\x00\x10\x00{'descr': <f8 ", "not a plain .npy array"),
+        (_npy_header((100000, 100000)) + b"\x00" * 64, "larger than the 1025x1025 limit"),
+        (_npy_header((3, 3)) + b"\x00" * 16, "shorter"),
+    ],
+    ids=["empty", "pk", "malformed-header", "huge-shape", "short-data"],
+)
+def test_hostile_npy_files_are_one_line(tmp_path, photo, data, words):
+    path = tmp_path / "k.npy"
+    path.write_bytes(data)
+    with pytest.raises(KernelFileError, match=words):
+        read_kernel_file(path)
+    result = run("apply", "--kernel", path, photo, tmp_path / "o.png")
+    assert result.exit_code == 1 and "k.npy" in one_line(result)
+    assert "Aborted" not in result.output
+
+
+def test_deeply_nested_brackets_in_a_chain_are_one_line(photo, tmp_path):
+    text = "[" * 5000 + "1" + "]" * 5000
+    result = run("apply", text, photo, tmp_path / "o.png")
+    assert result.exit_code == 2
+    one_line(result)
+    with pytest.raises(CatalogError):
+        parse_inline_kernel("[[" + "[" * 5000 + "]]")
+
+
+def test_a_closed_pipe_ends_quietly():
+    env = dict(os.environ, PYTHONPATH=str(Path(imgconv.__file__).resolve().parent.parent))
+    command = f"set -o pipefail; {sys.executable} -m imgconv list | head -1 > /dev/null"
+    done = subprocess.run(["bash", "-c", command], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+
+
+def test_unexpected_errors_are_one_line_unless_debugging(photo, tmp_path, monkeypatch):
+    from imgconv import pipeline
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("something inside broke")
+
+    monkeypatch.setattr(pipeline, "filter_file", broken)
+    result = run("apply", "blur", photo, tmp_path / "o.png")
+    assert result.exit_code == 1
+    line = one_line(result)
+    assert "internal error" in line and "RuntimeError" in line and "IMGCONV_DEBUG" in line
+    result = run("apply", "blur", photo, tmp_path / "o.png", env={"IMGCONV_DEBUG": "1"})
+    assert isinstance(result.exception, RuntimeError)
+
+
+def test_file_names_with_newlines_stay_on_one_line(tmp_path):
+    bad = tmp_path / "two\nlines.png"
+    bad.write_bytes(b"not an image")
+    result = run("apply", "blur", bad, tmp_path / "o.png")
+    assert result.exit_code == 1
+    assert "\\n" in one_line(result)
