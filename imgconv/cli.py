@@ -5,9 +5,12 @@ imported inside the commands that compute.  User mistakes exit with 2 (Click's
 usage errors), failures while working exit with 1, each as one line.
 """
 
+import contextlib
 import functools
 import os
+import signal
 import sys
+import threading
 import warnings
 
 import click
@@ -44,6 +47,37 @@ def _quiet_broken_pipe():
     sys.exit(0)
 
 
+@contextlib.contextmanager
+def _terminate_cleanly(active=True):
+    """SIGTERM unwinds like Ctrl-C does (``finally`` blocks remove temporary
+    files), ending with exit 143; ``batch`` keeps its own handling of signals."""
+    if not active or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupted():
+    """Ctrl-C: the files being written have removed their temporaries while the
+    interrupt unwound; exit 130 at once, without waiting for a compiled kernel
+    still running in its helper thread (see engine.run)."""
+    click.echo("interrupted", err=True)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(130)
+
+
 def reports_errors(command):
     """The one place where failures become what the user sees: one line, never a traceback.
 
@@ -55,11 +89,13 @@ def reports_errors(command):
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _terminate_cleanly(command.__name__ != "batch"):
             warnings.simplefilter("always", ImgconvWarning)
             warnings.showwarning = _echo_warning
             try:
                 return command(*args, **kwargs)
+            except KeyboardInterrupt:
+                _interrupted()
             except BrokenPipeError:
                 _quiet_broken_pipe()
             except (click.ClickException, click.exceptions.Exit, click.Abort):
@@ -170,19 +206,30 @@ threads_option = click.option(
 )
 
 
-# --repeat, --strength and --linear are kept in ctx.meta under this key.
+# --repeat, --strength, --linear and --quality are kept in ctx.meta under this key.
 _CHAIN_OPTIONS = "imgconv.chain_options"
 
 
 def _remember(ctx, param, value):
-    """Keep a chain option (--repeat, --strength, --linear) for _make_job, so the
-    commands that share them need no parameters of their own for them."""
+    """Keep a chain option (--repeat, --strength, --linear) or --quality for _make_job,
+    so the commands that share them need no parameters of their own for them."""
     if param.name == "strength" and value is not None and not (0 <= value < float("inf")):
         raise click.BadParameter(f"must be a finite number >= 0, got {value}", ctx, param)
     ctx.meta.setdefault(_CHAIN_OPTIONS, {})[param.name] = value
     return value
 
 
+quality_option = click.option(
+    "--quality",
+    type=click.IntRange(1, 100),
+    default=None,
+    expose_value=False,
+    callback=_remember,
+    metavar="Q",
+    help="JPEG and WebP quality, 1..100 (WebP becomes lossy). Default: a JPEG from a JPEG keeps "
+    "its tables, subsampling and progressive mode, other JPEGs get 95 with 4:4:4 chroma; WebP is "
+    "lossless unless the input was lossy (then lossy at the input's estimated quality).",
+)
 repeat_option = click.option(
     "--repeat",
     type=click.IntRange(1, MAX_REPEAT),
@@ -347,7 +394,11 @@ def _make_job(ctx, name, params, mode, cval, out_range, alpha, backend, strategy
             thread_count(threads)
         except ValueError as exc:
             raise click.BadParameter(str(exc), ctx, param_hint="--threads") from exc
-    return Job(chain, mode=mode, cval=cval, alpha=alpha, out_range=out_range, backend=backend, strategy=strategy, threads=threads)
+    quality = ctx.meta.get(_CHAIN_OPTIONS, {}).get("quality")
+    return Job(
+        chain, mode=mode, cval=cval, alpha=alpha, out_range=out_range, backend=backend, strategy=strategy, threads=threads,
+        quality=quality,
+    )
 
 
 def _explain(passes):
@@ -579,6 +630,7 @@ def _check_in_out(ctx, source, destination, out_format):
 @filter_options
 @threads_option
 @format_option
+@quality_option
 @click.pass_context
 @reports_errors
 def apply(ctx, args, kernels, params, mode, cval, out_range, alpha, backend, strategy, explain, threads, out_format):
@@ -714,6 +766,7 @@ class _BatchProgress:
     "--scheduler", metavar="ADDRESS",
     help="Run on a Dask distributed cluster (tcp://host:8786), or 'local' for a LocalCluster; needs imgconv[dask].",
 )
+@quality_option
 @click.pass_context
 @reports_errors
 def batch(
@@ -791,6 +844,7 @@ def batch(
 @alpha_option
 @linear_option
 @format_option
+@quality_option
 @click.pass_context
 @reports_errors
 def gallery(ctx, source, destination, kernel_list, tile_chains, size, columns, mode, alpha, out_format):
@@ -839,7 +893,8 @@ def gallery(ctx, source, destination, kernel_list, tile_chains, size, columns, m
     if linear:
         title += ", in linear light"
     sheet = plot.contact_sheet(tiles, columns=columns, size=size, title=title)
-    io.write_image(destination, sheet, format=pipeline.output_format(destination, out_format=out_format))
+    quality = ctx.meta.get(_CHAIN_OPTIONS, {}).get("quality")
+    io.write_image(destination, sheet, format=pipeline.output_format(destination, out_format=out_format), quality=quality)
 
 
 def main():

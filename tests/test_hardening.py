@@ -205,3 +205,34 @@ def test_file_names_with_newlines_stay_on_one_line(tmp_path):
     result = run("apply", "blur", bad, tmp_path / "o.png")
     assert result.exit_code == 1
     assert "\\n" in one_line(result)
+
+
+def _start_long_apply(tmp_path):
+    """An `imgconv apply` whose compiled kernel runs for minutes: a dense 301x301 kernel forced direct."""
+    source = tmp_path / "big.png"
+    Image.fromarray((np.random.default_rng(0).random((1500, 1500)) * 255).astype(np.uint8)).save(source)
+    kernel = tmp_path / "k.npy"
+    np.save(kernel, np.random.default_rng(1).random((301, 301)))
+    env = dict(os.environ, PYTHONPATH=str(Path(imgconv.__file__).resolve().parent.parent))
+    out = tmp_path / "out.png"
+    command = [sys.executable, "-m", "imgconv", "apply", "--kernel", str(kernel), str(source), str(out), "--strategy", "direct"]
+    child = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return child, out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum, code", [(2, 130), (15, 143)], ids=["SIGINT", "SIGTERM"])
+def test_signals_stop_a_long_kernel_at_once(tmp_path, signum, code):
+    import signal
+    import time
+
+    child, out = _start_long_apply(tmp_path)
+    time.sleep(6)  # imports, and the kernel under way (about 1.4e11 taps: minutes)
+    assert child.poll() is None, child.communicate()
+    sent = time.monotonic()
+    child.send_signal(signum)
+    _, stderr = child.communicate(timeout=30)
+    assert time.monotonic() - sent < 5, "the signal was not acted on promptly"
+    assert child.returncode == code, stderr
+    assert "Traceback" not in stderr
+    assert not out.exists() and not list(tmp_path.glob(".out*"))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import numbers
+import threading
 
 import numpy as np
 
@@ -83,13 +84,45 @@ def run(
     entry = getattr(importlib.import_module(module), name)
     import numba
 
-    previous = numba.get_num_threads()
-    numba.set_num_threads(count)  # numba's setting is per calling thread
-    try:
-        out, finished = entry(plan, rows, channels, mode, cval, finish, count)
-    finally:
-        numba.set_num_threads(previous)
+    def execute():
+        previous = numba.get_num_threads()
+        numba.set_num_threads(count)  # numba's setting is per calling thread
+        try:
+            return entry(plan, rows, channels, mode, cval, finish, count)
+        finally:
+            numba.set_num_threads(previous)
+
+    out, finished = _interruptible(execute)
     return out if finished else finish_array(out, finish)
+
+
+def _interruptible(work):
+    """``work()``, run so that Ctrl-C still reaches the main thread.
+
+    A compiled kernel holds the main thread for as long as it runs (seconds to
+    minutes for a huge kernel forced direct), and Python runs signal handlers
+    only between bytecodes: so from the main thread the work runs in a helper
+    thread (the kernels release the GIL) while the main thread waits in short
+    joins, where KeyboardInterrupt is raised at once.  The abandoned kernel
+    finishes in its daemon thread; the CLI exits without waiting for it.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return work()
+    outcome = {}
+
+    def target():
+        try:
+            outcome["value"] = work()
+        except BaseException as exc:  # handed to the caller's thread below
+            outcome["error"] = exc
+
+    helper = threading.Thread(target=target, name="imgconv-kernel", daemon=True)
+    helper.start()
+    while helper.is_alive():
+        helper.join(0.25)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 def convolve_planned(
