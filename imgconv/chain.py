@@ -36,10 +36,19 @@ from dataclasses import dataclass
 import numpy as np
 
 from imgconv.choices import MAX_KERNEL_SIDE, MAX_REPEAT, parse_bool
-from imgconv.errors import CatalogError
-from imgconv.kernels import Filter, Kernel, compose, load_kernel, parse_assignments, parse_inline_kernel, read_kernel_file
+from imgconv.errors import CatalogError, shorten
+from imgconv.kernels import (
+    Filter,
+    Kernel,
+    compose,
+    load_kernel,
+    orient_filter,
+    parse_assignments,
+    parse_inline_kernel,
+    read_kernel_file,
+)
 
-__all__ = ["Step", "Chain", "parse_chain", "split_chain", "apply_chain", "compose", "MAX_REPEAT"]
+__all__ = ["Step", "Chain", "parse_chain", "split_chain", "apply_chain", "float_copies", "compose", "MAX_REPEAT"]
 
 _KERNEL_STEP_PARAMS = ("normalize", "scale")
 _KEY_VALUE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*=")
@@ -115,6 +124,16 @@ class Chain:
         if self.linear:
             extras.append("linear light")
         return text + (" (" + ", ".join(extras) + ")" if extras else "")
+
+    def oriented(self, orientation: int) -> Chain:
+        """The chain that does to the stored pixels of a picture tagged with EXIF
+        ``orientation`` what this chain does to the picture as displayed: every
+        kernel turned by :func:`imgconv.kernels.orient_kernel` (exact, for every
+        border mode).  Orientation 1 returns the chain itself."""
+        if orientation == 1:
+            return self
+        steps = tuple(dataclasses.replace(step, filter=orient_filter(step.filter, orientation)) for step in self.steps)
+        return dataclasses.replace(self, steps=steps)
 
     def equivalent(self, out_range=None):
         """``(kernel, None)``: the single kernel that does what the chain does
@@ -230,7 +249,7 @@ def _matrix_step(item, extra):
     if rest and not rest.startswith(":"):
         raise CatalogError(f"step {item!r}: expected ':KEY=VALUE' after ']', got {rest!r}")
     pairs = [p for p in rest[1:].split(":")] if rest else []
-    label = "[" + " ".join(body.split()) + "]"
+    label = shorten("[" + " ".join(body.split()) + "]")  # a 41x41 kernel is kilobytes of text
     loaded = parse_inline_kernel(body, label=f"kernel {label}")
     normalize, scale = _kernel_options(pairs + list(extra), f"kernel {label}")
     return Step(loaded.to_filter(normalize=normalize, scale=scale, name=label), ",".join([item, *extra]), loaded)
@@ -306,7 +325,7 @@ def parse_chain(texts, catalog, *, kernels=(), params=()) -> Chain:
     for spec in kernels:
         loaded = load_kernel(spec)
         label = os.path.basename(loaded.source) if loaded.source != "inline" else "[" + " ".join(str(spec).split()) + "]"
-        steps.append(Step(loaded.to_filter(name=label), label, loaded))
+        steps.append(Step(loaded.to_filter(name=shorten(label)), label, loaded))
     if not steps:
         raise CatalogError("no filter given: name one (or a chain), or give --kernel")
     if params:
@@ -431,3 +450,34 @@ def apply_chain(
         work *= np.float32(scale)
     result = to_dtype(work, array.dtype)
     return (result, passes) if explain else result
+
+
+def float_copies(chain, *, has_alpha: bool, dtype, out_range: str | None = None, alpha: str = "premultiplied") -> int:
+    """How many full-size float32 copies of the image (all its channels) :func:`apply_chain`
+    holds at its peak, beyond the input and the output (for the memory guard,
+    :func:`imgconv.memory.memory_needed`).
+
+    A plain chain is its one filter (:func:`imgconv.filtering.float_copies`).
+    Otherwise, from the code above: the float32 work image, and each step's
+    float32 result while the work image is still held (2), plus what the step
+    itself holds filtering a float32 image; with a strength other than 1 the
+    original is kept (1) and the blend makes 2 temporaries (2).  Linear light
+    decodes and encodes the colour through float64 temporaries
+    (``colour.srgb_to_linear``): up to 4 of them at once, 8 float32 copies.
+    """
+    from imgconv import filtering
+
+    if isinstance(chain, Filter):
+        chain = Chain.of(chain)
+    last = len(chain.steps) - 1
+    if chain.is_plain:
+        return filtering.float_copies(chain.steps[0].filter, has_alpha=has_alpha, dtype=dtype, out_range=out_range, alpha=alpha)
+    step_most = max(
+        filtering.float_copies(
+            step.filter, has_alpha=has_alpha, dtype=np.float32, out_range=out_range if index == last else None, alpha=alpha
+        )
+        for index, step in enumerate(chain.steps)
+    )
+    kept = 1 if chain.strength != 1.0 else 0
+    steps = max(2 + kept + step_most, 4 * kept)  # filtering, then blending (work, original, 2 temporaries)
+    return max(steps, 1 + kept + 8) if chain.linear else steps

@@ -425,7 +425,7 @@ def _explain_planned(job, shape):
     "--catalog",
     "catalog_paths",
     multiple=True,
-    type=click.Path(dir_okay=False),
+    type=click.Path(exists=True, dir_okay=False),
     metavar="FILE",
     help="A YAML kernel catalog adding to or overriding the built-ins (repeatable; also IMGCONV_CATALOG).",
 )
@@ -457,7 +457,7 @@ def _format_param(param):
     return f"{param.name}={default}{limits}"
 
 
-@cli.command("list")
+@cli.command("list", short_help="List the filters, their parameters and defaults.")
 @click.pass_context
 @reports_errors
 def list_command(ctx):
@@ -506,7 +506,7 @@ def _show_filter(step, prefix, echo):
     echo(f"out-range: {flt.out_range}")
 
 
-@cli.command()
+@cli.command(short_help="Print the kernels of a filter, a chain or a kernel file.")
 @click.argument("chain", nargs=-1, metavar="[CHAIN]...", shell_complete=_complete_chain)
 @param_option
 @kernel_option
@@ -596,13 +596,18 @@ def _plot(resolved, steps, equivalent, path):
     io.write_image(path, picture, format="png" if path == "-" else None)
 
 
-format_option = click.option(
-    "--format",
-    "out_format",
-    metavar="EXT",
-    help="The output format (png, jpg, tif, webp, bmp, gif) instead of OUT's extension; "
-    "for OUT '-' the default is the input's format (apply) or PNG (gallery).",
-)
+def _format_option(default_for_stdout):
+    return click.option(
+        "--format",
+        "out_format",
+        metavar="EXT",
+        help="The output format (png, jpg, tif, webp, bmp, gif) instead of OUT's extension; "
+        f"for OUT '-' the default is {default_for_stdout}.",
+    )
+
+
+format_option = _format_option("the input's format")
+sheet_format_option = _format_option("PNG")
 
 
 def _check_in_out(ctx, source, destination, out_format):
@@ -624,7 +629,7 @@ def _check_in_out(ctx, source, destination, out_format):
         raise click.UsageError("OUT is '-' but standard output is a terminal: redirect it (> out.png) or name a file", ctx)
 
 
-@cli.command()
+@cli.command(short_help="Filter image IN with a filter or a chain and write OUT.")
 @click.argument("args", nargs=-1, metavar="[CHAIN]... IN OUT", shell_complete=_complete_apply_args)
 @kernel_option
 @filter_options
@@ -747,7 +752,7 @@ class _BatchProgress:
             self.echo(f"interrupted: finishing the {in_progress} file(s) in progress (Ctrl-C again to abandon them)")
 
 
-@cli.command()
+@cli.command(short_help="Filter every image under IN_DIR into OUT_DIR.")
 @click.argument("name", metavar="CHAIN", shell_complete=_complete_chain)
 @click.argument("in_dir", metavar="IN_DIR", type=click.Path(exists=True, file_okay=False))
 @click.argument("out_dir", metavar="OUT_DIR", type=click.Path(file_okay=False))
@@ -825,7 +830,7 @@ def batch(
     ctx.exit(report.exit_code)
 
 
-@cli.command()
+@cli.command(short_help="A contact sheet of IN through each filter, labelled.")
 @click.argument("source", metavar="IN", type=click.Path(dir_okay=False, allow_dash=True))
 @click.argument("destination", metavar="OUT", type=click.Path(dir_okay=False, allow_dash=True))
 @click.option(
@@ -843,7 +848,7 @@ def batch(
 @mode_option
 @alpha_option
 @linear_option
-@format_option
+@sheet_format_option
 @quality_option
 @click.pass_context
 @reports_errors
@@ -884,6 +889,8 @@ def gallery(ctx, source, destination, kernel_list, tile_chains, size, columns, m
 
     image = pipeline.read_checked(source, *(chain for _, chain in chains))
     shown = pipeline.display_name(source)
+    if image.frame_count > 1:
+        warnings.warn(f"'{shown}': the gallery shows the first of its {image.frame_count} frames", ImgconvWarning, stacklevel=2)
     small = plot.thumbnail(image.pixels, size, has_alpha=image.has_alpha)
     tiles = [("original", plot.to_display(small, image.has_alpha))]
     for label, chain in chains:

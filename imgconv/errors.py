@@ -30,3 +30,16 @@ class ImgconvWarning(UserWarning):
 
 class KernelFileError(ImgconvError, ValueError):
     """A kernel file (ImageMagick text, libvips .mat, CSV or .npy) cannot be read or parsed."""
+
+
+def shorten(text: str, limit: int = 60) -> str:
+    """``text`` for a message: at most about ``limit`` characters, its start and end kept.
+
+    >>> shorten("[" + "1 " * 100 + "]", 20)
+    '[1 1 1 1 1 ... 1 1 ]'
+    """
+    text = str(text)
+    if len(text) <= limit:
+        return text
+    head = (limit - 5) * 2 // 3
+    return text[:head] + " ... " + text[-(limit - 5 - head):]

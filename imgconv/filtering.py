@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from imgconv import choices
+from imgconv.errors import shorten
 from imgconv.engine.finish import Finish, clip_to_range, shift, to_dtype
 from imgconv.engine.plan import Plan, check_request
 from imgconv.engine.run import convolve_planned, thread_count  # noqa: F401  (thread_count: the CLI's check)
@@ -96,7 +97,7 @@ class Pass:
         kh, kw = self.plan.kernel_shape
         shape = "x".join(str(n) for n in self.plan.image_shape)
         part = "" if self.channels == "all" else f" ({self.channels})"
-        return f"{self.filter}: kernel{which} {kh}x{kw} on {shape}{part}: {self.plan.explain()}"
+        return f"{shorten(self.filter)}: kernel{which} {kh}x{kw} on {shape}{part}: {self.plan.explain()}"
 
 
 def convolve(
@@ -188,6 +189,42 @@ def _map_range(values, bias, out_range, scale, dtype):
         else:
             values.fill(0.0)
     return clip_to_range(values, dtype)
+
+
+def float_copies(flt, *, has_alpha: bool, dtype, out_range: str | None = None, alpha: str = "premultiplied") -> int:
+    """How many full-size float32 copies of the image (all its channels) :func:`apply_filter`
+    holds at its peak, beyond the input and the output: what the memory guard
+    (:func:`imgconv.memory.memory_needed`) adds for the filter.
+
+    Counted from the code below, route by route (rows stream through rings of a
+    few rows, which are not counted):
+
+    - the fused path (no alpha, one kernel, a per-pixel out-range, a native
+      dtype): 0, the kernels write the output pixels directly; but a kernel the
+      planner may split into 2 or 3 separable pairs sums them in 2 float32
+      images (``engine/cpu.py`` ``run_separable``): 2.
+    - otherwise every kernel's float32 result is kept until they are combined,
+      and the combination is one more (``_filter_array``); the colour is copied
+      premultiplied, and, where the result has transparent pixels, filtered
+      straight and merged (``np.where``): 3 more with alpha (premultiplied;
+      ``separate`` filters alpha apart: 1 more); the colour and alpha are
+      concatenated before the final conversion: 1 more.
+    """
+    from imgconv.engine.plan import low_rank_factors
+
+    out_range = flt.out_range if out_range is None else out_range
+    single = flt.combine == "single"
+    if not has_alpha and single and out_range != "normalize" and np.dtype(dtype) in choices.NATIVE_DTYPES:
+        kernel = flt.kernels[0]
+        if kernel.factors is None and min(kernel.shape) > 1:
+            factors = low_rank_factors(kernel.matrix)  # memoised; the planner asks the same
+            if factors is not None and len(factors) > 1:
+                return 2
+        return 0
+    copies = len(flt.kernels) + (0 if single else 1)
+    if has_alpha:
+        copies += (3 if alpha == "premultiplied" else 1 if alpha == "separate" else 0) + 1
+    return copies
 
 
 def preserves_flat_areas(flt) -> bool:

@@ -7,6 +7,7 @@ import pytest
 
 MODULES = [
     "imgconv.choices",
+    "imgconv.errors",
     "imgconv.filtering",
     "imgconv.chain",
     "imgconv.engine.plan",

@@ -236,3 +236,25 @@ def test_signals_stop_a_long_kernel_at_once(tmp_path, signum, code):
     assert child.returncode == code, stderr
     assert "Traceback" not in stderr
     assert not out.exists() and not list(tmp_path.glob(".out*"))
+
+
+def test_command_line_manners(tmp_path, photo):
+    # A missing --catalog file is a usage error, like a missing input or kernel file.
+    result = run("--catalog", tmp_path / "missing.yaml", "list")
+    assert result.exit_code == 2
+    # A catalog key typo gets a suggestion.
+    path = tmp_path / "c.yaml"
+    path.write_text("kernels:\n  soft:\n    descripton: x\n    matrix: [[1]]\n")
+    with pytest.raises(CatalogError, match="did you mean 'description'"):
+        load_catalog([path], use_env=False)
+    # Long inline kernels are abbreviated in --explain and in errors.
+    big = "; ".join(" ".join(["1"] * 41) for _ in range(41))
+    result = run("apply", "--kernel", big, photo, tmp_path / "o.png", "--explain")
+    assert result.exit_code == 0 and max(len(line) for line in result.output.splitlines()) < 400
+    result = run("apply", "--kernel", big + "; 1", photo, tmp_path / "o.png")
+    assert result.exit_code == 2 and len(one_line(result)) < 300
+    # Every command summary is whole in the top-level help; gallery's --format speaks of gallery.
+    listing = run("--help").output
+    assert "..." not in listing.split("Commands:")[1]
+    gallery_help = run("gallery", "--help").output
+    assert "(apply)" not in gallery_help and "default is PNG" in " ".join(gallery_help.split())

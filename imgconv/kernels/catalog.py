@@ -170,7 +170,9 @@ def _quote_list(names):
 def _check_keys(mapping, allowed, where, what):
     for key in mapping:
         if key not in allowed:
-            raise where.error(f"unknown {what} key {key!r}; allowed: {', '.join(allowed)}")
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise where.error(f"unknown {what} key {_shown(key)}{hint}; allowed: {', '.join(allowed)}")
 
 
 def _finite(value) -> bool:

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from imgconv.choices import check_kernel_side
-from imgconv.errors import CatalogError, KernelFileError
+from imgconv.errors import CatalogError, KernelFileError, shorten
 from imgconv.kernels.algebra import centre_on, sums_to_zero
 from imgconv.kernels.types import Filter, Kernel
 
@@ -433,7 +433,7 @@ def parse_inline_kernel(text: str, *, label: str | None = None) -> LoadedKernel:
     CatalogError
         A usage mistake, naming the text and the problem.
     """
-    shown = label or f"kernel {' '.join(str(text).split())!r}"
+    shown = label or f"kernel {shorten(' '.join(str(text).split()))!r}"
     try:
         if _is_imagemagick(text):
             matrix, written, notes = _parse_imagemagick(text)
