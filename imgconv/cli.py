@@ -894,10 +894,19 @@ def gallery(ctx, source, destination, kernel_list, tile_chains, size, columns, m
         warnings.warn(f"'{shown}': the gallery shows the first of its {image.frame_count} frames", ImgconvWarning, stacklevel=2)
     small = plot.thumbnail(image.pixels, size, has_alpha=image.has_alpha)
     tiles = [("original", plot.to_display(small, image.has_alpha))]
+    unit, _ = plot.unit_float(small, image.has_alpha)  # float, so edge responses are not clipped before display
+    stretched = 0
     for label, chain in chains:
-        filtered = apply_chain(small, chain, mode=mode, alpha=alpha, has_alpha=image.has_alpha)
+        if plot.needs_stretch(chain):
+            filtered = apply_chain(unit, chain, mode=mode, alpha=alpha, has_alpha=image.has_alpha)
+            filtered = plot.stretch_for_display(filtered, chain, image.has_alpha)
+            label, stretched = label + " *", stretched + 1
+        else:
+            filtered = apply_chain(small, chain, mode=mode, alpha=alpha, has_alpha=image.has_alpha)
         tiles.append((label, plot.to_display(filtered, image.has_alpha)))
     title = f"{os.path.basename(shown)} through {len(chains)} filter{'s' if len(chains) > 1 else ''}"
+    if stretched:
+        title += " (* contrast stretched for display)"
     if linear:
         title += ", in linear light"
     sheet = plot.contact_sheet(tiles, columns=columns, size=size, title=title)

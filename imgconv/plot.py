@@ -255,7 +255,7 @@ def kernel_picture(title, panels, *, notes=()):
 # contact sheets
 
 
-def _unit_float(pixels, has_alpha):
+def unit_float(pixels, has_alpha):
     """``pixels`` as (H, W, C) float32 with full scale 1 (integers divided by
     their maximum), and whether the last channel is alpha (by default: 2 or 4 channels)."""
     array = np.asarray(pixels)
@@ -268,10 +268,36 @@ def _unit_float(pixels, has_alpha):
     return array.astype(np.float32), has_alpha
 
 
+#: Edge and gradient tiles map this percentile of their response to full contrast.
+STRETCH_PERCENTILE = 99.5
+
+
+def needs_stretch(chain) -> bool:
+    """Whether a chain's result is a response (edges, gradients) rather than a
+    picture: some step's kernels do not sum to 1, so flat areas do not keep their value."""
+    from imgconv.filtering import preserves_flat_areas
+
+    return not all(preserves_flat_areas(step.filter) for step in chain.steps)
+
+
+def stretch_for_display(values, chain, has_alpha):
+    """A float response (full scale 1) mapped so its ``STRETCH_PERCENTILE``-th
+    percentile fills the display range: about 0.5 for an ``offset`` response
+    (zero is mid-grey), about 0 otherwise.  Alpha is left as it is."""
+    values = np.array(values, np.float32)
+    colour = values[..., :-1] if has_alpha and values.ndim == 3 else values
+    neutral = 0.5 if chain.steps[-1].filter.out_range == "offset" else 0.0
+    spread = float(np.percentile(np.abs(colour - neutral), STRETCH_PERCENTILE)) if colour.size else 0.0
+    if spread > 1e-6:
+        scale = (0.5 if neutral else 1.0) / spread
+        colour[...] = neutral + (colour - neutral) * np.float32(scale)
+    return values
+
+
 def to_display(pixels, has_alpha=None):
     """Any image array as 8-bit RGB for a contact sheet: 16-bit scaled down,
     float clipped to 0..1, grey made RGB, alpha composited over a checkerboard."""
-    values, has_alpha = _unit_float(pixels, has_alpha)
+    values, has_alpha = unit_float(pixels, has_alpha)
     values = np.clip(np.nan_to_num(values, nan=0.0), 0.0, 1.0)
     colour = values[..., :-1] if has_alpha else values
     if colour.shape[2] == 1:
@@ -293,7 +319,7 @@ def thumbnail(pixels, size, *, has_alpha=None):
 
     flat = np.ndim(pixels) == 2
     integer = np.asarray(pixels).dtype.kind in "iu"
-    values, has_alpha = _unit_float(pixels, has_alpha)
+    values, has_alpha = unit_float(pixels, has_alpha)
     height, width, channels = values.shape
     factor = size / max(height, width)
     if factor < 1:

@@ -258,3 +258,20 @@ def test_command_line_manners(tmp_path, photo):
     assert "..." not in listing.split("Commands:")[1]
     gallery_help = run("gallery", "--help").output
     assert "(apply)" not in gallery_help and "default is PNG" in " ".join(gallery_help.split())
+
+
+@pytest.mark.parametrize("name", ["scharr", "scharr-x", "log", "laplacian", "kirsch"])
+def test_gallery_tiles_of_responses_are_readable(name):
+    from imgconv import plot
+    from imgconv.chain import Chain, apply_chain
+
+    photo = np.asarray(Image.open(REPO / "samples" / "coffee.png").convert("RGB"))
+    small = plot.thumbnail(photo, 128)
+    chain = Chain.of(load_catalog(use_env=False).resolve(name))
+    assert plot.needs_stretch(chain)
+    unit, _ = plot.unit_float(small, False)
+    tile = plot.to_display(plot.stretch_for_display(apply_chain(unit, chain), chain, False))
+    saturated = np.mean((tile == 0) | (tile == 255))
+    assert saturated < 0.25, f"{name}: {saturated:.0%} of the tile is blown out or black"
+    assert tile.std() > 20, f"{name}: the tile is nearly flat"
+    assert not plot.needs_stretch(Chain.of(load_catalog(use_env=False).resolve("blur")))
