@@ -7,7 +7,8 @@ gives the median wall time and the peak resident memory (/usr/bin/time -v).
 
 Peers: libvips's `vips` (its defaults, and the equal-quality float form),
 ImageMagick's `convert`, and Python scripts using Pillow and OpenCV.  All write
-JPEG at quality 95, as imgconv does.  `imgconv (cold)` runs with an empty
+JPEG at quality 95 (the source is a quality-95 4:2:0 JPEG, whose own tables and
+subsampling imgconv keeps, so all write alike).  `imgconv (cold)` runs with an empty
 numba cache, so its time includes compiling the kernels.
 """
 

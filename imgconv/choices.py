@@ -99,6 +99,21 @@ MAX_CATALOG_BYTES = 16 * 1024 * 1024
 #: The most times ``repeat`` may run a chain.
 MAX_REPEAT = 100
 
+#: The memory guard (imgconv.memory) lets an image use this fraction of the memory the
+#: platform reports as available, less MEMORY_RESERVE_BYTES (numba compiling a kernel,
+#: the encoder's buffers, what other programs allocate meanwhile).
+MEMORY_FRACTION = 0.9
+MEMORY_RESERVE_BYTES = 256 * 2**20
+
+#: Taken as available where the platform reports nothing (neither /proc/meminfo, a
+#: cgroup limit, sysconf nor Windows' GlobalMemoryStatusEx).
+MEMORY_FALLBACK_BYTES = 4 * 2**30
+
+# --- EXIF orientation --------------------------------------------------------------------------
+#: Which frame filters act in: the image as a viewer displays it (its EXIF Orientation
+#: applied; the kernels are turned, the stored pixels and the tag kept), or as stored.
+ORIENTATION_FRAMES = ("displayed", "stored")
+
 
 def check_kernel_side(shape, what: str = "the kernel") -> None:
     """Refuse a kernel larger than ``MAX_KERNEL_SIDE`` on either side (ValueError naming ``what``)."""

@@ -154,10 +154,11 @@ mode_option = click.option(
     callback=_check_mode,
     help="Border mode: reflect, mirror, nearest, wrap or constant (aliases: reflect101, replicate, symmetric, ...).",
 )
-def _check_cval(ctx, param, value):
+def _check_finite(ctx, param, value):
+    """A number option must be finite: click's FLOAT (and FloatRange) let nan and inf through."""
     import math
 
-    if not math.isfinite(value):
+    if value is not None and not math.isfinite(value):
         raise click.BadParameter(f"must be a finite number, got {value!r}", ctx, param)
     return value
 
@@ -167,7 +168,7 @@ cval_option = click.option(
     type=float,
     default=0.0,
     show_default=True,
-    callback=_check_cval,
+    callback=_check_finite,
     help="Value beyond the border in constant mode, in pixel units.",
 )
 out_range_option = click.option(
@@ -230,6 +231,17 @@ quality_option = click.option(
     help="JPEG and WebP quality, 1..100 (WebP becomes lossy). Default: a JPEG from a JPEG keeps "
     "its tables, subsampling and progressive mode, other JPEGs get 95 with 4:4:4 chroma; WebP is "
     "lossless unless the input was lossy (then lossy at the input's estimated quality).",
+)
+# Kept in ctx.meta like the chain options: read by _make_job and gallery.
+orientation_option = click.option(
+    "--orientation",
+    type=click.Choice(choices.ORIENTATION_FRAMES),
+    default="displayed",
+    show_default=True,
+    expose_value=False,
+    callback=_remember,
+    help="Filter the image as a viewer displays it (its EXIF Orientation: directional filters turn with the "
+    "photo; the pixels and the tag are kept as stored), or as stored in the file.",
 )
 repeat_option = click.option(
     "--repeat",
@@ -396,9 +408,10 @@ def _make_job(ctx, name, params, mode, cval, out_range, alpha, backend, strategy
         except ValueError as exc:
             raise click.BadParameter(str(exc), ctx, param_hint="--threads") from exc
     quality = ctx.meta.get(_CHAIN_OPTIONS, {}).get("quality")
+    orientation = ctx.meta.get(_CHAIN_OPTIONS, {}).get("orientation") or "displayed"
     return Job(
         chain, mode=mode, cval=cval, alpha=alpha, out_range=out_range, backend=backend, strategy=strategy, threads=threads,
-        quality=quality,
+        quality=quality, orientation=orientation,
     )
 
 
@@ -637,6 +650,7 @@ def _check_in_out(ctx, source, destination, out_format):
 @threads_option
 @format_option
 @quality_option
+@orientation_option
 @click.pass_context
 @reports_errors
 def apply(ctx, args, kernels, params, mode, cval, out_range, alpha, backend, strategy, explain, threads, out_format):
@@ -772,19 +786,25 @@ class _BatchProgress:
     "--scheduler", metavar="ADDRESS",
     help="Run on a Dask distributed cluster (tcp://host:8786), or 'local' for a LocalCluster; needs imgconv[dask].",
 )
+@click.option(
+    "--timeout", type=click.FloatRange(min=0, min_open=True), callback=_check_finite, metavar="SECONDS",
+    help="Fail a file that takes longer than SECONDS, and replace its worker (default: no limit).",
+)
 @quality_option
+@orientation_option
 @click.pass_context
 @reports_errors
 def batch(
     ctx, name, in_dir, out_dir, params, mode, cval, out_range, alpha, backend, strategy, explain,
-    jobs, overwrite, include, exclude, out_format, report_path, quiet, scheduler,
+    jobs, overwrite, include, exclude, out_format, report_path, quiet, scheduler, timeout,
 ):
     """Filter every image under IN_DIR (recursively) into the same paths under OUT_DIR.
 
     Outputs that exist are skipped (--overwrite to redo them), so running the
     same command again after a crash or Ctrl-C does only what is missing.
-    Files that are not images are skipped; a file that cannot be read is
-    named and the rest go on.  Exits with 1 when any file failed, 130 when
+    Files that are not images (or not regular files) are skipped; a file that
+    cannot be read, or takes longer than --timeout, or a folder that cannot be
+    listed, is named and the rest go on.  Exits with 1 when any file failed, 130 when
     interrupted (Ctrl-C lets the files in progress finish; a second Ctrl-C
     abandons them; no output is ever left half-written).
 
@@ -818,16 +838,21 @@ def batch(
         with _BatchProgress(bar=not quiet and sys.stderr.isatty(), quiet=quiet) as progress:
             report = run_batch(
                 job, in_dir, out_dir, jobs=jobs, overwrite=overwrite, include=include, exclude=exclude,
-                extension=extension, scheduler=scheduler,
+                extension=extension, scheduler=scheduler, timeout=timeout,
                 on_start=progress.start, on_result=progress.result, on_interrupt=progress.interrupt,
             )
     except KeyboardInterrupt:
         click.echo("interrupted before any file was filtered", err=True)
         ctx.exit(130)
+    if not quiet and (include or exclude) and not report.matched:
+        import shlex
+
+        patterns = " ".join([f"--include {shlex.quote(p)}" for p in include] + [f"--exclude {shlex.quote(p)}" for p in exclude])
+        click.echo(f"no file under '{in_dir}' matched {patterns}: nothing to filter", err=True)
+    if not quiet or report.interrupted:
+        click.echo(report.summary(), err=True)  # first: a report that cannot be written costs no summary
     if report_path is not None:
         report.write_json(report_path)
-    if not quiet or report.interrupted:
-        click.echo(report.summary(), err=True)
     ctx.exit(report.exit_code)
 
 
@@ -851,6 +876,7 @@ def batch(
 @linear_option
 @sheet_format_option
 @quality_option
+@orientation_option
 @click.pass_context
 @reports_errors
 def gallery(ctx, source, destination, kernel_list, tile_chains, size, columns, mode, alpha, out_format):
@@ -893,6 +919,13 @@ def gallery(ctx, source, destination, kernel_list, tile_chains, size, columns, m
     if image.frame_count > 1:
         warnings.warn(f"'{shown}': the gallery shows the first of its {image.frame_count} frames", ImgconvWarning, stacklevel=2)
     small = plot.thumbnail(image.pixels, size, has_alpha=image.has_alpha)
+    if ctx.meta.get(_CHAIN_OPTIONS, {}).get("orientation", "displayed") == "displayed" and image.orientation != 1:
+        # The tiles are new images, without the tag: turned upright as a viewer shows the photo.
+        import numpy as np
+
+        from imgconv.kernels import orient_array
+
+        small = np.ascontiguousarray(orient_array(small, image.orientation))
     tiles = [("original", plot.to_display(small, image.has_alpha))]
     unit, _ = plot.unit_float(small, image.has_alpha)  # float, so edge responses are not clipped before display
     stretched = 0

@@ -191,40 +191,46 @@ def _map_range(values, bias, out_range, scale, dtype):
     return clip_to_range(values, dtype)
 
 
-def float_copies(flt, *, has_alpha: bool, dtype, out_range: str | None = None, alpha: str = "premultiplied") -> int:
+def float_copies(flt, *, has_alpha: bool, dtype, out_range: str | None = None, alpha: str = "premultiplied") -> float:
     """How many full-size float32 copies of the image (all its channels) :func:`apply_filter`
     holds at its peak, beyond the input and the output: what the memory guard
     (:func:`imgconv.memory.memory_needed`) adds for the filter.
 
     Counted from the code below, route by route (rows stream through rings of a
-    few rows, which are not counted):
+    few rows, which are not counted), and checked against the peak memory of
+    ``imgconv apply`` on a 3000x3000 RGB and RGBA PNG (within 15 %; the
+    guard's margin covers the rest; docs/performance.md, "Memory"):
 
     - the fused path (no alpha, one kernel, a per-pixel out-range, a native
       dtype): 0, the kernels write the output pixels directly; but a kernel the
       planner may split into 2 or 3 separable pairs sums them in 2 float32
       images (``engine/cpu.py`` ``run_separable``): 2.
-    - otherwise every kernel's float32 result is kept until they are combined,
-      and the combination is one more (``_filter_array``); the colour is copied
-      premultiplied, and, where the result has transparent pixels, filtered
-      straight and merged (``np.where``): 3 more with alpha (premultiplied;
-      ``separate`` filters alpha apart: 1 more); the colour and alpha are
-      concatenated before the final conversion: 1 more.
+    - otherwise every kernel's float32 result is kept until they are combined
+      (``_filter_array``), and a combination adds its total and one temporary
+      (``r * r``): 1 for one kernel, 4 for sobel's two (measured 3.8).
+    - with alpha the kernels run on the colour (3 of 4 channels: 0.75 each);
+      premultiplied, the opacity, the premultiplied colour, and where the result
+      has transparent pixels the straight colour and its merge add 1.5
+      (gaussian on RGBA measured 2.6 in all, sobel 4.0); ``separate`` and
+      ``ignore`` add the concatenation of colour and alpha: 1.
     """
-    from imgconv.engine.plan import low_rank_factors
+    from imgconv.engine.plan import direct_cost, low_rank_factors, separable_cost
 
     out_range = flt.out_range if out_range is None else out_range
     single = flt.combine == "single"
     if not has_alpha and single and out_range != "normalize" and np.dtype(dtype) in choices.NATIVE_DTYPES:
         kernel = flt.kernels[0]
-        if kernel.factors is None and min(kernel.shape) > 1:
+        if kernel.factors is None and min(kernel.shape) > 1 and separable_cost(kernel.shape, 2) < direct_cost(kernel.matrix):
             factors = low_rank_factors(kernel.matrix)  # memoised; the planner asks the same
             if factors is not None and len(factors) > 1:
-                return 2
+                return 2  # the planner may well take 2 or 3 separable pairs
         return 0
-    copies = len(flt.kernels) + (0 if single else 1)
-    if has_alpha:
-        copies += (3 if alpha == "premultiplied" else 1 if alpha == "separate" else 0) + 1
-    return copies
+    results = len(flt.kernels) + (0 if single else 2)
+    if not has_alpha:
+        return results
+    if alpha == "separate":
+        return results + 1
+    return 0.75 * results + (1.5 if alpha == "premultiplied" else 1)
 
 
 def preserves_flat_areas(flt) -> bool:

@@ -8,15 +8,18 @@ A :class:`Job` is plain, picklable data: the :class:`~imgconv.chain.Chain`
 to run (a single filter is ``Chain.of(flt)``) and the options it runs with.
 :func:`filter_file` is a pure function of (job, source, destination):
 
-1. read ``source`` (a file, or ``"-"`` for standard input), completely, so that
-   ``destination`` may be ``source``;
+1. read ``source`` (a file, or ``"-"`` for standard input), completely (every
+   frame or page), so that ``destination`` may be ``source``;
 2. check it (:func:`check_linear_light`: an image whose ICC profile is not
    sRGB-coded is refused in linear light, where it would be misread);
-3. filter it (:func:`filter_image`: :func:`imgconv.chain.apply_chain` with
-   the job's options; running out of memory becomes an
-   :class:`~imgconv.errors.ImgconvError` naming the file and its size);
+3. filter it (:func:`filter_frames`: :func:`imgconv.chain.apply_chain` with
+   the job's options on each frame, as on that frame alone; running out of
+   memory becomes an :class:`~imgconv.errors.ImgconvError` naming the file
+   and its size); the filters act on the image as displayed: an EXIF
+   Orientation turns the kernels, not the pixels (:func:`as_displayed`);
 4. write ``destination`` (a file, atomically, or ``"-"`` for standard output)
-   in the format :func:`output_format` decides, keeping metadata.
+   in the format :func:`output_format` decides, keeping metadata, and the
+   frames with their timing where the format holds them.
 
 What an output cannot keep is reported by :mod:`imgconv.io` as
 :class:`~imgconv.errors.ImgconvWarning` warnings, left to the caller to show
@@ -25,6 +28,8 @@ or collect.  This module does not import numba; filtering does.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
 from dataclasses import dataclass
 
@@ -32,15 +37,19 @@ import numpy as np
 
 from imgconv import io
 from imgconv.chain import Chain, apply_chain
-from imgconv.choices import FILE_FORMATS
+from imgconv.choices import FILE_FORMATS, ORIENTATION_FRAMES
 from imgconv.errors import ImageError, ImgconvError
+from imgconv.filemeta import check_quality
 
 __all__ = [
     "Job",
     "Filtered",
     "filter_file",
     "filter_image",
+    "filter_frames",
     "read_checked",
+    "as_displayed",
+    "job_float_copies",
     "check_linear_light",
     "output_format",
     "display_name",
@@ -70,6 +79,13 @@ class Job:
     strategy : {"auto", "direct", "separable", "fft"}
     threads : int, optional
         Compute threads; None: numba's setting.
+    quality : int, optional
+        JPEG and WebP quality of the outputs, 1..100 (see
+        :func:`imgconv.io.write_image`); None: follow each input's own.
+    orientation : {"displayed", "stored"}
+        The frame the filters act in: the image as a viewer displays it (its
+        EXIF Orientation; the kernels are turned to the stored pixels, which
+        are kept, and so is the tag), or as stored.
     """
 
     chain: Chain
@@ -80,8 +96,13 @@ class Job:
     backend: str = "auto"
     strategy: str = "auto"
     threads: int | None = None
+    quality: int | None = None
+    orientation: str = "displayed"
 
     def __post_init__(self):
+        check_quality(self.quality)
+        if self.orientation not in ORIENTATION_FRAMES:
+            raise ValueError(f"orientation must be one of {', '.join(ORIENTATION_FRAMES)}, got {self.orientation!r}")
         if not isinstance(self.chain, Chain):
             raise TypeError(
                 f"Job.chain must be an imgconv.chain.Chain (Chain.of(flt) for one filter), got {type(self.chain).__name__}"
@@ -101,16 +122,19 @@ class Filtered:
     plans : tuple
         The plans that ran, in order, for ``--explain``; empty where the
         filtering does not report them.
+    frames : int
+        How many frames or pages were filtered (1 for a single image).
     """
 
     shape: tuple[int, ...]
     format: str
     plans: tuple = ()
+    frames: int = 1
 
     @property
     def megapixels(self) -> float:
-        """Width x height, in millions of pixels."""
-        return self.shape[0] * self.shape[1] / 1e6 if len(self.shape) >= 2 else 0.0
+        """Width x height (of the first frame) times the frames, in millions of pixels."""
+        return self.shape[0] * self.shape[1] * self.frames / 1e6 if len(self.shape) >= 2 else 0.0
 
 
 def display_name(path) -> str:
@@ -148,7 +172,7 @@ def check_linear_light(image: io.ImageData, name: str, chain: Chain) -> None:
         raise ImageError(f"cannot filter '{name}' in linear light: {problem}; convert it to sRGB first, or leave out --linear")
 
 
-def read_checked(source, *chains: Chain) -> io.ImageData:
+def read_checked(source, *chains: Chain, float_copies=0) -> io.ImageData:
     """Read ``source`` and refuse it if any of ``chains`` cannot filter it.
 
     Parameters
@@ -157,6 +181,10 @@ def read_checked(source, *chains: Chain) -> io.ImageData:
         An image file, or ``"-"`` for the whole of standard input.
     *chains : imgconv.chain.Chain
         The chains that will filter the image (see :func:`check_linear_light`).
+    float_copies : int or callable
+        What filtering it holds, for the memory guard (see
+        :func:`imgconv.io.read_image` and :func:`job_float_copies`); 0 where
+        the image is not filtered at full size (a gallery) or by one filter.
 
     Returns
     -------
@@ -168,14 +196,37 @@ def read_checked(source, *chains: Chain) -> io.ImageData:
         When the file cannot be read (see :func:`imgconv.io.read_image`) or a
         chain cannot filter it.
     """
-    image = io.read_image(source)
+    image = io.read_image(source, float_copies=float_copies)
     for chain in chains:
         check_linear_light(image, display_name(source), chain)
     return image
 
 
+def job_float_copies(job: Job):
+    """For the memory guard: a function of ``has_alpha`` giving the full-size float32
+    copies of the image that ``job``'s filtering holds (:func:`imgconv.chain.float_copies`)."""
+    from imgconv.chain import float_copies
+
+    def copies(has_alpha):
+        # The decoded dtype is not known before decoding; every dtype io gives is native.
+        return float_copies(job.chain, has_alpha=has_alpha, dtype=np.uint8, out_range=job.out_range, alpha=job.alpha)
+
+    return copies
+
+
+def as_displayed(job: Job, image: io.ImageData) -> Job:
+    """``job`` for ``image``'s stored pixels: with ``job.orientation`` "displayed"
+    and an EXIF Orientation other than 1, its chain turned by the orientation
+    (:meth:`imgconv.chain.Chain.oriented`), so that the filters act on the image
+    as a viewer shows it; otherwise ``job`` itself."""
+    if job.orientation != "displayed" or image.orientation == 1:
+        return job
+    return dataclasses.replace(job, chain=job.chain.oriented(image.orientation))
+
+
 def filter_image(job: Job, image: io.ImageData, name: str = "the image") -> tuple[np.ndarray, tuple]:
-    """Filter ``image`` as ``job`` says.
+    """Filter ``image`` (its first frame, ``image.pixels``) as ``job`` says;
+    :func:`filter_frames` filters every frame.
 
     Parameters
     ----------
@@ -197,14 +248,52 @@ def filter_image(job: Job, image: io.ImageData, name: str = "the image") -> tupl
     ImgconvError
         When there is not enough memory (the message names the image and its size).
     """
+    return _filter_pixels(as_displayed(job, image), image.pixels, image.has_alpha, name)
+
+
+def filter_frames(job: Job, image: io.ImageData, name: str = "the image") -> tuple[tuple[np.ndarray, ...], tuple]:
+    """Filter every frame or page of ``image``, each exactly as filtering it alone.
+
+    A single image is filtered as :func:`filter_image` filters it.
+
+    Returns
+    -------
+    frames : tuple of numpy.ndarray
+        The filtered frames, the first included (``image.frame_count`` of
+        them), each in its frame's dtype and shape.
+    plans : tuple of imgconv.filtering.Pass
+        The convolutions that ran on the first frame, then those of any page
+        of another size (TIFF); frames of one size run the same plans
+        (memoised), listed once.
+
+    Raises
+    ------
+    ImgconvError
+        When there is not enough memory (the message names the image, its
+        size and the frame).
+    """
+    job = as_displayed(job, image)  # every frame shares the file's EXIF Orientation
+    count = image.frame_count
+    frames, runs = [], []  # runs: the distinct lists of passes, in order
+    for index, pixels in enumerate(image.all_frames()):
+        frame = f", frame {index + 1} of {count}" if count > 1 else ""
+        filtered, passes = _filter_pixels(job, pixels, image.has_alpha, name, frame)
+        frames.append(filtered)
+        if passes not in runs:
+            runs.append(passes)
+    return tuple(frames), tuple(one for passes in runs for one in passes)
+
+
+def _filter_pixels(job, pixels, has_alpha, name, frame=""):
+    """(filtered pixels, passes) of one frame."""
     try:
-        pixels, plans = apply_chain(
-            image.pixels,
+        filtered, plans = apply_chain(
+            pixels,
             job.chain,
             mode=job.mode,
             cval=job.cval,
             alpha=job.alpha,
-            has_alpha=image.has_alpha,
+            has_alpha=has_alpha,
             out_range=job.out_range,
             backend=job.backend,
             strategy=job.strategy,
@@ -212,9 +301,9 @@ def filter_image(job: Job, image: io.ImageData, name: str = "the image") -> tupl
             explain=True,  # recording the passes costs nothing; --explain prints them
         )
     except MemoryError as exc:
-        height, width = image.pixels.shape[:2]
-        raise ImgconvError(f"not enough memory to filter '{name}' ({width}x{height})") from exc
-    return pixels, tuple(plans)
+        height, width = pixels.shape[:2]
+        raise ImgconvError(f"not enough memory to filter '{name}' ({width}x{height}{frame})") from exc
+    return filtered, tuple(plans)
 
 
 def output_format(destination, image: io.ImageData | None = None, out_format: str | None = None) -> str:
@@ -237,7 +326,7 @@ def output_format(destination, image: io.ImageData | None = None, out_format: st
     return io.output_format(destination)
 
 
-def filter_file(job: Job, source, destination, *, out_format: str | None = None) -> Filtered:
+def filter_file(job: Job, source, destination, *, out_format: str | None = None, open_folder=None) -> Filtered:
     """Read ``source``, check it, filter it, write ``destination``.
 
     The whole input is decoded before anything is written, and a file is
@@ -255,6 +344,12 @@ def filter_file(job: Job, source, destination, *, out_format: str | None = None)
     out_format : str, optional
         The output format (``"png"``, ``"jpg"``, ...) instead of the one the
         extension names (see :func:`output_format`).
+    open_folder : callable, optional
+        Called once the image is filtered, just before writing: returns a
+        context manager that yields the opened folder (a file descriptor) to
+        write ``destination``'s name in, or None to write by path (see
+        ``dir_fd`` of :func:`imgconv.io.write_image`).  The batch checks,
+        creates and opens the output's folder there, at the moment of writing.
 
     Returns
     -------
@@ -273,8 +368,13 @@ def filter_file(job: Job, source, destination, *, out_format: str | None = None)
     ImgconvWarning
         For what the input's decoding or the output's format loses.
     """
-    image = read_checked(source, job.chain)
+    image = read_checked(source, job.chain, float_copies=job_float_copies(job))
     fmt = output_format(destination, image, out_format)
-    pixels, plans = filter_image(job, image, display_name(source))
-    io.write_image(destination, pixels, like=image, format=fmt)
-    return Filtered(shape=image.pixels.shape, format=fmt, plans=plans)
+    frames, plans = filter_frames(job, image, display_name(source))
+    shape = image.pixels.shape
+    # Writing needs the input's metadata, not its pixels: let them go, so that the
+    # output and the encoder's copy of it are the peak (imgconv.memory.memory_needed).
+    image = dataclasses.replace(image, pixels=frames[0], more_frames=frames[1:])
+    with (open_folder or contextlib.nullcontext)() as dir_fd:
+        io.write_image(destination, frames[0], like=image, format=fmt, quality=job.quality, more_frames=frames[1:], dir_fd=dir_fd)
+    return Filtered(shape=shape, format=fmt, plans=plans, frames=len(frames))

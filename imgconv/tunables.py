@@ -97,6 +97,17 @@ BATCH_POLL_SECONDS = 0.2
 # under a second (numba's tear-down is ~0.25 s); this leaves room on a loaded machine.
 BATCH_JOIN_SECONDS = 5.0
 
+# How long a worker stopped for overrunning --timeout (or one whose parent died)
+# gets between SIGTERM and SIGKILL: a worker in Python code or a blocking system
+# call unwinds (removing its temporary file) in milliseconds, plus numba's ~0.25 s
+# tear-down; one stuck in compiled code never sees SIGTERM, so waiting longer buys nothing.
+BATCH_KILL_GRACE_SECONDS = 1.0
+
+# How often a worker checks that its parent is alive (where the kernel does not
+# tell it, PR_SET_PDEATHSIG, Linux only): an orphan ends within this; a sleeping
+# thread waking twice a second costs nothing measurable.
+BATCH_PARENT_POLL_SECONDS = 0.5
+
 # Files the local pool asks the kernel to read ahead, per worker, beyond those
 # handed out: one each is enough for a decode to find its file in the page cache.
 BATCH_PREFETCH_PER_WORKER = 1

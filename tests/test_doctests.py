@@ -17,6 +17,7 @@ MODULES = [
     "imgconv.kernels.files",
     "imgconv.pipeline",
     "imgconv.batch",
+    "imgconv.memory",
 ]
 
 

@@ -22,6 +22,7 @@ The main process never imports numba; the workers do.
 from __future__ import annotations
 
 import datetime
+import math
 import time
 from pathlib import Path
 
@@ -35,12 +36,15 @@ from imgconv.batch.report import (
     FAILED,
     INTERRUPTED,
     NOT_IMAGE,
+    NOT_REGULAR,
     NOT_STARTED,
     SKIPPED,
+    TIMEOUT,
+    UNREADABLE_FOLDER,
     FileResult,
     Report,
 )
-from imgconv.batch.tasks import Task, escapes, find_files, matches, normalize_extension, plan_batch
+from imgconv.batch.tasks import Task, escapes, find_files, matches, normalize_extension, output_folder, plan_batch
 from imgconv.chain import Chain
 from imgconv.errors import ImgconvError
 from imgconv.pipeline import Job, filter_file
@@ -58,6 +62,7 @@ __all__ = [
     "matches",
     "normalize_extension",
     "escapes",
+    "output_folder",
     "usable_cores",
     "limit_numba_threads",
     "ImgconvError",
@@ -67,9 +72,12 @@ __all__ = [
     "INTERRUPTED",
     "EXISTS",
     "NOT_IMAGE",
+    "NOT_REGULAR",
     "EXCLUDED",
     "NOT_STARTED",
     "ABANDONED",
+    "TIMEOUT",
+    "UNREADABLE_FOLDER",
 ]
 
 
@@ -93,6 +101,7 @@ def run_batch(
     exclude=(),
     extension=None,
     scheduler=None,
+    timeout=None,
     on_start=None,
     on_result=None,
     on_interrupt=None,
@@ -122,6 +131,13 @@ def run_batch(
         A Dask distributed scheduler address (``"tcp://host:8786"``) or
         ``"local"`` for a ``LocalCluster``; the folders must be on storage the
         workers share.  By default, a local pool of worker processes.
+    timeout : float, optional
+        Seconds a file may take (decode, filter, encode; a worker's first file
+        also loads the compiled kernels): a file that takes longer fails with
+        the reason ``"timeout"`` and its worker process is replaced.  With
+        ``scheduler``, best effort: the limit is checked before the output is
+        written, but Dask cannot stop a task that never returns (see
+        :mod:`imgconv.batch.dask`).  By default, no limit.
     on_start : callable, optional
         Called with the number of files to filter, once they are known.
     on_result : callable, optional
@@ -141,7 +157,8 @@ def run_batch(
         For a missing input folder, an output folder that is the input, a
         Dask scheduler that cannot be reached, worker processes that cannot start.
     ValueError
-        For ``jobs`` below 1 or an unknown ``extension``.
+        For ``jobs`` below 1, a ``timeout`` that is not a positive number of
+        seconds, or an unknown ``extension``.
 
     Examples
     --------
@@ -159,6 +176,10 @@ def run_batch(
         jobs = usable_cores()
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs must be a whole number of at least 1, got {jobs!r}")
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not math.isfinite(timeout) or timeout <= 0
+    ):
+        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
     if extension is not None:
         try:
             extension = normalize_extension(extension)
@@ -184,12 +205,14 @@ def run_batch(
     control = _Control(on_interrupt)
     if scheduler:
         report.workers = f"Dask: {scheduler}" + (f", {max(1, min(jobs, len(tasks)))} workers" if scheduler == "local" else "")
-        results = run_dask(job, tasks, scheduler=scheduler, jobs=jobs, process=_process, out_dir=out_root, control=control)
+        results = run_dask(
+            job, tasks, scheduler=scheduler, jobs=jobs, process=_process, out_dir=out_root, control=control, timeout=timeout
+        )
     else:
         count = max(1, min(jobs, len(tasks)))
         threads = max(1, usable_cores() // count)
         report.workers = f"{count} worker process{'es' if count > 1 else ''} x {threads} numba thread{'s' if threads > 1 else ''}"
-        results = _run_local(job, tasks, jobs=jobs, process=_process, out_dir=out_root, control=control)
+        results = _run_local(job, tasks, jobs=jobs, process=_process, out_dir=out_root, control=control, timeout=timeout)
     with control.handling_sigint():
         if tasks:
             try:

@@ -7,6 +7,13 @@ here.  Each file is one task, :func:`~imgconv.batch.local.process_one` (or the
 the worker's cores; at most ``BATCH_DASK_TASKS_PER_SLOT`` tasks per worker
 thread are submitted at a time, so a Ctrl-C has little to cancel.  The folders
 must be on storage the workers share.  Needs ``imgconv[dask]``.
+
+A time limit (``timeout``) is best effort here: Dask cannot stop a task that is
+running, so each task checks the limit itself, when its file is filtered and
+before its output is written (:func:`~imgconv.batch.local.process_one`): a file
+over the limit fails with the reason ``timeout`` and writes nothing, but a
+decoder that never returns holds its worker thread until the worker is
+restarted (``dask worker --lifetime``, or the nanny's memory limits).
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from imgconv.batch.report import ABANDONED, FAILED, NOT_STARTED, FileResult, int
 from imgconv.errors import ImgconvError
 
 
-def _dask_task(job, source, destination, threads, process, out_dir):
+def _dask_task(job, source, destination, threads, process, out_dir, timeout=None):
     """Filter one file on a Dask worker, with numba limited to this task's share of the cores."""
     if threads is None:
         try:
@@ -30,10 +37,10 @@ def _dask_task(job, source, destination, threads, process, out_dir):
             worker_threads = 1
         threads = max(1, usable_cores() // max(1, worker_threads))
     limit_numba_threads(threads)
-    return process(job, source, destination, out_dir=out_dir)
+    return process(job, source, destination, out_dir=out_dir, timeout=timeout)
 
 
-def run_dask(job, tasks, *, scheduler, jobs, process, out_dir, control):
+def run_dask(job, tasks, *, scheduler, jobs, process, out_dir, control, timeout=None):
     """Filter ``tasks`` on a Dask cluster; yields a FileResult per task (see the module's docstring)."""
     try:
         from distributed import Client, LocalCluster
@@ -79,7 +86,8 @@ def run_dask(job, tasks, *, scheduler, jobs, process, out_dir, control):
             while queue and len(running) < tunables.BATCH_DASK_TASKS_PER_SLOT * slots:
                 task = queue.popleft()
                 future = client.submit(
-                    _dask_task, job, str(task.source), str(task.destination), threads, process, out_dir, pure=False, retries=0
+                    _dask_task, job, str(task.source), str(task.destination), threads, process, out_dir, timeout,
+                    pure=False, retries=0,
                 )
                 running[future] = task
             if not running:

@@ -10,7 +10,14 @@ filters or encodes.  The main process only lists the files, hands them out
 never imports numba.  Each worker has its own pipe, so when one dies (a crash
 in a decoder, the out-of-memory killer) the main process knows which file it
 was working on: that file is reported as failed, a fresh worker takes its
-place and every other file keeps its output.
+place and every other file keeps its output.  With a time limit
+(``timeout``), a worker whose file takes longer is stopped (SIGTERM, then
+SIGKILL: a hung decoder in compiled code never sees SIGTERM), the file fails
+with the reason ``timeout``, and a fresh worker takes its place too.
+
+A worker never outlives the main process: it watches its parent (on Linux the
+kernel also sends it SIGTERM when the parent dies, ``PR_SET_PDEATHSIG``), and
+ends itself, however the parent ended (SIGKILL included).
 
 Interruption
 ------------
@@ -36,8 +43,8 @@ from collections import deque
 from pathlib import Path
 
 from imgconv import io, tunables
-from imgconv.batch.report import ABANDONED, DONE, FAILED, NOT_STARTED, FileResult, interrupted
-from imgconv.batch.tasks import escapes
+from imgconv.batch.report import ABANDONED, DONE, FAILED, NOT_STARTED, TIMEOUT, FileResult, interrupted
+from imgconv.batch.tasks import escapes, output_folder
 from imgconv.errors import ImgconvError, ImgconvWarning
 from imgconv.pipeline import Job, filter_file
 
@@ -75,26 +82,52 @@ def _collecting_warnings():
         _collector.notes = None
 
 
-def process_one(job: Job, source, destination, *, out_dir=None) -> FileResult:
+class _OutOfTime(ImgconvError):
+    """A file that took longer than the batch's time limit."""
+
+
+def _time_limit_message(source, timeout, what) -> str:
+    return f"'{source}' took longer than the time limit ({timeout:g} s): {what}"
+
+
+def process_one(job: Job, source, destination, *, out_dir=None, timeout=None) -> FileResult:
     """Filter one file and describe the outcome; a failure never raises.
 
     With ``out_dir``, the output must stay inside it: the folders on the way
-    are checked before and after they are created.  Errors a user can act on
-    (:class:`ImgconvError`, ``OSError``, ``MemoryError``) become the message;
-    anything else is a bug, reported with its type and where it happened, so
-    that one file never costs the others their outputs.
+    are checked before filtering (:func:`~imgconv.batch.tasks.escapes`), then
+    created, checked and opened at the moment of writing, and the output is
+    written into the opened folder (:func:`~imgconv.batch.tasks.output_folder`).
+    Folders are created only for an output about to be written.  With
+    ``timeout`` (seconds), a file that took longer by the time its output
+    would be written fails with the reason ``timeout`` and nothing is written
+    (the local pool also stops a worker that overruns; see :func:`_run_local`).
+    Errors a user can act on (:class:`ImgconvError`, ``OSError``,
+    ``MemoryError``) become the message; anything else is a bug, reported with
+    its type and where it happened, so that one file never costs the others
+    their outputs.
     """
     started = time.perf_counter()
     source, destination = Path(source), Path(destination)
-    notes = ()
+    notes, reason = (), ""
+
+    @contextlib.contextmanager
+    def open_folder():
+        if timeout is not None and time.perf_counter() - started > timeout:
+            raise _OutOfTime(_time_limit_message(source, timeout, "its output was not written"))
+        if out_dir is None:
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            yield None
+            return
+        with output_folder(destination, out_dir) as fd:
+            yield fd
+
     try:
         with _collecting_warnings() as notes:
             if out_dir is not None and (problem := escapes(destination, out_dir)):
                 raise ImgconvError(f"'{source}' not filtered: {problem}")
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            if out_dir is not None and (problem := escapes(destination, out_dir)):
-                raise ImgconvError(f"'{source}' not filtered: {problem}")
-            filtered = filter_file(job, source, destination)
+            filtered = filter_file(job, source, destination, open_folder=open_folder)
+    except _OutOfTime as exc:
+        message, reason = str(exc), TIMEOUT
     except (ImgconvError, OSError) as exc:
         message = str(exc)
     except MemoryError:
@@ -106,7 +139,8 @@ def process_one(job: Job, source, destination, *, out_dir=None) -> FileResult:
     else:
         seconds = time.perf_counter() - started
         return FileResult(str(source), str(destination), DONE, "", seconds, warnings=tuple(notes), megapixels=filtered.megapixels)
-    return FileResult(str(source), str(destination), FAILED, message, time.perf_counter() - started, warnings=tuple(notes))
+    seconds = time.perf_counter() - started
+    return FileResult(str(source), str(destination), FAILED, message, seconds, reason=reason, warnings=tuple(notes))
 
 
 def usable_cores() -> int:
@@ -135,10 +169,40 @@ def _terminate(signum, frame):
     raise SystemExit(128 + signum)
 
 
-def _worker_main(conn, job, threads, process, out_dir):
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def _follow_parent(parent: int) -> None:
+    """End this process when its parent (``parent``, a pid) ends, however it ends:
+    on Linux the kernel sends SIGTERM (``PR_SET_PDEATHSIG``); everywhere, a
+    thread watches for the parent to change (an orphan is adopted by another)."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:  # it died before the kernel was asked
+        _orphaned()
+    threading.Thread(target=_watch_parent, args=(parent,), name="imgconv-parent-watch", daemon=True).start()
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(tunables.BATCH_PARENT_POLL_SECONDS)
+    _orphaned()
+
+
+def _orphaned() -> None:
+    os.kill(os.getpid(), signal.SIGTERM)  # the main thread unwinds (_terminate): temporary files go
+    time.sleep(tunables.BATCH_KILL_GRACE_SECONDS)
+    os._exit(128 + signal.SIGTERM)  # stuck in compiled code, where SIGTERM's handler never runs
+
+
+def _worker_main(conn, job, threads, process, out_dir, timeout, parent):
     """A local worker process: filter the files sent down ``conn``, one at a time."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's business
     signal.signal(signal.SIGTERM, _terminate)
+    _follow_parent(parent)
     limit_numba_threads(threads)
     conn.send(("ready", os.getpid()))
     while True:
@@ -148,7 +212,7 @@ def _worker_main(conn, job, threads, process, out_dir):
             return
         if task is None:
             return
-        result = process(job, *task, out_dir=out_dir)
+        result = process(job, *task, out_dir=out_dir, timeout=timeout)
         try:
             conn.send(("result", result))
         except OSError:
@@ -172,8 +236,8 @@ def _prefetch(path):
     """Ask the kernel to start reading ``path`` (asynchronous readahead)."""
     if not hasattr(os, "posix_fadvise"):
         return
-    try:
-        fd = os.open(path, os.O_RDONLY)
+    try:  # O_NONBLOCK: a FIFO put there since the batch was planned does not wait for a writer
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
     except OSError:
         return
     try:
@@ -184,8 +248,11 @@ def _prefetch(path):
         os.close(fd)
 
 
-def _remove_temporaries(destination):
-    """Remove what io.write_image leaves when its process is killed mid-write."""
+def _remove_temporaries(destination, out_dir):
+    """Remove what io.write_image leaves when its process is killed mid-write
+    (not through a folder that now leads out of ``out_dir``)."""
+    if out_dir is not None and escapes(destination, out_dir):
+        return
     for leftover in io.temporary_files(destination):
         with contextlib.suppress(OSError):
             leftover.unlink()
@@ -238,11 +305,11 @@ def _children_ignore_sigint():
 
 
 class _Worker:
-    def __init__(self, context, job, threads, process, out_dir):
+    def __init__(self, context, job, threads, process, out_dir, timeout):
         self.conn, child = context.Pipe()
         self.process = context.Process(
             target=_worker_main,
-            args=(child, job, threads, process, out_dir),
+            args=(child, job, threads, process, out_dir, timeout, os.getpid()),
             name="imgconv-batch-worker",
             daemon=True,
         )
@@ -251,10 +318,17 @@ class _Worker:
         child.close()
         self.ready = False
         self.task = None
+        self.started = None  # when the worker began its task (once it is ready)
 
     def send(self, task):
         self.conn.send((str(task.source), str(task.destination)))
         self.task = task
+        self.started = time.monotonic() if self.ready else None
+
+    def became_ready(self):
+        self.ready = True
+        if self.task is not None and self.started is None:
+            self.started = time.monotonic()
 
     def receive(self):
         """The next message, or None when the worker has died."""
@@ -275,6 +349,14 @@ class _Worker:
             else:
                 self.conn.send(None)
 
+    def halt(self):
+        """Stop the worker now: SIGTERM, and SIGKILL if it has not exited soon after."""
+        self.process.terminate()
+        self.process.join(timeout=tunables.BATCH_KILL_GRACE_SECONDS)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+
     def close(self):
         self.process.join(timeout=tunables.BATCH_JOIN_SECONDS)
         if self.process.is_alive():
@@ -283,8 +365,12 @@ class _Worker:
         self.conn.close()
 
 
-def _run_local(job, tasks, *, jobs, process, out_dir, control):
-    """Filter ``tasks`` in ``jobs`` worker processes; yields a FileResult per task."""
+def _run_local(job, tasks, *, jobs, process, out_dir, control, timeout=None):
+    """Filter ``tasks`` in ``jobs`` worker processes; yields a FileResult per task.
+
+    With ``timeout``, a worker still on its file ``timeout`` seconds after it
+    began it is stopped, the file fails (reason ``timeout``) and a fresh worker
+    takes its place."""
     import multiprocessing
     from multiprocessing.connection import wait
 
@@ -300,7 +386,18 @@ def _run_local(job, tasks, *, jobs, process, out_dir, control):
     read_ahead = 0  # tasks[:read_ahead] have been prefetched
 
     def start_worker():
-        workers.append(_Worker(context, job, threads, process, out_dir))
+        workers.append(_Worker(context, job, threads, process, out_dir, timeout))
+
+    def overdue(worker, now):
+        return timeout is not None and worker.started is not None and now - worker.started > timeout
+
+    def retire(worker):
+        """Take a dead or stopped worker out; returns its task, its temporary files removed."""
+        task, worker.task = worker.task, None
+        workers.remove(worker)
+        worker.conn.close()
+        _remove_temporaries(task.destination, out_dir)
+        return task
 
     try:
         for _ in range(count):
@@ -327,17 +424,23 @@ def _run_local(job, tasks, *, jobs, process, out_dir, control):
                     worker.stop(abandon=True)
                 for worker in busy:
                     worker.close()
-                    _remove_temporaries(worker.task.destination)
+                    _remove_temporaries(worker.task.destination, out_dir)
                     yield interrupted(worker.task, ABANDONED)
                     worker.task = None
                 return
-            ready = set(wait([w.conn for w in busy] + [w.process.sentinel for w in busy], timeout=tunables.BATCH_POLL_SECONDS))
+            wake = tunables.BATCH_POLL_SECONDS
+            if timeout is not None:
+                now = time.monotonic()
+                for worker in busy:
+                    if worker.started is not None:
+                        wake = min(wake, max(0.0, worker.started + timeout - now) + 0.01)
+            ready = set(wait([w.conn for w in busy] + [w.process.sentinel for w in busy], timeout=wake))
             for worker in busy:
                 if worker.conn not in ready and worker.process.sentinel not in ready:
                     continue
                 message = worker.receive() if worker.conn.poll() else None
                 if message is not None and message[0] == "ready":
-                    worker.ready = True
+                    worker.became_ready()
                     continue
                 if message is not None:
                     task, worker.task = worker.task, None
@@ -345,10 +448,7 @@ def _run_local(job, tasks, *, jobs, process, out_dir, control):
                     continue
                 # The worker died: its file is the culprit, the others go on.
                 cause = worker.died()
-                task, worker.task = worker.task, None
-                workers.remove(worker)
-                worker.conn.close()
-                _remove_temporaries(task.destination)
+                task = retire(worker)
                 if control.stopping:  # e.g. a Ctrl-C that reached a worker still starting
                     yield interrupted(task, ABANDONED)
                     continue
@@ -362,6 +462,19 @@ def _run_local(job, tasks, *, jobs, process, out_dir, control):
                 )
                 if queue and not control.stopping:
                     start_worker()
+            now = time.monotonic()
+            for worker in [w for w in workers if w.task is not None and overdue(w, now)]:
+                worker.halt()
+                # It may have finished just before it was stopped: then its result stands.
+                message = worker.receive() if worker.conn.poll() else None
+                task = retire(worker)
+                if queue and not control.stopping:
+                    start_worker()
+                if message is not None and message[0] == "result":
+                    yield message[1]
+                    continue
+                message = _time_limit_message(task.source, timeout, "its worker process was stopped")
+                yield FileResult(str(task.source), str(task.destination), FAILED, message, now - worker.started, reason=TIMEOUT)
     finally:
         for worker in workers:
             worker.stop(abandon=worker.task is not None)

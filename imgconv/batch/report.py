@@ -3,11 +3,24 @@
 A :class:`FileResult` per file (done, skipped, failed or interrupted, with
 the warnings the output could not keep); a :class:`Report` counts them, names
 every failure and derives the exit code (after black's ``Report``).
+
+Names that are not UTF-8
+------------------------
+Python reads a file name's bytes that are not valid UTF-8 as lone surrogates
+(``surrogateescape``: the byte 0xE9 becomes U+DCE9).  The JSON report writes
+each as the escape ``\\udcXX`` (so the file is valid UTF-8, and
+``os.fsencode(json.load(f)["files"][0]["source"])`` gives back the exact bytes),
+and an entry whose ``source`` or ``destination`` is such a name also has
+``source_bytes`` / ``destination_bytes``: the name's bytes in base64, for
+readers outside Python (``base64 -d``).
 """
 
 from __future__ import annotations
 
+import base64
 import json
+import os
+import re
 from dataclasses import dataclass, field
 
 from imgconv.errors import ImgconvError
@@ -22,6 +35,10 @@ INTERRUPTED = "interrupted"
 EXISTS = "exists"  # the output is already there (and --overwrite was not given)
 NOT_IMAGE = "not-image"  # not an image file, by its extension
 EXCLUDED = "excluded"  # left out by the include/exclude patterns
+NOT_REGULAR = "not-regular"  # a FIFO, socket or device (counted with the files that are not images)
+# ... for failures
+UNREADABLE_FOLDER = "unreadable-folder"  # a folder that could not be listed: its files were not seen
+TIMEOUT = "timeout"  # the file took longer than the batch's time limit
 # ... and for interrupted files
 NOT_STARTED = "not-started"  # still waiting when the batch was stopped
 ABANDONED = "abandoned"  # in progress when a second Ctrl-C came
@@ -32,9 +49,12 @@ class FileResult:
     """What happened to one file.
 
     ``status`` is ``"done"``, ``"skipped"`` (``reason``: ``"exists"``,
-    ``"not-image"`` or ``"excluded"``), ``"failed"`` (``message`` says why) or
-    ``"interrupted"`` (``reason``: ``"not-started"`` or ``"abandoned"``).
-    ``warnings`` are what the output could not keep (see :mod:`imgconv.io`).
+    ``"not-image"``, ``"not-regular"`` or ``"excluded"``), ``"failed"``
+    (``message`` says why; ``reason`` is ``"timeout"`` for a file over the time
+    limit, ``"unreadable-folder"`` for a folder that could not be listed, whose
+    ``source`` is the folder) or ``"interrupted"`` (``reason``: ``"not-started"``
+    or ``"abandoned"``).  ``warnings`` are what the output could not keep (see
+    :mod:`imgconv.io`), or why a file was skipped where that is unusual.
     """
 
     source: str
@@ -47,8 +67,9 @@ class FileResult:
     megapixels: float = 0.0
 
     def record(self):
-        """The result as a JSON-ready dict."""
-        return {
+        """The result as a JSON-ready dict (with ``source_bytes`` / ``destination_bytes``
+        for names that are not UTF-8: see the module's docstring)."""
+        record = {
             "source": self.source,
             "destination": self.destination,
             "status": self.status,
@@ -58,6 +79,32 @@ class FileResult:
             "megapixels": round(self.megapixels, 3),
             "warnings": list(self.warnings),
         }
+        for key in ("source", "destination"):
+            raw = _raw_name(record[key])
+            if raw is not None:
+                record[f"{key}_bytes"] = raw
+        return record
+
+
+# Lone surrogates: what Python makes of the bytes of a name that are not UTF-8.
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def _raw_name(name):
+    """The bytes of a file name that is not valid UTF-8, in base64; None for any other name."""
+    if name is None or not _SURROGATE.search(name):
+        return None
+    try:
+        raw = os.fsencode(name)
+    except UnicodeEncodeError:  # a surrogate that no file name decodes to
+        return None
+    return base64.b64encode(raw).decode("ascii")
+
+
+def _escape_surrogates(text: str) -> str:
+    """JSON text with each lone surrogate written as its ``\\uXXXX`` escape, which
+    JSON readers decode back to it (UTF-8 cannot encode it as a character)."""
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 @dataclass
@@ -92,11 +139,18 @@ class Report:
 
     @property
     def skipped_not_images(self):
-        return self._count(SKIPPED, NOT_IMAGE)
+        """Files that are not images: by their extension (``not-image``), or not
+        regular files at all (``not-regular``: FIFOs, sockets, devices)."""
+        return self._count(SKIPPED, NOT_IMAGE) + self._count(SKIPPED, NOT_REGULAR)
 
     @property
     def excluded(self):
         return self._count(SKIPPED, EXCLUDED)
+
+    @property
+    def matched(self):
+        """Results other than files left out by the include/exclude patterns."""
+        return sum(1 for r in self.results if r.reason != EXCLUDED)
 
     @property
     def failed(self):
@@ -173,10 +227,11 @@ class Report:
         }
 
     def write_json(self, path) -> None:
-        """Write :meth:`as_dict` to ``path`` as JSON, atomically (see :func:`imgconv.io.write_atomically`)."""
+        """Write :meth:`as_dict` to ``path`` as JSON, atomically (see :func:`imgconv.io.write_atomically`),
+        in UTF-8, names that are not UTF-8 escaped (see the module's docstring)."""
         from imgconv import io
 
-        text = json.dumps(self.as_dict(), indent=1, ensure_ascii=False, default=str) + "\n"
+        text = _escape_surrogates(json.dumps(self.as_dict(), indent=1, ensure_ascii=False, default=str)) + "\n"
         try:
             io.write_atomically(path, lambda stream: stream.write(text.encode("utf-8")))
         except OSError as exc:

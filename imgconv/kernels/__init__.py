@@ -9,14 +9,15 @@ module          holds
                 command line's ``KEY=VALUE`` parsing
 ``files``       kernels typed inline or read from ImageMagick, libvips .mat,
                 CSV and .npy files
-``algebra``     composing, centring and scaling kernels; kernels as text
+``algebra``     composing, centring and scaling kernels; turning them by an
+                EXIF orientation; kernels as text
 ==============  ===========================================================
 
 This package imports only numpy, yaml and the standard library, never numba:
 ``imgconv list`` and ``imgconv show`` start without it.
 """
 
-from imgconv.kernels.algebra import centre_on, compose, format_matrix
+from imgconv.kernels.algebra import centre_on, compose, format_matrix, orient_array, orient_filter, orient_kernel
 from imgconv.kernels.catalog import ENV_VAR, Catalog, builtin_catalog_path, load_catalog, parse_assignments
 from imgconv.kernels.families import FAMILIES
 from imgconv.kernels.files import (
@@ -49,4 +50,7 @@ __all__ = [
     "compose",
     "centre_on",
     "format_matrix",
+    "orient_array",
+    "orient_kernel",
+    "orient_filter",
 ]
