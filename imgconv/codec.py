@@ -13,7 +13,7 @@ into a TIFF): :mod:`imgconv.io` reads it with Pillow, which parses these
 files' headers and chunks fully, and writes it as Pillow writes it for any
 other image.  PNG: the ancillary chunks Pillow's writer makes (ICC profile,
 resolution, EXIF, XMP, text) go into libvips's file after ``IHDR``
-(:func:`encode_png`'s ``chunks``).  TIFF: the tags (an :class:`PIL.Image.Exif`,
+(:func:`encode_png`'s ``before`` and ``after``).  TIFF: the tags (an :class:`PIL.Image.Exif`,
 its EXIF and GPS directories included) are serialised by Pillow's IFD
 writer and joined to the first directory libvips wrote (:func:`write_tiff`).
 
@@ -29,7 +29,6 @@ from __future__ import annotations
 import io
 import os
 import struct
-import threading
 import zlib
 
 import numpy as np
@@ -81,9 +80,6 @@ _TIFF_WRITER_METADATA = (274, 282, 283, 296)  # Orientation, X/YResolution, Reso
 # A classic TIFF's offsets are 32-bit: libvips writes BigTIFF beyond this.
 _CLASSIC_TIFF_LIMIT = 2**32 - 2**26
 
-_IMPORT_LOCK = threading.Lock()
-
-
 class CodecError(ValueError):
     """The codec could not decode or encode an image; the text is one line."""
 
@@ -93,17 +89,17 @@ class CodecMissing(CodecError):
 
 
 def _pyvips():
-    with _IMPORT_LOCK:
-        try:
-            import pyvips
-        except (ImportError, OSError) as exc:  # OSError: pyvips found no libvips to load
-            raise CodecMissing(f"16-bit and float colour need libvips through pyvips ({INSTALL_HINT})") from exc
+    try:
+        import pyvips
+    except (ImportError, OSError) as exc:  # OSError: pyvips found no libvips to load
+        raise CodecMissing(f"16-bit and float colour need libvips through pyvips ({INSTALL_HINT})") from exc
     return pyvips
 
 
 def _message(exc):
-    """libvips's error (a summary and a detail of several lines) as one line."""
-    lines = [str(getattr(exc, "message", "") or "")] + str(getattr(exc, "detail", "") or "").splitlines()
+    """libvips's error as one line: its detail (the loaders' own words, several
+    lines), else its summary."""
+    lines = str(getattr(exc, "detail", "") or "").splitlines() or [str(getattr(exc, "message", "") or "")]
     text = "; ".join(dict.fromkeys(line.strip() for line in lines if line.strip())) or type(exc).__name__
     return text if len(text) <= 300 else text[:297] + "..."
 

@@ -95,6 +95,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import io
+import logging
 import os
 import secrets
 import stat
@@ -114,6 +115,12 @@ from PIL import Image, UnidentifiedImageError
 from imgconv import codec, filemeta, memory
 from imgconv.choices import FILE_FORMATS
 from imgconv.errors import ImageError, ImgconvWarning
+
+# Pillow logs what it refuses in a damaged file (logger.error) and has no handler of
+# its own, so Python's last-resort handler printed it beside imgconv's one-line
+# error; the refusal itself reaches the user as that error.  An application that
+# configures logging still gets Pillow's records.
+logging.getLogger("PIL").addHandler(logging.NullHandler())
 
 __all__ = [
     "SUPPORTED_FORMATS",
@@ -544,9 +551,9 @@ def read_image(path, *, float_copies=0) -> ImageData:
     Warns
     -----
     ImgconvWarning
-        When the pixels read lose something the file holds (16-bit colour
-        decoded at 8 bits, 32-bit integers read as float, CMYK converted to RGB
-        without a usable ICC profile).
+        When the pixels read lose something the file holds (a 16-bit APNG's
+        frames decoded at 8 bits, 32-bit integers read as float, CMYK converted
+        to RGB without a usable ICC profile, associated alpha read as straight).
     """
     if isinstance(path, str) and path == STDIO:
         return _read_stdin(_pixel_limit(float_copies))
@@ -797,7 +804,8 @@ def _canonical_pixels(im, rawmode, metadata):
 
     if ";16" in rawmode and mode in ("RGB", "RGBA"):
         what = "grey + alpha" if rawmode.startswith("LA") else rawmode.split(";")[0]
-        notes.append(f"16-bit {what} is read as 8-bit (Pillow cannot decode 16-bit colour or grey + alpha)")
+        # Only an animated PNG's frames come here (the codec reads single 16-bit images).
+        notes.append(f"16-bit {what} frames of an animated PNG are read as 8-bit (Pillow decodes them; the codec reads single images)")
         if rawmode.startswith("LA"):
             mode, im = "LA", im.convert("LA")  # Pillow widened it to RGBA
 
@@ -1403,7 +1411,8 @@ def write_image(
     pixels : numpy.ndarray
         (H, W) grey or (H, W, C) with C = 2 (grey + alpha), 3 (RGB) or 4 (RGBA);
         dtype uint8, uint16 or float32 (the values are written as they are:
-        convert and round before calling).  The layout decides the mode.
+        convert and round before calling).  The layout decides the mode; PNG
+        and TIFF hold 16-bit samples in every layout, TIFF float ones too.
     like : ImageData, optional
         The image read from the input: its EXIF, ICC profile, XMP, dpi and text
         are written where the format can hold them, and its compression is

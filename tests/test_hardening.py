@@ -208,11 +208,11 @@ def test_file_names_with_newlines_stay_on_one_line(tmp_path):
 
 
 def _start_long_apply(tmp_path):
-    """An `imgconv apply` whose compiled kernel runs for minutes: a dense 301x301 kernel forced direct."""
+    """An `imgconv apply` whose compiled kernel runs for minutes: a dense 1025x1025 kernel forced direct."""
     source = tmp_path / "big.png"
-    Image.fromarray((np.random.default_rng(0).random((1500, 1500)) * 255).astype(np.uint8)).save(source)
+    Image.fromarray((np.random.default_rng(0).random((1200, 1200)) * 255).astype(np.uint8)).save(source)
     kernel = tmp_path / "k.npy"
-    np.save(kernel, np.random.default_rng(1).random((301, 301)))
+    np.save(kernel, np.random.default_rng(1).random((1025, 1025)))
     env = dict(os.environ, PYTHONPATH=str(Path(imgconv.__file__).resolve().parent.parent))
     out = tmp_path / "out.png"
     command = [sys.executable, "-m", "imgconv", "apply", "--kernel", str(kernel), str(source), str(out), "--strategy", "direct"]
@@ -227,7 +227,7 @@ def test_signals_stop_a_long_kernel_at_once(tmp_path, signum, code):
     import time
 
     child, out = _start_long_apply(tmp_path)
-    time.sleep(6)  # imports, and the kernel under way (about 1.4e11 taps: minutes)
+    time.sleep(6)  # imports, and the kernel under way (about 1.5e12 taps: minutes)
     assert child.poll() is None, child.communicate()
     sent = time.monotonic()
     child.send_signal(signum)

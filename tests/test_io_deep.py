@@ -431,6 +431,30 @@ def test_16bit_png_with_a_wrong_chunk_length(tmp_path, rng, capfd, error):
     assert capfd.readouterr().err == ""
 
 
+def test_damaged_files_raise_only_image_error(tmp_path, rng, capfd):
+    """Bytes of 16-bit and float files changed at random: ImageError or an image, never another exception."""
+    pixels = pixels16(rng, "RGBA", shape=(9, 11))
+    sources = [write_png(pixels, 6, extra=[(b"tEXt", b"Author\x00someone")])]
+    for data in (pixels, rng.random((9, 11, 3), dtype=np.float32)):
+        tifffile.imwrite(tmp_path / "src.tif", data, photometric="rgb", **({"extrasamples": [2]} if data.shape[2] == 4 else {}))
+        sources.append((tmp_path / "src.tif").read_bytes())
+    path = tmp_path / "damaged.img"
+    for source in sources:
+        for _ in range(40):
+            data = bytearray(source)
+            for at in rng.integers(0, len(data), size=rng.integers(1, 6)):
+                data[at] = rng.integers(0, 256)
+            cut = len(data) if rng.random() < 0.7 else rng.integers(8, len(data))
+            path.write_bytes(bytes(data[:cut]))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                try:
+                    io.read_image(path)
+                except ImageError as exc:
+                    assert "\n" not in str(exc) and str(path) in str(exc)
+    assert capfd.readouterr().err == ""
+
+
 def test_pixel_limit_applies_before_decoding(tmp_path, rng, monkeypatch):
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded before the limit was applied")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import numbers
+import queue
 import threading
 
 import numpy as np
@@ -92,37 +93,69 @@ def run(
         finally:
             numba.set_num_threads(previous)
 
-    out, finished = _interruptible(execute)
+    # GPU work stays in the calling thread: its stream, buffers and taps are kept per
+    # thread (engine/cuda.py), and a launch returns at once; CPU kernels run where
+    # Ctrl-C can still interrupt the wait for them.
+    out, finished = execute() if plan.backend == "cuda" else _interruptible(execute)
     return out if finished else finish_array(out, finish)
+
+
+class _KernelThread:
+    """One long-lived daemon thread that runs compiled kernels for the main thread.
+
+    Long-lived, so what backends keep per thread (numba's OpenMP team, the CUDA
+    stream, device buffers and prepared taps) is made once and reused; a
+    daemon, so an abandoned kernel never holds up the end of the process.
+    """
+
+    def __init__(self):
+        self.jobs = queue.SimpleQueue()
+        threading.Thread(target=self._serve, name="imgconv-kernel", daemon=True).start()
+
+    def _serve(self):
+        while True:
+            work, outcome, done = self.jobs.get()
+            try:
+                outcome["value"] = work()
+            except BaseException as exc:  # handed to the caller's thread
+                outcome["error"] = exc
+            finally:
+                done.set()
+
+    def call(self, work):
+        outcome, done = {}, threading.Event()
+        self.jobs.put((work, outcome, done))
+        while not done.wait(0.25):  # KeyboardInterrupt is raised here at once
+            pass
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["value"]
+
+
+_kernel_thread = None
+_kernel_thread_lock = threading.Lock()
 
 
 def _interruptible(work):
     """``work()``, run so that Ctrl-C still reaches the main thread.
 
-    A compiled kernel holds the main thread for as long as it runs (seconds to
-    minutes for a huge kernel forced direct), and Python runs signal handlers
-    only between bytecodes: so from the main thread the work runs in a helper
-    thread (the kernels release the GIL) while the main thread waits in short
-    joins, where KeyboardInterrupt is raised at once.  The abandoned kernel
-    finishes in its daemon thread; the CLI exits without waiting for it.
+    A compiled kernel holds the thread that runs it for as long as it runs
+    (seconds to minutes for a huge kernel forced direct), and Python runs
+    signal handlers only in the main thread, between bytecodes: so from the
+    main thread the work runs in the kernel thread (the kernels release the
+    GIL) while the main thread waits in short waits, where KeyboardInterrupt
+    is raised at once.  An interrupted kernel finishes in the background; the
+    CLI exits without waiting for it.  Other threads (batch or Dask workers,
+    the FFT's pool) call the work directly.
     """
+    global _kernel_thread
     if threading.current_thread() is not threading.main_thread():
         return work()
-    outcome = {}
-
-    def target():
-        try:
-            outcome["value"] = work()
-        except BaseException as exc:  # handed to the caller's thread below
-            outcome["error"] = exc
-
-    helper = threading.Thread(target=target, name="imgconv-kernel", daemon=True)
-    helper.start()
-    while helper.is_alive():
-        helper.join(0.25)
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]
+    if _kernel_thread is None:
+        with _kernel_thread_lock:
+            if _kernel_thread is None:
+                _kernel_thread = _KernelThread()
+    return _kernel_thread.call(work)
 
 
 def convolve_planned(
