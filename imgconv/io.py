@@ -93,6 +93,7 @@ the pixels stay as stored (Pillow's TIFF loader turns them: that is undone).
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import io
 import logging
@@ -570,11 +571,53 @@ def read_image(path, *, float_copies=0) -> ImageData:
         stream = open(path, "rb")
     except OSError as exc:
         raise _open_error(name, exc) from exc
-    with stream:
+    with stream, _native_chatter_folded(name):
         try:
             return _read_stream(name, stream, limit)
         except MemoryError as exc:
             raise _out_of_memory(name, limit) from exc
+
+
+@contextlib.contextmanager
+def _native_chatter_folded(name):
+    """Keep what native decoders print on file descriptor 2 (libtiff's
+    "TIFFReadDirectory: ..." lines) off the user's terminal: it is captured
+    while a file is decoded and, when the read fails, folded into the one-line
+    error.  Only in the main thread of a process (the command line, a batch
+    worker): redirecting the descriptor would swallow other threads' output."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):
+        yield
+        return
+    import tempfile
+
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        except ImageError as exc:
+            said = _captured_line(capture)
+            if not said:
+                raise
+            raise ImageError(f"{exc} [decoder: {said}]") from exc
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def _captured_line(capture):
+    """The first non-empty line a native library printed (abbreviated), or ''."""
+    capture.seek(0)
+    for line in capture.read(4096).decode("utf-8", "replace").splitlines():
+        line = " ".join(line.split())
+        if line:
+            return line if len(line) <= 160 else line[:157] + "..."
+    return ""
 
 
 def _read_stdin(limit):
@@ -588,10 +631,11 @@ def _read_stdin(limit):
         raise _open_error(name, exc) from exc
     if not data:
         raise ImageError(f"cannot read '{name}': no data on standard input")
-    try:
-        return _read_stream(name, io.BytesIO(data), limit)
-    except MemoryError as exc:
-        raise _out_of_memory(name, limit) from exc
+    with _native_chatter_folded(name):
+        try:
+            return _read_stream(name, io.BytesIO(data), limit)
+        except MemoryError as exc:
+            raise _out_of_memory(name, limit) from exc
 
 
 def _out_of_memory(name, limit):
@@ -1510,8 +1554,7 @@ def _write_stdout(pixels, fmt, like, quality=None, more_frames=()):
     if stream is None:
         raise ImageError(f"cannot write '{name}': standard output is not open")
     try:
-        stream.write(buffer.getvalue())
-        stream.flush()
+        write_all(stream, buffer.getvalue())
     except OSError as exc:
         raise ImageError(f"cannot write '{name}': {exc.strerror or _one_line(exc)}") from exc
     for note in notes:
@@ -1737,6 +1780,44 @@ def _save_atomically(name, image, fmt, params, dir_fd=None):
         raise ImageError(f"cannot write '{name}': {_one_line(exc)}") from exc
 
 
+def write_all(stream, data) -> None:
+    """Write every byte of ``data`` to ``stream`` and flush, or raise OSError.
+
+    An unbuffered stream (standard output under ``PYTHONUNBUFFERED=1``, a raw
+    file) may take only part of a write, for example on a nearly full disk, and
+    say so only in its return value: the rest is written, or the shortfall is
+    an error, never silently dropped.
+    """
+    view = memoryview(data).cast("B")
+    while view.nbytes:
+        written = stream.write(view)
+        if written is None:  # a non-blocking stream that took nothing: wait and retry
+            import select
+
+            select.select([], [stream], [], 1.0)
+            continue
+        if written <= 0:
+            raise OSError(errno.EIO, "the output took no more bytes")
+        view = view[written:]
+    stream.flush()
+
+
+#: The longest file name (in bytes) the usual file systems take (ext4, XFS, APFS, NTFS in UTF-16 units).
+NAME_MAX = 255
+
+
+def _temporary_stem(base: str, ext: str) -> str:
+    """The start of a temporary file's name for ``base + ext``: hidden, marked, and
+    short enough that the whole temporary name fits wherever the final name does
+    (a 250-byte name would otherwise get a temporary name the file system refuses)."""
+    suffix = os.fsencode(f"{_TMP_MARK}-{'0' * 8}{ext}")
+    room = NAME_MAX - 1 - len(suffix)
+    raw = os.fsencode(base)
+    if len(raw) > room:
+        raw = raw[: max(room, 0)]
+    return "." + os.fsdecode(raw) + _TMP_MARK
+
+
 def write_atomically(path, write: Callable[[BinaryIO], object], *, dir_fd: int | None = None) -> None:
     """Write the file ``path`` through ``write(stream)``, all or nothing.
 
@@ -1780,7 +1861,7 @@ def write_atomically(path, write: Callable[[BinaryIO], object], *, dir_fd: int |
     # O_EXCL with a random name: never follow or clobber someone else's file;
     # 0o666 lets the umask apply (mkstemp would make it private, 0o600).
     for _ in range(100):
-        temp = os.path.join(where, f".{base}{_TMP_MARK}-{secrets.token_hex(4)}{ext}")
+        temp = os.path.join(where, f"{_temporary_stem(base, ext)}-{secrets.token_hex(4)}{ext}")
         try:
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666, **at)
         except FileExistsError:
@@ -1808,7 +1889,7 @@ def temporary_files(path) -> list[Path]:
     (when its process was killed mid-write), to be removed."""
     path = Path(path)
     base, ext = os.path.splitext(path.name)
-    return sorted(path.parent.glob(f".{glob.escape(base)}{_TMP_MARK}-*{glob.escape(ext)}"))
+    return sorted(path.parent.glob(f"{glob.escape(_temporary_stem(base, ext))}-*{glob.escape(ext)}"))
 
 
 # ---------------------------------------------------------------------------

@@ -275,3 +275,87 @@ def test_gallery_tiles_of_responses_are_readable(name):
     assert saturated < 0.25, f"{name}: {saturated:.0%} of the tile is blown out or black"
     assert tile.std() > 20, f"{name}: the tile is nearly flat"
     assert not plot.needs_stretch(Chain.of(load_catalog(use_env=False).resolve("blur")))
+
+
+class _Trickle:
+    """A raw stream that takes at most ``step`` bytes a write, as an unbuffered
+    standard output on a nearly full disk does, then nothing once ``room`` is used."""
+
+    def __init__(self, step, room=None):
+        self.step, self.room, self.data = step, room, bytearray()
+
+    def write(self, view):
+        take = min(self.step, len(view)) if self.room is None else min(self.step, len(view), self.room - len(self.data))
+        self.data += bytes(view[:take])
+        return take
+
+    def flush(self):
+        pass
+
+
+def test_every_byte_reaches_an_unbuffered_output():
+    from imgconv import io
+
+    payload = bytes(range(256)) * 40
+    trickle = _Trickle(1000)
+    io.write_all(trickle, payload)
+    assert bytes(trickle.data) == payload
+    with pytest.raises(OSError):
+        io.write_all(_Trickle(1000, room=5000), payload)  # the disk fills up: an error, not a short file
+
+
+def test_standard_output_short_writes_are_completed(photo, monkeypatch, capfdbinary):
+    from imgconv import io
+
+    trickle = _Trickle(997)
+    monkeypatch.setattr(sys, "stdout", type("Out", (), {"buffer": trickle, "flush": lambda self: None})())
+    io.write_image("-", np.zeros((40, 30, 3), np.uint8), format="png")
+    assert Image.open(stdio.BytesIO(bytes(trickle.data))).size == (30, 40)
+    full = _Trickle(997, room=50)  # the PNG is about 80 bytes
+    monkeypatch.setattr(sys, "stdout", type("Out", (), {"buffer": full, "flush": lambda self: None})())
+    with pytest.raises(imgconv.ImageError, match="cannot write"):
+        io.write_image("-", np.zeros((40, 30, 3), np.uint8), format="png")
+
+
+def test_names_as_long_as_the_file_system_allows_can_be_written(tmp_path, monkeypatch):
+    from imgconv import io
+
+    name = "n" * (io.NAME_MAX - 4) + ".png"  # 255 bytes: the longest name there is
+    made = []
+    real_open = os.open
+
+    def spying_open(path, *args, **kwargs):
+        made.append(os.path.basename(os.fsdecode(path)))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", spying_open)
+    io.write_image(tmp_path / name, np.zeros((4, 4), np.uint8))
+    monkeypatch.undo()
+    assert Image.open(tmp_path / name).size == (4, 4)
+    temporaries = [m for m in made if ".imgconv-tmp" in m]
+    assert temporaries and all(len(os.fsencode(m)) <= io.NAME_MAX for m in temporaries)
+    # and a temporary left by a killed process is still found for that name
+    left = tmp_path / temporaries[0]
+    left.write_bytes(b"partial")
+    assert io.temporary_files(tmp_path / name) == [left]
+
+
+def test_native_decoder_chatter_is_folded_into_the_one_line(tmp_path):
+    source = tmp_path / "bad.tif"
+    buffer = stdio.BytesIO()
+    Image.fromarray((np.random.default_rng(3).random((64, 64, 3)) * 255).astype(np.uint8)).save(
+        buffer, format="TIFF", compression="tiff_deflate"
+    )
+    data = bytearray(buffer.getvalue())
+    for at in range(200, 600, 7):
+        data[at] ^= 0x55
+    source.write_bytes(bytes(data))
+    env = dict(os.environ, PYTHONPATH=str(Path(imgconv.__file__).resolve().parent.parent))
+    done = subprocess.run(
+        [sys.executable, "-m", "imgconv", "apply", "blur", str(source), str(tmp_path / "o.png")],
+        env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 1
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: cannot read"), done.stderr
+    assert not (tmp_path / "o.png").exists()
