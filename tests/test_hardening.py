@@ -359,3 +359,28 @@ def test_native_decoder_chatter_is_folded_into_the_one_line(tmp_path):
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("Error: cannot read"), done.stderr
     assert not (tmp_path / "o.png").exists()
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_batch_cleanly(tmp_path):
+    import signal
+    import time
+
+    source = tmp_path / "in"
+    source.mkdir()
+    picture = Image.fromarray((np.random.default_rng(5).random((1500, 2000, 3)) * 255).astype(np.uint8))
+    for index in range(8):
+        picture.save(source / f"p{index}.png")
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=str(Path(imgconv.__file__).resolve().parent.parent))
+    command = [sys.executable, "-m", "imgconv", "batch", "gaussian", "-p", "sigma=3", str(source), str(out), "--jobs", "2"]
+    child = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(5)  # the workers are decoding, filtering and writing
+    child.send_signal(signal.SIGTERM)
+    _, stderr = child.communicate(timeout=60)
+    assert child.returncode in (143, -signal.SIGTERM), stderr
+    assert "Traceback" not in stderr
+    time.sleep(1.5)  # the workers notice their parent is gone
+    assert not [p for p in out.rglob("*") if ".imgconv-tmp" in p.name]
+    for path in out.rglob("*.png"):
+        Image.open(path).load()  # every output there is whole
