@@ -453,8 +453,21 @@ def _tiff_text(im):
     tags = getattr(im, "tag_v2", {})
     for tag, keyword in _TIFF_TEXT_TAGS.items():
         value = _tag_text(tags.get(tag))
-        if value:
+        if value and not (tag == 270 and layout_description(value)):
             yield _plain(keyword, value)
+
+
+def layout_description(text) -> bool:
+    """Whether an ImageDescription is a writer's record of the array layout, not a
+    description: tifffile's ``{"shape": [3, H, W]}`` JSON and ImageJ's ``ImageJ=...``
+    header.  Copied to a file laid out anew (interleaved, fewer pages) it would
+    describe the wrong shape, so it is carried neither as text nor as a tag."""
+    if isinstance(text, bytes):
+        text = text.decode("latin-1")
+    if not isinstance(text, str):
+        return False
+    text = text.strip()
+    return (text.startswith("{") and '"shape"' in text[:64]) or text.startswith("ImageJ=")
 
 
 def _tag_text(value):

@@ -115,7 +115,10 @@ def convolve(
 
     ``out[i, j] = sum_{u, v} kernel[u, v] * image[i - u + kh // 2, j - v + kw // 2]``
     (the kernel is flipped: true convolution), with positions outside the
-    image read according to ``mode``.
+    image read according to ``mode``, periodically however far the kernel
+    reaches.  (scipy's 2-D ``reflect`` reads outside its line buffer once a
+    kernel reaches past about four image sizes; there imgconv gives what
+    ``scipy.ndimage.convolve1d`` and ``numpy.pad(..., "symmetric")`` give.)
 
     Parameters
     ----------

@@ -809,7 +809,7 @@ def _exif_of_tiff(im):
     exif = Image.Exif()
     exif.load(im.getexif().tobytes())  # a copy, sub-IFDs included, read while the file is open
     for tag in list(exif):
-        if tag in _TIFF_LAYOUT_TAGS:
+        if tag in _TIFF_LAYOUT_TAGS or (tag == 270 and filemeta.layout_description(exif[tag])):
             del exif[tag]
     if not len(exif):
         return None
@@ -1398,7 +1398,7 @@ def _tiff_tags(exif, xmp, warn):
         try:
             tags.load(exif)
             for tag in list(tags):
-                if tag in _TIFF_LAYOUT_TAGS:
+                if tag in _TIFF_LAYOUT_TAGS or (tag == 270 and filemeta.layout_description(tags[tag])):
                     del tags[tag]
             # Read the sub-IFDs now, while the bytes they point into are at hand,
             # and serialise once: a damaged tag fails here, not inside the save.
