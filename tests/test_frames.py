@@ -222,11 +222,65 @@ def test_tiff_16bit_stack_each_page_filtered_alone(tmp_path, rng):
     assert_frames_equal(list(got), filtered_alone(stack, "gaussian", sigma=1.5))
 
 
+def _unfilter(raw, width, height, depth, channels):
+    """PNG scanlines (filter byte + bytes) back to pixels, every row filter undone."""
+    step = max(1, channels * depth // 8)
+    stride = width * channels * depth // 8
+    previous, rows = bytearray(stride), []
+    for y in range(height):
+        kind = raw[y * (stride + 1)]
+        line = bytearray(raw[y * (stride + 1) + 1 : (y + 1) * (stride + 1)])
+        for i in range(stride):
+            a = line[i - step] if i >= step else 0
+            b = previous[i]
+            c = previous[i - step] if i >= step else 0
+            p = a + b - c
+            paeth = a if abs(p - a) <= abs(p - b) and abs(p - a) <= abs(p - c) else b if abs(p - b) <= abs(p - c) else c
+            line[i] = (line[i] + (0, a, b, (a + b) // 2, paeth)[kind]) & 255
+        rows.append(bytes(line))
+        previous = line
+    return np.frombuffer(b"".join(rows), ">u2" if depth == 16 else np.uint8).reshape(height, width, channels)
+
+
+def apng_frames(data):
+    """Every frame of an APNG whose frames are full canvases, decoded independently of
+    imgconv and Pillow (checksums checked): the IDAT image when an fcTL precedes it, then each fdAT run."""
+    import struct
+    import zlib
+
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    chunks, at = [], 8
+    while at < len(data):
+        length, kind = struct.unpack(">I4s", data[at : at + 8])
+        body = data[at + 8 : at + 8 + length]
+        assert struct.unpack(">I", data[at + 8 + length : at + 12 + length])[0] == zlib.crc32(kind + body) & 0xFFFFFFFF
+        chunks.append((kind, body))
+        at += 12 + length
+    width, height, depth, colour_type = struct.unpack(">IIBB", chunks[0][1][:10])
+    channels = {0: 1, 2: 3, 4: 2, 6: 4}[colour_type]
+    frames, current, default_is_frame = [], None, False
+    for kind, body in chunks[1:]:
+        if kind == b"fcTL":
+            if current is not None:
+                frames.append(current)
+            current = []
+            frame_width, frame_height = struct.unpack(">II", body[4:12])
+            assert (frame_width, frame_height) == (width, height)  # full canvases
+        elif kind == b"IDAT":
+            default_is_frame = current is not None and not frames
+            if default_is_frame:
+                current.append(body)
+        elif kind == b"fdAT":
+            current.append(body[4:])
+    if current:
+        frames.append(current)
+    return [_unfilter(zlib.decompress(b"".join(parts)), width, height, depth, channels).astype(np.uint16) for parts in frames]
+
+
 def test_16bit_colour_stack_each_page_filtered_alone(tmp_path, rng):
     """16-bit RGB pages (the codec's) stay 16-bit, into TIFF pages and APNG frames."""
     tifffile = pytest.importorskip("tifffile")
     pytest.importorskip("pyvips")
-    imagecodecs = pytest.importorskip("imagecodecs")
     stack = rng.integers(0, 65536, size=(3, 10, 12, 3), dtype=np.uint16)
     source = tmp_path / "rgb16.tif"
     tifffile.imwrite(source, stack, photometric="rgb")
@@ -234,7 +288,7 @@ def test_16bit_colour_stack_each_page_filtered_alone(tmp_path, rng):
     assert run("apply", "blur", source, tmp_path / "out.tif").exit_code == 0
     assert_frames_equal(list(tifffile.imread(tmp_path / "out.tif", key=range(3))), expected)
     assert run("apply", "blur", source, tmp_path / "out.png").exit_code == 0
-    assert_frames_equal(list(imagecodecs.apng_decode((tmp_path / "out.png").read_bytes())), expected)
+    assert_frames_equal(apng_frames((tmp_path / "out.png").read_bytes()), expected)
 
 
 def test_16bit_frames_into_apng_all_kept(tmp_path):
