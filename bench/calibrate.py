@@ -1,13 +1,19 @@
-"""Fit the planner's cost model (imgconv/plan.py) to this machine.
+"""Fit the planner's cost model (imgconv/engine/plan.py) to this machine.
 
 Times each strategy on one thread over a range of kernels and prints ns per
-output pixel and channel, then least-squares constants for
+output pixel and channel, then constants for
 
     direct    = DIRECT_PIXEL_NS + DIRECT_TAP_NS * non-zero taps
     separable = 2 * DIRECT_PIXEL_NS + DIRECT_TAP_NS * (kh + kw)       (per rank)
+                + PASS_SUM_NS per rank beyond the first
     fft       = tiles x N^2 x TILE_NS[N]      (imgconv/tunables.py FFT_TILE_NS: ns per pixel of an N x N tile)
 
-    python bench/calibrate.py [--size 2048]
+The direct line is fitted to relative error (each size counts alike: the 3x3 and the
+17x17 both decide strategies).  Then the crossovers are checked: with the fitted
+constants, the planner's choice against the faster measured strategy for rank-1
+kernels (direct or separable) and dense ones (direct or FFT).
+
+    python bench/calibrate.py [--size 2048] [--rounds 5]
 """
 
 import argparse
@@ -17,7 +23,7 @@ import time
 import numpy as np
 
 
-def timed(f, rounds=5):
+def timed(f, rounds):
     f()
     samples = []
     for _ in range(rounds):
@@ -28,8 +34,9 @@ def timed(f, rounds=5):
 
 
 def main():
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=2048)
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
 
     import numba
@@ -37,6 +44,7 @@ def main():
     import imgconv
     from imgconv import tunables
     from imgconv.engine import fft as fft_module
+    from imgconv.engine import plan as planner
 
     numba.set_num_threads(1)
     rng = np.random.default_rng(0)
@@ -44,19 +52,26 @@ def main():
     pixels = image.size
 
     def ns(kernel, strategy):
-        return timed(lambda: imgconv.convolve(image, kernel, strategy=strategy, threads=1)) / pixels * 1e9
+        return timed(lambda: imgconv.convolve(image, kernel, strategy=strategy, threads=1), args.rounds) / pixels * 1e9
 
     direct = [(k * k, ns(rng.normal(size=(k, k)), "direct")) for k in (1, 3, 5, 7, 9, 13, 17)]
-    a = np.array([[1, taps] for taps, _ in direct], float)
-    pixel_ns, tap_ns = np.linalg.lstsq(a, np.array([t for _, t in direct]), rcond=None)[0]
-    print("direct: taps -> ns/px", [(taps, round(t, 2)) for taps, t in direct])
+    taps = np.array([t for t, _ in direct], float)
+    measured = np.array([t for _, t in direct])
+    a = np.stack([np.ones_like(taps), taps], axis=1) / measured[:, None]  # relative error
+    pixel_ns, tap_ns = np.linalg.lstsq(a, np.ones_like(measured), rcond=None)[0]
+    print("direct: taps -> ns/px (model)", [(int(t), round(m, 2), round(pixel_ns + tap_ns * t, 2)) for t, m in direct])
     print(f"  DIRECT_PIXEL_NS = {pixel_ns:.3f}  DIRECT_TAP_NS = {tap_ns:.4f}")
 
     separable = []
-    for k in (5, 9, 13, 25, 49):
+    for k in (3, 5, 9, 13, 17, 25, 49):
         g = rng.normal(size=k)
         separable.append((k, ns(np.outer(g, g), "separable")))
     print("separable: size -> ns/px (model)", [(k, round(t, 2), round(2 * pixel_ns + tap_ns * 2 * k, 2)) for k, t in separable])
+
+    # A second separable pair's result added to the first: the float32 sum over the image.
+    total, part = np.empty_like(image), np.empty_like(image)
+    pass_sum_ns = timed(lambda: np.add(total, part, out=total), args.rounds) / pixels * 1e9
+    print(f"  PASS_SUM_NS = {pass_sum_ns:.2f}")
 
     # One tile size at a time, on an image of 4 x 4 tiles, through the FFT route's own code.
     tile_ns = {}
@@ -67,12 +82,37 @@ def main():
             side = 4 * (n - 8)
             tiles_image = rng.random((side, side), dtype=np.float32)
             fft_module.tile_size = lambda shape, kshape, n=n: n
-            seconds = timed(lambda: imgconv.convolve(tiles_image, kernel, strategy="fft", threads=1))
+            seconds = timed(lambda: imgconv.convolve(tiles_image, kernel, strategy="fft", threads=1), args.rounds)
             tile_ns[n] = round(seconds / (16 * n * n) * 1e9, 1)
     finally:
         fft_module.tile_size = chooser
     print("fft: ns per tile pixel by tile size N")
     print(f"  FFT_TILE_NS = {tile_ns}")
+
+    # The crossovers, planned with the constants just fitted (the memo cleared before and after).
+    fitted = dict(DIRECT_PIXEL_NS=pixel_ns, DIRECT_TAP_NS=tap_ns, PASS_SUM_NS=pass_sum_ns, FFT_TILE_NS=tile_ns)
+    saved = {name: getattr(tunables, name) for name in fitted}
+    try:
+        for name, value in fitted.items():
+            setattr(tunables, name, value)
+        planner._plan_memo.clear()
+        print("crossovers: kernel -> measured ns/px by strategy, the faster, the planner's choice")
+        for k in (3, 5, 7, 9):
+            g = rng.normal(size=k)
+            kernel = np.outer(g, g)
+            times = {s: round(ns(kernel, s), 2) for s in ("direct", "separable")}
+            chosen = planner.make_plan(kernel, image.shape).strategy
+            print(f"  rank 1 {k}x{k}: {times}, faster {min(times, key=times.get)}, planned {chosen}")
+        for k in (7, 9, 13, 17, 21):
+            kernel = rng.normal(size=(k, k))
+            times = {s: round(ns(kernel, s), 2) for s in ("direct", "fft")}
+            chosen = planner.make_plan(kernel, image.shape).strategy
+            print(f"  dense {k}x{k}: {times}, faster {min(times, key=times.get)}, planned {chosen}")
+    finally:
+        for name, value in saved.items():
+            setattr(tunables, name, value)
+        planner._plan_memo.clear()
+
 
 if __name__ == "__main__":
     main()

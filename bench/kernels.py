@@ -8,6 +8,7 @@ cv2.setNumThreads; scipy and Pillow are single-threaded).
     python bench/kernels.py                  # full run, markdown table on stdout
     python bench/kernels.py --size 1024      # quicker
     python bench/kernels.py --cases 3x3,31x31 --threads 1
+    python bench/kernels.py --peers memcpy,cv2   # only these contenders (name prefixes)
 
 Needs: pip install '.[bench]' (opencv-python-headless, scipy).
 """
@@ -104,6 +105,7 @@ def main(argv=None):
     parser.add_argument("--cases", default="3x3,5x5,gauss13,31x31")
     parser.add_argument("--images", default="gray-f32,rgb-u8")
     parser.add_argument("--slow", action="store_true", help="also time scipy on 31x31 (about 13 s a call)")
+    parser.add_argument("--peers", default="", help="only the peers whose names start with one of these (comma-separated)")
     args = parser.parse_args(argv)
 
     import cv2
@@ -131,7 +133,11 @@ def main(argv=None):
             for case in args.cases.split(","):
                 kernel = cases[case]
                 plan = make_plan(kernel, image.shape)
-                results = measure(contenders(case, kernel, image, args.slow), args.rounds)
+                funcs = contenders(case, kernel, image, args.slow)
+                if args.peers:
+                    wanted = tuple(args.peers.split(","))
+                    funcs = {name: f for name, f in funcs.items() if name == "imgconv" or name.startswith(wanted)}
+                results = measure(funcs, args.rounds)
                 mine = results.pop("imgconv")
                 for peer, ms in results.items():
                     print(

@@ -10,8 +10,18 @@ patch one (``monkeypatch.setattr(tunables, "CUDA_BLOCK", (4, 4))``).
 
 # Elements of an output row processed per pass over the taps (measured on a
 # 4096-wide image: 4096 ran 5-8 % faster than 512, 1024 or 2048; the windows
-# then live in the 1 MiB L2 cache).  Passed to the kernels at each call.
+# then live in the 1 MiB L2 cache).  Passed to the kernels at each call.  Re-checked
+# on 2026-12-01 with the one-sweep kernels (3x3 and 5x5, 2048 and 4096 wide): 2048 and
+# 4096 within 2 % of each other, 1024 2-4 % and 512 5-10 % slower.
 CPU_COLUMN_TILE = 4096
+
+# float32 rows are read in place (no line buffer) when the elements at a row's ends
+# whose taps leave the row -- (kw - 1) * C of them, summed apart over every tap --
+# cost at most this many element-taps per element of the row; otherwise (narrow
+# images, long kernels) rows go through line buffers.  Both give the same bits.
+# (A 5x5 on a 4096-wide image: 4 * 25 = 100 <= 1024, in place.)  Read by
+# engine/cpu.py in Python at each call, so a test can patch it.
+CPU_IN_PLACE_EDGE_WORK = 0.25
 
 # Bands of output rows per thread: a few balance the load, and each band
 # re-reads kh - 1 rows at its top.
@@ -20,11 +30,14 @@ CPU_BANDS_PER_THREAD = 4
 # --- FFT (engine/fft.py) -----------------------------------------------------------------------
 
 # Measured cost of one tile, in ns per pixel of the N x N tile on one thread
-# (gather, forward and inverse float32 FFT, product, copy-out; bench/calibrate.py).
-# Small tiles pay Python's per-tile overhead, large ones leave the L2 cache.
-FFT_TILE_NS = {64: 21.0, 96: 12.4, 128: 9.4, 160: 8.1, 192: 7.3, 256: 6.7, 320: 6.7, 384: 6.7, 512: 6.3, 640: 6.8, 768: 7.7, 1024: 9.2}
-# Tiles beyond the table (kernels longer than 1024 taps): taken as the 1024 cost grown by cache misses.
-FFT_LARGE_TILE_NS = 12.0
+# (gather, forward and inverse float32 FFT, product, copy-out; bench/calibrate.py, the
+# median of four runs on 2026-12-01 beside the direct constants below, so the two are
+# compared as measured together).  Small tiles pay Python's per-tile overhead, large
+# ones leave the L2 cache.
+FFT_TILE_NS = {64: 26.2, 96: 14.8, 128: 11.0, 160: 9.9, 192: 9.4, 256: 7.6, 320: 7.3, 384: 7.3, 512: 6.9, 640: 7.7, 768: 9.2, 1024: 11.4}
+# Tiles beyond the table (kernels longer than 1024 taps): taken as the 1024 cost grown by cache
+# misses (by 1.3, as when the table was first measured: 12.0 beside 9.2).
+FFT_LARGE_TILE_NS = 15.0
 
 # --- GPU (engine/cuda.py) ----------------------------------------------------------------------
 
@@ -41,14 +54,16 @@ CUDA_TAP_CACHE_SIZE = 16
 
 # --- planning (engine/plan.py) -----------------------------------------------------------------
 
-# CPU cost model (ns per output pixel and channel, one thread), from bench/calibrate.py.
-DIRECT_PIXEL_NS = 0.50  # reading, converting and writing a pixel
-DIRECT_TAP_NS = 0.0275  # one non-zero tap
-PASS_SUM_NS = 0.30  # adding one more separable pair's result
+# CPU cost model (ns per output pixel and channel, one thread), from bench/calibrate.py
+# (2048x2048 float32; the median of four runs on 2026-12-01, after the one-sweep and
+# two-rows-a-sweep kernels; docs/performance.md, "CPU kernels").
+DIRECT_PIXEL_NS = 0.367  # reading, converting and writing a pixel
+DIRECT_TAP_NS = 0.0256  # one non-zero tap
+PASS_SUM_NS = 0.10  # adding one more separable pair's result (a float32 add over the image)
 
 # The FFT is costed only for kernels of at least this many taps.  Its best
-# measured cost is ~6.3 ns per tile pixel (FFT_TILE_NS), which direct
-# (DIRECT_PIXEL_NS + DIRECT_TAP_NS * taps) only exceeds beyond ~210 taps:
+# measured cost is ~6.9 ns per tile pixel (FFT_TILE_NS), which direct
+# (DIRECT_PIXEL_NS + DIRECT_TAP_NS * taps) only exceeds beyond ~255 taps:
 # below 7x7 the estimate is wasted work, and the margin keeps it safe if the
 # tables are re-measured.
 FFT_MIN_TAPS = 49

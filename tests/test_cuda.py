@@ -73,6 +73,25 @@ def test_direct_matches_scipy_and_the_cpu_bit_for_bit(rng, mode):
 
 
 @pytest.mark.parametrize("mode", MODES)
+def test_every_cpu_sweep_matches_bit_for_bit(rng, mode, monkeypatch):
+    # The CPU's fused sweeps (9, 13, 17, 25 taps), its two-rows-a-sweep pairs (dense
+    # 3x3 and 5x5, one column, the separable column pass) and float32 rows read in
+    # place all keep the one order the GPU sums in.
+    monkeypatch.setattr(tunables, "CPU_IN_PLACE_EDGE_WORK", float("inf"))
+    shape = IMAGE_SHAPES[-1]
+    image = (rng.random(shape) * 255).astype(np.float32)
+    cval = float(rng.normal() * 50)
+    for kshape in [(3, 3), (5, 5), (13, 1), (1, 17), (3, 5)]:
+        kernel = rng.normal(size=kshape)
+        got = on_gpu(image, kernel, mode=mode, cval=cval, strategy="direct")
+        np.testing.assert_array_equal(got, imgconv.convolve(image, kernel, mode=mode, cval=cval, backend="cpu", strategy="direct"))
+    kernel = np.outer(rng.normal(size=13), rng.normal(size=9))
+    for source in (image, image.astype(np.uint8)):
+        got = on_gpu(source, kernel, mode=mode, cval=cval, strategy="separable")
+        np.testing.assert_array_equal(got, imgconv.convolve(source, kernel, mode=mode, cval=cval, backend="cpu", strategy="separable"))
+
+
+@pytest.mark.parametrize("mode", MODES)
 def test_kernel_larger_than_the_image(rng, mode):
     image = rng.random((3, 2))
     kernel = rng.normal(size=(9, 7))

@@ -2,25 +2,57 @@
 
 The image is seen as one 2-D array of rows of ``W * C`` elements (interleaved
 colour stays interleaved: a tap one pixel to the right is ``C`` elements
-along).  Each thread takes a band of output rows and keeps a ring of ``kh``
-line buffers: a source row, converted to float32 (so uint8 and uint16 images
-need no full-size float copy) and extended beyond its ends through the border
-index map (so there is no padded copy of the image), is filled once and then
-serves the ``kh`` output rows that need it.  An output row is the sum over the
-kernel's taps of ``w * line[offset : offset + W * C]``: taps are taken four at
-a time, over column tiles that stay in the L1 cache, in loops LLVM vectorises.
+along).  Each thread takes a band of output rows.  An output row is the sum
+over the kernel's non-zero taps of ``w * row[offset : offset + W * C]``, in
+loops LLVM vectorises, over column tiles (``tunables.CPU_COLUMN_TILE``).
+
+Where the taps read from:
+
+- **float32 rows, in place.**  An output row whose taps all fall on rows of the
+  image (every mode but ``constant`` at the top and bottom) reads the source
+  rows where they are, for every column whose taps stay inside the row.  The
+  few columns at each end whose taps leave the row (``(kw - 1) * C`` in all)
+  are gathered through the border index map for the whole band at once and
+  summed down the rows (``_row_ends``).  Nothing is copied.
+- **A ring of line buffers** otherwise: uint8 and uint16 rows (converted to
+  float32 once, so integer images need no full-size float copy), constant-mode
+  rows beyond the image, and images too narrow for the in-place columns to pay
+  (``tunables.CPU_IN_PLACE_EDGE_WORK``).  Each thread keeps ``kh + 1`` line
+  buffers; a source row, converted and extended beyond its ends through the
+  border index map (so there is no padded copy of the image), is filled once
+  and serves the output rows that need it.
+
+**The order of the sum** is one order, whichever path reads the taps: the
+non-zero taps in row-major order, four at a time, ``((w0 a + w1 b) + w2 c) +
+w3 d`` added to the running sum, no fused multiply-add.  The CUDA backend
+sums in the same order (``cuda._correlate_kernel``), so its float32 results
+are the CPU's bit for bit; change the two together.
+
+**How the sum is swept.**  Tap counts in ``FUSED_TAPS`` (9, 13, 17, 25: dense
+3x3 and 5x5 kernels, the 1-D passes of Gaussians of sigma 1, 1.5, 2 and 3)
+are summed in one sweep with every tap in registers, so each output element
+is written once; other counts take one sweep per group of four taps over a
+column tile.  Where two output rows share their source rows -- the column pass
+of the separable kernel, a direct kernel of one column, a dense 3x3 or 5x5 --
+two rows are computed in one sweep, each loaded source element serving both
+(``_pair*``).  These loops are generated from one template
+(``_sum_expression``), so the order above is written once.  Compiling them all
+makes a cold first call of a kernel slower (docs/performance.md, "CPU kernels");
+``cache=True`` keeps them.
 
 The separable kernel runs both 1-D passes in one sweep: each band keeps a ring
-of ``kh`` row-pass results and builds each output row from it, so there is no
-full-size intermediate image.  Both kernels finish each row on the spot
-(offset, absolute value, rounding and clipping into the output dtype), so
-filtering a uint8 photograph to a uint8 result allocates no float image at all.
+of row-pass results and builds the output rows from it, two at a time, so
+there is no full-size intermediate image; float32 rows are read in place by
+the row pass as above.  Both kernels finish each row on the spot (offset,
+absolute value, rounding and clipping into the output dtype), so filtering a
+uint8 photograph to a uint8 result allocates no float image at all.
 
 Source rows are uint8, uint16 or float32, C-contiguous and writable
 (``engine.run`` hands them over in that one form, so each kernel has one
 compiled signature per dtype); every compiled function has ``cache=True``.
-The entry points ``run_direct`` and ``run_separable`` have ``engine.run``'s
-signature.
+Compiled callees are never handed literal integers (numba compiles a callee
+once per literal value it is called with).  The entry points ``run_direct``
+and ``run_separable`` have ``engine.run``'s signature.
 """
 
 from imgconv.engine._cache import configure_numba_cache
@@ -34,6 +66,125 @@ from imgconv import tunables  # noqa: E402
 from imgconv.engine import borders  # noqa: E402
 
 COMPILE_OPTIONS = dict(cache=True, nogil=True)
+
+# Tap counts summed in one sweep, every tap in registers: dense 3x3 and 5x5 kernels, the
+# 1-D passes of Gaussians of sigma 1, 1.5, 2 and 3 (docs/performance.md, "CPU kernels").
+FUSED_TAPS = (9, 13, 17, 25)
+# Counts of consecutive rows summed two output rows a sweep, each row loaded once for both
+# (the separable column pass, one-column kernels).  Beyond 17 rows the pair keeps too many
+# streams and registers, and one row a sweep (by groups of four) is faster.
+PAIRED_TAPS = (9, 13, 17)
+# Dense square kernels (their side) summed two output rows a sweep.
+DENSE_PAIRS = (3, 5)
+
+# How two output rows of the direct kernel share source rows (run_direct decides): not at
+# all, a one-column kernel (its taps are kh consecutive rows), a dense 3x3 or 5x5.
+PAIR_NONE, PAIR_COLUMN, PAIR_DENSE3X3, PAIR_DENSE5X5 = 0, 1, 2, 3
+
+# The float32 rows handed to the kernels when the source is not float32 (never read then).
+_NO_FLOAT_ROWS = np.empty((0, 0), np.float32)
+
+
+# --- the fused sweeps, generated from one template -----------------------------------------------
+
+
+def _sum_expression(terms):
+    """``terms`` (``"w * x"`` strings, in tap order) summed in the one order: four at a
+    time, ``((a + b) + c) + d``, each group added to the running sum.
+
+    >>> _sum_expression(["a", "b", "c", "d", "e"])
+    '((((a + b) + c) + d) + e)'
+    """
+    groups = []
+    for first in range(0, len(terms), 4):
+        group = terms[first]
+        for term in terms[first + 1 : first + 4]:
+            group = f"({group} + {term})"
+        groups.append(group)
+    total = groups[0]
+    for group in groups[1:]:
+        total = f"({total} + {group})"
+    return total
+
+
+def _fused_sources():
+    """Source of the generated sweeps (one string):
+
+    - ``_sum{T}(acc, lines, rows, offsets, weights, j0, n)`` for ``T`` in ``FUSED_TAPS``:
+      ``acc[j] = sum_t weights[t] * lines[rows[t], j0 + offsets[t] + j]`` for ``j < n``;
+    - ``_pair{T}(acc0, acc1, lines, rows, weights, j0, n)`` for ``T`` in ``PAIRED_TAPS``:
+      the same over ``T + 1`` consecutive rows with no column offsets, ``acc0`` from
+      ``rows[0 .. T - 1]``, ``acc1`` from ``rows[1 .. T]``;
+
+    - ``_pair_dense{S}(acc0, acc1, lines, rows, offsets, weights, j0, n)`` for ``S`` in
+      ``DENSE_PAIRS``: a dense S x S kernel (taps ``t = S u + v``) for two output rows, from
+      ``rows[0 .. S]`` and column offsets ``offsets[0 .. S - 1]``;
+    - ``_fused_sum`` / ``_fused_pair``: the dispatch on the tap count (False: not fused).
+
+    Every view is a slice taken before the loop (the loop indexes it with the plain range
+    variable), and every weight a scalar, so LLVM keeps them in registers and vectorises
+    the loop over ``j``; the loads shared by two rows are loaded once.
+    """
+    parts = []
+    for count in FUSED_TAPS:
+        views = [f"    x{t} = lines[rows[{t}], j0 + offsets[{t}] : j0 + offsets[{t}] + n]" for t in range(count)]
+        weights = [f"    w{t} = weights[{t}]" for t in range(count)]
+        total = _sum_expression([f"w{t} * x{t}[j]" for t in range(count)])
+        parts.append(
+            f"def _sum{count}(acc, lines, rows, offsets, weights, j0, n):\n"
+            + "\n".join(views + weights)
+            + f"\n    for j in range(n):\n        acc[j] = {total}\n"
+        )
+    for count in PAIRED_TAPS:
+        weights = [f"    w{t} = weights[{t}]" for t in range(count)]
+        views = [f"    x{u} = lines[rows[{u}], j0 : j0 + n]" for u in range(count + 1)]
+        loads = [f"        a{u} = x{u}[j]" for u in range(count + 1)]
+        first = _sum_expression([f"w{t} * a{t}" for t in range(count)])
+        second = _sum_expression([f"w{t} * a{t + 1}" for t in range(count)])
+        parts.append(
+            f"def _pair{count}(acc0, acc1, lines, rows, weights, j0, n):\n"
+            + "\n".join(views + weights)
+            + "\n    for j in range(n):\n"
+            + "\n".join(loads)
+            + f"\n        acc0[j] = {first}\n        acc1[j] = {second}\n"
+        )
+    for side in DENSE_PAIRS:
+        views = [f"    x{u}_{v} = lines[rows[{u}], j0 + offsets[{v}] : j0 + offsets[{v}] + n]" for u in range(side + 1) for v in range(side)]
+        weights = [f"    w{t} = weights[{t}]" for t in range(side * side)]
+        loads = [f"        a{u}_{v} = x{u}_{v}[j]" for u in range(side + 1) for v in range(side)]
+        first = _sum_expression([f"w{side * u + v} * a{u}_{v}" for u in range(side) for v in range(side)])
+        second = _sum_expression([f"w{side * u + v} * a{u + 1}_{v}" for u in range(side) for v in range(side)])
+        parts.append(
+            f"def _pair_dense{side}(acc0, acc1, lines, rows, offsets, weights, j0, n):\n"
+            + "\n".join(views + weights)
+            + "\n    for j in range(n):\n"
+            + "\n".join(loads)
+            + f"\n        acc0[j] = {first}\n        acc1[j] = {second}\n"
+        )
+    branches = "".join(f"    if ntaps == {c}:\n        _sum{c}(acc, lines, rows, offsets, weights, j0, n)\n        return True\n" for c in FUSED_TAPS)
+    parts.append(f"def _fused_sum(ntaps, acc, lines, rows, offsets, weights, j0, n):\n{branches}    return False\n")
+    branches = "".join(f"    if ntaps == {c}:\n        _pair{c}(acc0, acc1, lines, rows, weights, j0, n)\n        return True\n" for c in PAIRED_TAPS)
+    parts.append(f"def _fused_pair(ntaps, acc0, acc1, lines, rows, weights, j0, n):\n{branches}    return False\n")
+    return "\n\n".join(parts)
+
+
+def _compile_fused():
+    """Define the generated sweeps in this module, compiled as every other function here.
+
+    The code objects carry this file's name, so numba's cache keys them to this file
+    like the rest (an edit here recompiles them).  Line numbers in their tracebacks
+    are those of ``print(_fused_sources())``.
+    """
+    namespace = {}
+    exec(compile(_fused_sources(), __file__, "exec"), globals(), namespace)  # noqa: S102 - our own template
+    for name, function in namespace.items():
+        globals()[name] = njit(**COMPILE_OPTIONS)(function)
+
+
+_compile_fused()
+
+
+# --- the sums -----------------------------------------------------------------------------------
 
 
 @njit(**COMPILE_OPTIONS)
@@ -56,41 +207,55 @@ def _fill_line(line, src, r, col_map, cval, lead):
 
 
 @njit(**COMPILE_OPTIONS)
-def _weighted_sum(acc, lines, slots, offsets, weights, j0, n):
-    """``acc[:n] = sum_t weights[t] * lines[slots[t], offsets[t] + j0 :][:n]``, four taps a pass."""
+def _weighted_sum(acc, lines, rows, offsets, weights, j0, n):
+    """``acc[:n] = sum_t weights[t] * lines[rows[t], j0 + offsets[t] :][:n]``, in the one order.
+
+    The counts in ``FUSED_TAPS`` in one sweep, others one sweep per group of four taps.
+    """
     ntaps = weights.shape[0]
     if ntaps == 0:
         acc[:n] = 0.0
-        return
+    elif not _fused_sum(ntaps, acc, lines, rows, offsets, weights, j0, n):
+        _group_sweeps(acc, lines, rows, offsets, weights, j0, n)
+
+
+@njit(**COMPILE_OPTIONS)
+def _group_sweeps(acc, lines, rows, offsets, weights, j0, n):
+    """``_weighted_sum`` one sweep over the tile per group of four taps."""
+    ntaps = weights.shape[0]
     t = 0
     while t < ntaps:
         group = min(4, ntaps - t)
         w0 = weights[t]
-        a = lines[slots[t], j0 + offsets[t] : j0 + offsets[t] + n]
+        s = j0 + offsets[t]
+        a = lines[rows[t], s : s + n]
         if group == 4:
             w1, w2, w3 = weights[t + 1], weights[t + 2], weights[t + 3]
-            b = lines[slots[t + 1], j0 + offsets[t + 1] : j0 + offsets[t + 1] + n]
-            c = lines[slots[t + 2], j0 + offsets[t + 2] : j0 + offsets[t + 2] + n]
-            d = lines[slots[t + 3], j0 + offsets[t + 3] : j0 + offsets[t + 3] + n]
+            s1, s2, s3 = j0 + offsets[t + 1], j0 + offsets[t + 2], j0 + offsets[t + 3]
+            b = lines[rows[t + 1], s1 : s1 + n]
+            c = lines[rows[t + 2], s2 : s2 + n]
+            d = lines[rows[t + 3], s3 : s3 + n]
             if t == 0:
                 for j in range(n):
-                    acc[j] = w0 * a[j] + w1 * b[j] + w2 * c[j] + w3 * d[j]
+                    acc[j] = ((w0 * a[j] + w1 * b[j]) + w2 * c[j]) + w3 * d[j]
             else:
                 for j in range(n):
-                    acc[j] += w0 * a[j] + w1 * b[j] + w2 * c[j] + w3 * d[j]
+                    acc[j] += ((w0 * a[j] + w1 * b[j]) + w2 * c[j]) + w3 * d[j]
         elif group == 3:
             w1, w2 = weights[t + 1], weights[t + 2]
-            b = lines[slots[t + 1], j0 + offsets[t + 1] : j0 + offsets[t + 1] + n]
-            c = lines[slots[t + 2], j0 + offsets[t + 2] : j0 + offsets[t + 2] + n]
+            s1, s2 = j0 + offsets[t + 1], j0 + offsets[t + 2]
+            b = lines[rows[t + 1], s1 : s1 + n]
+            c = lines[rows[t + 2], s2 : s2 + n]
             if t == 0:
                 for j in range(n):
-                    acc[j] = w0 * a[j] + w1 * b[j] + w2 * c[j]
+                    acc[j] = (w0 * a[j] + w1 * b[j]) + w2 * c[j]
             else:
                 for j in range(n):
-                    acc[j] += w0 * a[j] + w1 * b[j] + w2 * c[j]
+                    acc[j] += (w0 * a[j] + w1 * b[j]) + w2 * c[j]
         elif group == 2:
             w1 = weights[t + 1]
-            b = lines[slots[t + 1], j0 + offsets[t + 1] : j0 + offsets[t + 1] + n]
+            s1 = j0 + offsets[t + 1]
+            b = lines[rows[t + 1], s1 : s1 + n]
             if t == 0:
                 for j in range(n):
                     acc[j] = w0 * a[j] + w1 * b[j]
@@ -108,106 +273,257 @@ def _weighted_sum(acc, lines, slots, offsets, weights, j0, n):
 
 
 @njit(**COMPILE_OPTIONS)
+def _weighted_pair(acc0, acc1, lines, rows, offsets, weights, kind, j0, n):
+    """Two output rows in one sweep where they share source rows, each in ``_weighted_sum``'s
+    order.  ``kind``: ``PAIR_COLUMN``, taps on ``ntaps`` consecutive rows with no column
+    offsets, ``rows[0 ..]`` for ``acc0`` and ``rows[1 ..]`` for ``acc1``;
+    ``PAIR_DENSE3X3`` / ``PAIR_DENSE5X5``, a dense S x S kernel on ``rows[0 .. S]`` with
+    the column offsets of its first kernel row."""
+    ntaps = weights.shape[0]
+    if kind == PAIR_DENSE3X3:
+        _pair_dense3(acc0, acc1, lines, rows, offsets, weights, j0, n)
+        return
+    if kind == PAIR_DENSE5X5:
+        _pair_dense5(acc0, acc1, lines, rows, offsets, weights, j0, n)
+        return
+    if _fused_pair(ntaps, acc0, acc1, lines, rows, weights, j0, n):
+        return
+    _weighted_sum(acc0, lines, rows[:ntaps], offsets, weights, j0, n)
+    _weighted_sum(acc1, lines, rows[1:], offsets, weights, j0, n)
+
+
+@njit(**COMPILE_OPTIONS)
+def _finished(v, offset, absolute, rounding, low, high):
+    """``clip(round(|v + offset|), low, high)`` (abs and round when asked)."""
+    v = v + offset
+    if absolute:
+        v = abs(v)
+    if rounding:
+        v = np.rint(v)
+    return min(max(v, low), high)
+
+
+@njit(**COMPILE_OPTIONS)
 def _finish(acc, out_row, offset, absolute, rounding, low, high):
-    """``out_row = clip(round(|acc + offset|), low, high)`` (abs and round when asked)."""
+    """``out_row = _finished(acc)``, element by element."""
     for j in range(acc.shape[0]):
-        v = acc[j] + offset
-        if absolute:
-            v = abs(v)
-        if rounding:
-            v = np.rint(v)
-        out_row[j] = min(max(v, low), high)
+        out_row[j] = _finished(acc[j], offset, absolute, rounding, low, high)
+
+
+@njit(**COMPILE_OPTIONS)
+def _sum_columns(out0, out1, sum0, sum1, lines, rows, offsets, weights, pair, shift, first, last, tile, finish):
+    """``out0[first:last]`` (and ``out1[first:last]`` when ``pair`` is not ``PAIR_NONE``):
+    the taps of ``lines`` (element ``e`` reads ``e + shift``), tile by tile, finished.
+
+    The sums go to ``sum0`` / ``sum1``: the float32 output rows themselves when the
+    finish is plain (nothing to do), else tile-sized buffers finished into ``out``.
+    """
+    offset, absolute, rounding, low, high = finish[0], finish[1] != 0, finish[2] != 0, finish[3], finish[4]
+    plain = finish[5] != 0
+    for j0 in range(first, last, tile):
+        n = min(last, j0 + tile) - j0
+        a0 = sum0[j0 : j0 + n] if plain else sum0[:n]
+        a1 = sum1[j0 : j0 + n] if plain else sum1[:n]
+        if pair == PAIR_NONE:
+            _weighted_sum(a0, lines, rows, offsets, weights, j0 + shift, n)
+        else:
+            _weighted_pair(a0, a1, lines, rows, offsets, weights, pair, j0 + shift, n)
+        if not plain:
+            _finish(a0, out0[j0 : j0 + n], offset, absolute, rounding, low, high)
+            if pair != PAIR_NONE:
+                _finish(a1, out1[j0 : j0 + n], offset, absolute, rounding, low, high)
+
+
+# --- the ends of rows read in place ---------------------------------------------------------------
+
+
+@njit(**COMPILE_OPTIONS)
+def _edge_block(block, src, row_map, first, col_map, x0, cval):
+    """``block[x, q]``: the extended float32 image at row ``first + q``, column ``x0 + x``."""
+    for q in range(block.shape[1]):
+        r = row_map[first + q]
+        for x in range(block.shape[0]):
+            c = col_map[x0 + x]
+            block[x, q] = src[r, c] if r >= 0 and c >= 0 else cval
+
+
+@njit(**COMPILE_OPTIONS)
+def _row_ends(ends, src, row_map, first, reach, col_map, cval, lead, inner, rows, tap_rows, tap_offsets, weights):
+    """The sums at the ends of rows read in place, where taps leave the row: ``ends[q, k]``
+    for output row ``first + q`` and element ``k`` of ``[0, lead)`` then ``[lead + inner, W * C)``.
+
+    Per end, the few extended columns its taps read are gathered for the whole band
+    (``reach``: rows the taps read below the last output row), transposed, and each
+    element is one sum down the rows, in ``_weighted_sum``'s order.
+    """
+    count, span = ends.shape
+    width = inner + span
+    acc = np.empty(count, np.float32)
+    zero = np.int64(0)
+    for side in range(2):
+        x0, k0 = (zero, zero) if side == 0 else (lead + inner, lead)
+        e_last = lead if side == 0 else width
+        if e_last <= x0:
+            continue
+        block = np.empty((e_last - x0 + span, count + reach), np.float32)
+        _edge_block(block, src, row_map, first, col_map, x0, cval)
+        for e in range(x0, e_last):
+            for t in range(weights.shape[0]):
+                rows[t] = e - x0 + tap_offsets[t]
+            _weighted_sum(acc, block, rows, tap_rows, weights, zero, count)
+            ends[:, k0 + e - x0] = acc
+
+
+@njit(**COMPILE_OPTIONS)
+def _store_ends(out_row, ends, lead, inner, finish):
+    """``_row_ends``' sums for one row into ``out_row``'s ends, finished."""
+    offset, absolute, rounding, low, high = finish[0], finish[1] != 0, finish[2] != 0, finish[3], finish[4]
+    plain = finish[5] != 0
+    for k in range(ends.shape[0]):
+        e = k if k < lead else k + inner
+        out_row[e] = ends[k] if plain else _finished(ends[k], offset, absolute, rounding, low, high)
+
+
+# --- the kernels ---------------------------------------------------------------------------------
 
 
 @njit(parallel=True, **COMPILE_OPTIONS)
-def _direct_rows(src, tap_rows, tap_offsets, tap_weights, kh, row_map, col_map, cval, lead, bands, tile, finish, out):
+def _direct_rows(src, fsrc, tap_rows, tap_offsets, tap_weights, kh, row_map, col_map, cval, lead, in_place, pair, bands, tile, finish, out, fout):
     """``out[i, j] = finish(sum_t w_t * ext[i + tap_rows[t], j + tap_offsets[t] - lead])``.
 
     ``ext`` is ``src`` extended by ``row_map`` / ``col_map`` (-1: ``cval``);
-    ``src`` and ``out`` are (H, W * C); ``finish`` is (offset, absolute,
-    rounding, low, high, plain) as float32 (``engine.finish.Finish.spec``);
-    ``tile`` is the column tile (``tunables.CPU_COLUMN_TILE``).
+    ``src`` and ``out`` are (H, W * C); ``fsrc`` is ``src`` when it is float32
+    (else an empty float32 array); ``in_place``: read float32 rows where they
+    are; ``pair``: how two output rows share their taps' rows (``PAIR_*``; see
+    the module notes); ``finish`` is (offset, absolute, rounding, low, high,
+    plain) as float32 (``engine.finish.Finish.spec``); ``fout`` is ``out`` when
+    the finish is plain (float32, nothing to do: the sums go straight into it),
+    else an empty float32 array; ``tile`` is the column tile
+    (``tunables.CPU_COLUMN_TILE``).
     """
     height, width = out.shape
+    plain = finish[5] != 0
     ntaps = tap_weights.shape[0]
     line_len = col_map.shape[0]
+    inner = width - (line_len - width)  # elements whose taps all stay inside the row
+    slots = kh + 1  # ring slots: the rows of two output rows
+    zero = np.int64(0)
     bands = max(1, min(height, bands))
     band = (height + bands - 1) // bands
-    offset, absolute, rounding, low, high = finish[0], finish[1] != 0, finish[2] != 0, finish[3], finish[4]
-    plain = finish[5] != 0
     for b in prange(bands):
         first = b * band
         last = min(height, first + band)
         if first >= last:
             continue
-        lines = np.empty((kh, line_len), np.float32)
-        acc = np.empty(min(width, tile), np.float32)
-        slots = np.empty(ntaps, np.int64)
-        # Ring slot s holds extended row (i + u) with (i + u) % kh == s.
-        for u in range(kh - 1):
-            _fill_line(lines[(first + u) % kh], src, row_map[first + u], col_map, cval, lead)
-        for i in range(first, last):
-            _fill_line(lines[(i + kh - 1) % kh], src, row_map[i + kh - 1], col_map, cval, lead)
-            for t in range(ntaps):
-                slots[t] = (i + tap_rows[t]) % kh
-            out_row = out[i]
-            for j0 in range(0, width, tile):
-                n = min(width, j0 + tile) - j0
-                if plain:  # float32 out and nothing to finish: sum straight into it
-                    _weighted_sum(out_row[j0 : j0 + n], lines, slots, tap_offsets, tap_weights, j0, n)
-                else:
-                    _weighted_sum(acc, lines, slots, tap_offsets, tap_weights, j0, n)
-                    _finish(acc[:n], out_row[j0 : j0 + n], offset, absolute, rounding, low, high)
+        lines = np.empty((0, line_len), np.float32)  # the ring, made when a row first needs it
+        acc0 = np.empty(min(width, tile), np.float32)
+        acc1 = np.empty(min(width, tile), np.float32)
+        rows = np.empty(max(ntaps, kh + 1), np.int64)
+        ends = np.empty((last - first, line_len - width), np.float32)
+        if in_place:
+            _row_ends(ends, fsrc, row_map, first, kh - 1, col_map, cval, lead, inner, rows, tap_rows, tap_offsets, tap_weights)
+        filled = first  # the ring holds extended rows filled - slots .. filled - 1, row p in slot p % slots
+        i = first
+        while i < last:
+            kind = pair if i + 1 < last else PAIR_NONE
+            reach = kh if kind != PAIR_NONE else kh - 1  # extended rows i .. i + reach are read
+            direct = in_place
+            for u in range(reach + 1):
+                if row_map[i + u] < 0:
+                    direct = False
+            if direct:
+                source, shift, j_first, j_last = fsrc, -lead, lead, lead + inner
+            else:
+                if lines.shape[0] == 0:
+                    lines = np.empty((slots, line_len), np.float32)
+                for p in range(max(filled, i), i + reach + 1):
+                    _fill_line(lines[p % slots], src, row_map[p], col_map, cval, lead)
+                filled = i + reach + 1
+                source, shift, j_first, j_last = lines, zero, zero, width
+            # Single rows: each tap's row; pairs: the rows of extended rows i .. i + kh.
+            for t in range(reach + 1 if kind != PAIR_NONE else ntaps):
+                u = t if kind != PAIR_NONE else tap_rows[t]
+                rows[t] = row_map[i + u] if direct else (i + u) % slots
+            row_taps = rows if kind != PAIR_NONE else rows[:ntaps]
+            i1 = i + 1 if kind != PAIR_NONE else i
+            sum0 = fout[i] if plain else acc0
+            sum1 = fout[i1] if plain else acc1
+            _sum_columns(out[i], out[i1], sum0, sum1, source, row_taps, tap_offsets, tap_weights, kind, shift, j_first, j_last, tile, finish)
+            if direct:
+                _store_ends(out[i], ends[i - first], lead, inner, finish)
+                if kind != PAIR_NONE:
+                    _store_ends(out[i + 1], ends[i + 1 - first], lead, inner, finish)
+            i += 2 if kind != PAIR_NONE else 1
 
 
 @njit(parallel=True, **COMPILE_OPTIONS)
-def _separable_rows(src, row_offsets, row_weights, col_weights, row_map, col_map, cval, ring_cval, lead, bands, tile, finish, out):
+def _separable_rows(src, fsrc, row_offsets, row_weights, col_weights, row_map, col_map, cval, ring_cval, lead, in_place, bands, tile, finish, out, fout):
     """Both passes of a separable convolution in one sweep (see the module notes).
 
     The row pass correlates each extended row with ``row_weights`` (element
-    offsets ``row_offsets``); the column pass correlates ``kh`` consecutive
-    row-pass results with ``col_weights``.  Rows beyond the image in constant
-    mode hold ``cval`` everywhere, so their row-pass result is ``ring_cval``.
+    offsets ``row_offsets``), reading float32 rows in place when ``in_place``
+    (``fsrc`` as for ``_direct_rows``); the column pass correlates ``kh``
+    consecutive row-pass results with ``col_weights``, two output rows at a
+    time.  Rows beyond the image in constant mode hold ``cval`` everywhere, so
+    their row-pass result is ``ring_cval``; ``fout`` as for ``_direct_rows``.
     """
     height, width = out.shape
+    plain = finish[5] != 0
     kh = col_weights.shape[0]
     nrow = row_weights.shape[0]
     line_len = col_map.shape[0]
+    inner = width - (line_len - width)
+    slots = kh + 1  # ring slots: the rows of two output rows
+    zero, single = np.int64(0), np.int64(PAIR_NONE)
     bands = max(1, min(height, bands))
     band = (height + bands - 1) // bands
-    offset, absolute, rounding, low, high = finish[0], finish[1] != 0, finish[2] != 0, finish[3], finish[4]
+    row_finish = np.zeros(6, np.float32)
+    row_finish[3], row_finish[4], row_finish[5] = -np.inf, np.inf, 1  # row-pass results stay plain float32
     for b in prange(bands):
         first = b * band
         last = min(height, first + band)
         if first >= last:
             continue
         line = np.empty((1, line_len), np.float32)
-        ring = np.empty((kh, width), np.float32)
-        acc = np.empty(min(width, tile), np.float32)
+        ring = np.empty((slots, width), np.float32)
+        acc0 = np.empty(min(width, tile), np.float32)
+        acc1 = np.empty(min(width, tile), np.float32)
         line_slots = np.zeros(nrow, np.int64)
-        ring_slots = np.empty(kh, np.int64)
+        source_rows = np.empty(nrow, np.int64)
+        ring_slots = np.empty(slots, np.int64)
         ring_offsets = np.zeros(kh, np.int64)
+        ends = np.empty((last + kh - 1 - first, line_len - width), np.float32)  # row-pass results at the row ends
+        if in_place:
+            _row_ends(ends, fsrc, row_map, first, zero, col_map, cval, lead, inner, source_rows, line_slots, row_offsets, row_weights)
+        i = first  # the next output row
         for p in range(first, last + kh - 1):
-            # Row-pass result for extended row p into ring slot p % kh.
+            # Row-pass result for extended row p into ring slot p % slots.
             r = row_map[p]
-            target = ring[p % kh]
+            target = ring[p % slots]
             if r < 0:
                 target[:] = ring_cval
             else:
-                _fill_line(line[0], src, r, col_map, cval, lead)
-                for j0 in range(0, width, tile):
-                    n = min(width, j0 + tile) - j0
-                    _weighted_sum(target[j0 : j0 + n], line, line_slots, row_offsets, row_weights, j0, n)
-            i = p - (kh - 1)
-            if i < first:
+                if in_place:
+                    source_rows[:] = r
+                    source, rows, shift, j_first, j_last = fsrc, source_rows, -lead, lead, lead + inner
+                else:
+                    _fill_line(line[0], src, r, col_map, cval, lead)
+                    source, rows, shift, j_first, j_last = line, line_slots, zero, zero, width
+                _sum_columns(target, target, target, target, source, rows, row_offsets, row_weights, single, shift, j_first, j_last, tile, row_finish)
+                if in_place:
+                    _store_ends(target, ends[p - first], lead, inner, row_finish)
+            # Output rows i (and i + 1) once their kh (kh + 1) row-pass results are in the ring.
+            kind = PAIR_COLUMN if i + 1 < last else PAIR_NONE
+            if p < i + (kh if kind != PAIR_NONE else kh - 1):
                 continue
-            for u in range(kh):
-                ring_slots[u] = (i + u) % kh
-            out_row = out[i]
-            for j0 in range(0, width, tile):
-                n = min(width, j0 + tile) - j0
-                _weighted_sum(acc, ring, ring_slots, ring_offsets, col_weights, j0, n)
-                _finish(acc[:n], out_row[j0 : j0 + n], offset, absolute, rounding, low, high)
+            for u in range(slots):
+                ring_slots[u] = (i + u) % slots
+            i1 = i + 1 if kind != PAIR_NONE else i
+            rows = ring_slots if kind != PAIR_NONE else ring_slots[:kh]
+            sum0 = fout[i] if plain else acc0
+            sum1 = fout[i1] if plain else acc1
+            _sum_columns(out[i], out[i1], sum0, sum1, ring, rows, ring_offsets, col_weights, kind, zero, zero, width, tile, finish)
+            i += 2 if kind != PAIR_NONE else 1
 
 
 @njit(**COMPILE_OPTIONS)
@@ -238,8 +554,35 @@ def _maps(height, width, channels, kh, kw, mode):
     return row_map, col_map.astype(np.int64), left * channels
 
 
+def _plain_out(out, finish):
+    """``out`` where the kernels may sum straight into it (float32, nothing to finish), else
+    an empty float32 array: one compiled signature per input dtype either way."""
+    return out if finish.plain else _NO_FLOAT_ROWS
+
+
 def _bands():
     return tunables.CPU_BANDS_PER_THREAD * get_num_threads()
+
+
+def _float_rows(rows, channels, kw, ntaps):
+    """``(fsrc, in_place)`` for the kernels: float32 rows are read where they are
+    when the columns at their ends, summed apart, are little work beside the row
+    (``tunables.CPU_IN_PLACE_EDGE_WORK``); other rows go through line buffers."""
+    if rows.dtype != np.float32:
+        return _NO_FLOAT_ROWS, False
+    width = rows.shape[1]
+    edge = (kw - 1) * channels  # elements per row whose taps leave it
+    return rows, bool(width > edge and edge * max(ntaps, 1) <= tunables.CPU_IN_PLACE_EDGE_WORK * width)
+
+
+def _pairing(kernel):
+    """How two output rows of ``kernel`` (flipped, as the kernel sums it) share source rows."""
+    kh, kw = kernel.shape
+    if not np.all(kernel != 0) or kh < 2:
+        return PAIR_NONE
+    if kw == 1:
+        return PAIR_COLUMN
+    return {(3, 3): PAIR_DENSE3X3, (5, 5): PAIR_DENSE5X5}.get((kh, kw), PAIR_NONE)
 
 
 def _separable_pass(rows, channels, column, row, mode, cval, out, finish):
@@ -248,8 +591,10 @@ def _separable_pass(rows, channels, column, row, mode, cval, out, finish):
     column = np.asarray(column, np.float64)
     height, width = rows.shape[0], rows.shape[1] // channels
     row_map, col_map, lead = _maps(height, width, channels, len(column), len(row), mode)
+    fsrc, in_place = _float_rows(rows, channels, len(row), len(row))
     _separable_rows(
         rows,
+        fsrc,
         (np.arange(len(row)) * channels).astype(np.int64),
         np.ascontiguousarray(row[::-1], dtype=np.float32),
         np.ascontiguousarray(column[::-1], dtype=np.float32),
@@ -259,10 +604,12 @@ def _separable_pass(rows, channels, column, row, mode, cval, out, finish):
         # Rows beyond the image hold cval in every column: their row pass gives cval * sum(row).
         np.float32(cval * row.sum()),
         lead,
+        in_place,
         _bands(),
         tunables.CPU_COLUMN_TILE,
         finish.spec(),
         out,
+        _plain_out(out, finish),
     )
 
 
@@ -277,9 +624,11 @@ def run_direct(plan, rows, channels, mode, cval, finish, threads):
     height, width = rows.shape[0], rows.shape[1] // channels
     row_map, col_map, lead = _maps(height, width, channels, kh, kw, mode)
     taps_u, taps_v = np.nonzero(flipped)  # zero taps cost nothing
+    fsrc, in_place = _float_rows(rows, channels, kw, len(taps_u))
     out = np.empty(rows.shape, finish.dtype)
     _direct_rows(
         rows,
+        fsrc,
         taps_u.astype(np.int64),
         (taps_v * channels).astype(np.int64),
         np.ascontiguousarray(flipped[taps_u, taps_v], dtype=np.float32),
@@ -288,10 +637,13 @@ def run_direct(plan, rows, channels, mode, cval, finish, threads):
         col_map,
         np.float32(cval),
         lead,
+        in_place,
+        _pairing(flipped),
         _bands(),
         tunables.CPU_COLUMN_TILE,
         finish.spec(),
         out,
+        _plain_out(out, finish),
     )
     return out, True
 

@@ -1,0 +1,180 @@
+"""The CPU kernels' summation order, pinned bit for bit, whichever way a row is swept.
+
+The CPU and CUDA backends promise one order (engine/cpu.py module notes): the
+non-zero taps in row-major order, four at a time, ``((w0 a + w1 b) + w2 c) + w3 d``
+added to the running sum.  The reference here sums exactly so in numpy float32,
+and every sweep must give its bits: the fused sweeps (9, 13, 17, 25 taps), two
+output rows a sweep (dense 3x3 and 5x5, one-column kernels, the separable column
+pass), the group sweeps for other counts, float32 rows read in place (with their
+ends summed apart) and rows through line buffers, at image edges, for heights
+that leave a row unpaired, widths that fill no whole vector, images narrower
+than the kernel, several bands and threads.
+"""
+
+import numpy as np
+import pytest
+
+from conftest import MODES, assert_close_to_reference
+
+import imgconv
+from imgconv import tunables
+from imgconv.engine import borders, cpu
+from imgconv.engine.finish import FLOAT32
+
+
+def _element_map(width, channels, before, after, mode):
+    pixels = borders.index_map(width, before, after, mode)
+    return np.where(pixels[:, None] >= 0, pixels[:, None] * channels + np.arange(channels), -1).ravel()
+
+
+def _extended(rows, channels, kh, kw, mode, cval):
+    """The image as the kernels read it: rows extended by the border maps, float32."""
+    top, left = (kh - 1) // 2, (kw - 1) // 2
+    row_map = borders.index_map(rows.shape[0], top, kh - 1 - top, mode)
+    col_map = _element_map(rows.shape[1] // channels, channels, left, kw - 1 - left, mode)
+    ext = rows.astype(np.float32)[np.clip(row_map, 0, None)][:, np.clip(col_map, 0, None)]
+    ext[row_map < 0, :] = np.float32(cval)
+    ext[:, col_map < 0] = np.float32(cval)
+    return ext, row_map
+
+
+def _in_order(products):
+    """float32 products summed four at a time, each group added to the running sum."""
+    total = None
+    for first in range(0, len(products), 4):
+        group = products[first]
+        for product in products[first + 1 : first + 4]:
+            group = group + product
+        total = group if total is None else total + group
+    return total
+
+
+def ordered_direct(rows, channels, kernel, mode, cval):
+    flipped = np.asarray(kernel, np.float64)[::-1, ::-1]
+    kh, kw = flipped.shape
+    height, width = rows.shape
+    ext, _ = _extended(rows, channels, kh, kw, mode, cval)
+    taps = list(zip(*np.nonzero(flipped)))
+    if not taps:
+        return np.zeros(rows.shape, np.float32)
+    return _in_order([np.float32(flipped[u, v]) * ext[u : u + height, v * channels : v * channels + width] for u, v in taps])
+
+
+def ordered_separable(rows, channels, column, row, mode, cval):
+    row, column = np.asarray(row, np.float64), np.asarray(column, np.float64)
+    height, width = rows.shape
+    ext, row_map = _extended(rows, channels, len(column), len(row), mode, cval)
+    across = _in_order([np.float32(w) * ext[:, v * channels : v * channels + width] for v, w in enumerate(row[::-1])])
+    across[row_map < 0, :] = np.float32(cval * row.sum())  # rows beyond the image: cval * sum(row)
+    return _in_order([np.float32(w) * across[u : u + height] for u, w in enumerate(column[::-1])])
+
+
+def _kernel(rng, shape, zeros=()):
+    kernel = rng.normal(size=shape)
+    for index in zeros:
+        kernel[index] = 0.0
+    return kernel
+
+
+# (name, shape, zero taps): which sweep each takes is in the comment.
+DIRECT_KERNELS = [
+    ("3x3", (3, 3), ()),  # 9 taps fused, two rows a sweep (dense 3x3)
+    ("5x5", (5, 5), ()),  # 25 fused, two rows a sweep (dense 5x5)
+    ("3x3 sparse", (3, 3), [(0, 0), (0, 2), (2, 0), (2, 2)]),  # 5 taps: group sweeps
+    ("3x3 one zero", (3, 3), [(1, 1)]),  # 8 taps
+    ("13x1", (13, 1), ()),  # 13 fused, two rows a sweep (one column)
+    ("17x1", (17, 1), ()),
+    ("25x1", (25, 1), ()),  # 25 fused, one row a sweep
+    ("1x13", (1, 13), ()),
+    ("1x17", (1, 17), ()),
+    ("3x5", (3, 5), [(1, 1), (2, 3)]),  # 13 taps fused, not paired
+    ("4x7", (4, 7), ()),  # 28: group sweeps
+    ("2x2", (2, 2), ()),
+    ("zeros", (3, 3), [(u, v) for u in range(3) for v in range(3)]),
+]
+
+
+@pytest.fixture(params=["in place", "line buffers"])
+def float_rows(request, monkeypatch):
+    """Read float32 rows in place wherever the kernels can, or never."""
+    monkeypatch.setattr(tunables, "CPU_IN_PLACE_EDGE_WORK", float("inf") if request.param == "in place" else 0.0)
+    return request.param
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("name, kshape, zeros", DIRECT_KERNELS, ids=[k[0] for k in DIRECT_KERNELS])
+def test_direct_sums_in_the_one_order(rng, float_rows, mode, name, kshape, zeros):
+    kernel = _kernel(rng, kshape, zeros)
+    cval = float(rng.normal())
+    # Odd and even heights (a row left unpaired), widths filling no whole vector,
+    # an image narrower and shorter than the kernel, interleaved colour.
+    for shape, dtype in [((23, 37), np.float32), ((16, 40), np.float32), ((3, 2), np.float32), ((11, 19, 3), np.uint8), ((9, 33), np.uint16)]:
+        image = rng.random(shape) * (1 if dtype == np.float32 else np.iinfo(dtype).max)
+        image = image.astype(dtype)
+        channels = 1 if image.ndim == 2 else image.shape[2]
+        rows = image.reshape(shape[0], -1)
+        got = imgconv.convolve(image, kernel, mode=mode, cval=cval, strategy="direct")
+        np.testing.assert_array_equal(got.reshape(rows.shape), ordered_direct(rows, channels, kernel, mode, cval), err_msg=f"{shape} {dtype}")
+
+
+SEPARABLE_LENGTHS = [(9, 13), (13, 13), (17, 17), (25, 3), (5, 9), (2, 6), (1, 25)]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("lengths", SEPARABLE_LENGTHS, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_separable_sums_in_the_one_order(rng, float_rows, mode, lengths):
+    column, row = rng.normal(size=lengths[0]), rng.normal(size=lengths[1])
+    cval = float(rng.normal())
+    for shape, dtype in [((29, 41), np.float32), ((30, 18), np.float32), ((4, 3), np.float32), ((12, 21, 3), np.uint8)]:
+        image = (rng.random(shape) * (1 if dtype == np.float32 else 255)).astype(dtype)
+        channels = 1 if image.ndim == 2 else image.shape[2]
+        rows = image.reshape(shape[0], -1)
+        out = np.empty(rows.shape, np.float32)
+        cpu._separable_pass(rows, channels, column, row, mode, cval, out, FLOAT32)
+        np.testing.assert_array_equal(out, ordered_separable(rows, channels, column, row, mode, cval), err_msg=f"{shape} {dtype}")
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("bands", [1, 3])
+def test_bands_and_threads_change_no_bit(rng, monkeypatch, threads, bands):
+    import numba
+
+    if threads > numba.config.NUMBA_NUM_THREADS:
+        pytest.skip("one thread only here")
+    monkeypatch.setattr(tunables, "CPU_BANDS_PER_THREAD", bands)  # bands of odd heights: unpaired rows inside
+    image = rng.random((61, 150)).astype(np.float32)
+    for kernel in (rng.normal(size=(3, 3)), rng.normal(size=(5, 5)), rng.normal(size=(13, 1))):
+        got = imgconv.convolve(image, kernel, mode="reflect", strategy="direct", threads=threads)
+        np.testing.assert_array_equal(got, ordered_direct(image, 1, kernel, "reflect", 0.0))
+    column, row = rng.normal(size=13), rng.normal(size=17)
+    got = imgconv.convolve(image, np.outer(column, row), mode="wrap", strategy="separable", threads=threads)
+    assert_close_to_reference(got, image, np.outer(column, row), "wrap")
+
+
+def test_views_and_finishes_of_in_place_rows(rng):
+    base = rng.random((40, 90, 2)).astype(np.float32)
+    kernel = rng.normal(size=(3, 3))
+    for image in (base[::2, ::3, 0], base[..., 1], np.asfortranarray(base[..., 0])):  # copied to canonical rows first
+        got = imgconv.convolve(image, kernel, mode="mirror", strategy="direct")
+        np.testing.assert_array_equal(got, ordered_direct(np.ascontiguousarray(image), 1, kernel, "mirror", 0.0))
+    # A finish in the kernel (offset, absolute value, uint8 rounding) on rows read in place.
+    image = (rng.random((31, 64)) * 255).astype(np.float32)
+    result = imgconv.apply_filter(image.astype(np.uint8).astype(np.float32), "sharpen")
+    assert result.dtype == np.float32
+    assert_close_to_reference(result, image.astype(np.uint8), np.array([[0, -1, 0], [-1, 5, -1], [0, -1, 0]], float), "reflect")
+
+
+def test_which_sweeps_the_kernels_take():
+    assert cpu._pairing(np.ones((3, 3))) == cpu.PAIR_DENSE3X3
+    assert cpu._pairing(np.ones((5, 5))) == cpu.PAIR_DENSE5X5
+    assert cpu._pairing(np.ones((13, 1))) == cpu.PAIR_COLUMN
+    sparse = np.ones((3, 3))
+    sparse[1, 1] = 0
+    assert cpu._pairing(sparse) == cpu.PAIR_NONE and cpu._pairing(np.ones((1, 9))) == cpu.PAIR_NONE
+    wide = np.zeros((64, 4096), np.float32)
+    assert cpu._float_rows(wide, 1, 5, 25)[1]  # read in place
+    assert not cpu._float_rows(wide[:, :40], 1, 5, 25)[1]  # narrow: the ends would cost more than the row
+    assert not cpu._float_rows(wide.astype(np.uint8), 1, 3, 9)[1]  # integer rows: line buffers, converted once
+    for count in cpu.FUSED_TAPS:
+        assert callable(getattr(cpu, f"_sum{count}"))
+    assert cpu._sum_expression(["a", "b", "c", "d", "e", "f"]) == "((((a + b) + c) + d) + (e + f))"
