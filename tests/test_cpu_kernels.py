@@ -3,9 +3,9 @@
 The CPU and CUDA backends promise one order (engine/cpu.py module notes): the
 non-zero taps in row-major order, four at a time, ``((w0 a + w1 b) + w2 c) + w3 d``
 added to the running sum.  The reference here sums exactly so in numpy float32,
-and every sweep must give its bits: the fused sweeps (9, 13, 17, 25 taps), two
-output rows a sweep (dense 3x3 and 5x5, one-column kernels, the separable column
-pass), the group sweeps for other counts, float32 rows read in place (with their
+and every sweep must give its bits: the fused sweeps (9, 13, 17 taps, the longer in
+two sweeps), two output rows a sweep (dense 3x3 and 5x5, one-column kernels, the
+separable column pass), the group sweeps for other counts, float32 rows read in place (with their
 ends summed apart) and rows through line buffers, at image edges, for heights
 that leave a row unpaired, widths that fill no whole vector, images narrower
 than the kernel, several bands and threads.
@@ -79,14 +79,14 @@ def _kernel(rng, shape, zeros=()):
 # (name, shape, zero taps): which sweep each takes is in the comment.
 DIRECT_KERNELS = [
     ("3x3", (3, 3), ()),  # 9 taps fused, two rows a sweep (dense 3x3)
-    ("5x5", (5, 5), ()),  # 25 fused, two rows a sweep (dense 5x5)
+    ("5x5", (5, 5), ()),  # 25 taps, two rows in two sweeps (dense 5x5); an unpaired row: group sweeps
     ("3x3 sparse", (3, 3), [(0, 0), (0, 2), (2, 0), (2, 2)]),  # 5 taps: group sweeps
     ("3x3 one zero", (3, 3), [(1, 1)]),  # 8 taps
     ("13x1", (13, 1), ()),  # 13 fused, two rows a sweep (one column)
-    ("17x1", (17, 1), ()),
-    ("25x1", (25, 1), ()),  # 25 fused, one row a sweep
+    ("17x1", (17, 1), ()),  # two rows in two sweeps (12 + 5 taps)
+    ("25x1", (25, 1), ()),  # two rows in two sweeps (12 + 13 taps)
     ("1x13", (1, 13), ()),
-    ("1x17", (1, 17), ()),
+    ("1x17", (1, 17), ()),  # 17 fused, one row in two sweeps
     ("3x5", (3, 5), [(1, 1), (2, 3)]),  # 13 taps fused, not paired
     ("4x7", (4, 7), ()),  # 28: group sweeps
     ("2x2", (2, 2), ()),

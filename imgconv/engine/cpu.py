@@ -28,11 +28,11 @@ w3 d`` added to the running sum, no fused multiply-add.  The CUDA backend
 sums in the same order (``cuda._correlate_kernel``), so its float32 results
 are the CPU's bit for bit; change the two together.
 
-**How the sum is swept.**  Tap counts in ``FUSED_TAPS`` (9, 13, 17, 25: dense
-3x3 and 5x5 kernels, the 1-D passes of Gaussians of sigma 1, 1.5, 2 and 3)
-are summed in one sweep with every tap in registers, so each output element
-is written once; other counts take one sweep per group of four taps over a
-column tile.  Where two output rows share their source rows -- the column pass
+**How the sum is swept.**  Tap counts in ``FUSED_TAPS`` (9, 13, 17: dense 3x3
+kernels, the 1-D passes of Gaussians of sigma 1, 1.5 and 2) are summed in one
+sweep with every tap in registers, so each output element is written once
+(beyond 13 taps, in sweeps of 12 and 13 taps that fit the registers); other
+counts take one sweep per group of four taps over a column tile.  Where two output rows share their source rows -- the column pass
 of the separable kernel, a direct kernel of one column, a dense 3x3 or 5x5 --
 two rows are computed in one sweep, each loaded source element serving both
 (``_pair*``).  These loops are generated from one template
@@ -67,13 +67,13 @@ from imgconv.engine import borders  # noqa: E402
 
 COMPILE_OPTIONS = dict(cache=True, nogil=True)
 
-# Tap counts summed in one sweep, every tap in registers: dense 3x3 and 5x5 kernels, the
-# 1-D passes of Gaussians of sigma 1, 1.5, 2 and 3 (docs/performance.md, "CPU kernels").
-FUSED_TAPS = (9, 13, 17, 25)
+# Tap counts summed in one sweep, every tap in registers: dense 3x3 kernels, the 1-D
+# passes of Gaussians of sigma 1, 1.5 and 2 (docs/performance.md, "CPU kernels").  (25
+# taps in one row gained nothing over the group sweeps; dense 5x5 rows go two at a time.)
+FUSED_TAPS = (9, 13, 17)
 # Counts of consecutive rows summed two output rows a sweep, each row loaded once for both
-# (the separable column pass, one-column kernels).  Beyond 17 rows the pair keeps too many
-# streams and registers, and one row a sweep (by groups of four) is faster.
-PAIRED_TAPS = (9, 13, 17)
+# (the separable column pass, one-column kernels).
+PAIRED_TAPS = (9, 13, 17, 25)
 # Dense square kernels (their side) summed two output rows a sweep.
 DENSE_PAIRS = (3, 5)
 
@@ -88,12 +88,15 @@ _NO_FLOAT_ROWS = np.empty((0, 0), np.float32)
 # --- the fused sweeps, generated from one template -----------------------------------------------
 
 
-def _sum_expression(terms):
-    """``terms`` (``"w * x"`` strings, in tap order) summed in the one order: four at a
-    time, ``((a + b) + c) + d``, each group added to the running sum.
+def _sum_expression(terms, running=None):
+    """``terms`` (``"w * x"`` strings, in tap order, starting at a group of four) summed in
+    the one order: four at a time, ``((a + b) + c) + d``, each group added to the running
+    sum -- ``running`` when given (the sum of the taps before them), else the first group.
 
     >>> _sum_expression(["a", "b", "c", "d", "e"])
     '((((a + b) + c) + d) + e)'
+    >>> _sum_expression(["e"], "s")
+    '(s + e)'
     """
     groups = []
     for first in range(0, len(terms), 4):
@@ -101,10 +104,23 @@ def _sum_expression(terms):
         for term in terms[first + 1 : first + 4]:
             group = f"({group} + {term})"
         groups.append(group)
-    total = groups[0]
-    for group in groups[1:]:
+    total = running if running is not None else groups.pop(0)
+    for group in groups:
         total = f"({total} + {group})"
     return total
+
+
+def _sweeps(count):
+    """``(first, last)`` tap ranges of the sweeps one fused function makes: one sweep up to
+    13 taps, else sweeps of 12 (whole groups) and a last of up to 13, so that a sweep's
+    weights and loads fit the registers (two rows a sweep of a dense 5x5 in one sweep kept
+    80 loads where two sweeps keep 37, and ran 20-30 % slower).
+
+    >>> list(_sweeps(9)), list(_sweeps(25))
+    ([(0, 9)], [(0, 12), (12, 25)])
+    """
+    bounds = [0] + list(range(12, count - 1, 12)) + [count] if count > 13 else [0, count]
+    return zip(bounds, bounds[1:])
 
 
 def _fused_sources():
@@ -127,44 +143,31 @@ def _fused_sources():
     """
     parts = []
     for count in FUSED_TAPS:
-        views = [f"    x{t} = lines[rows[{t}], j0 + offsets[{t}] : j0 + offsets[{t}] + n]" for t in range(count)]
-        weights = [f"    w{t} = weights[{t}]" for t in range(count)]
-        total = _sum_expression([f"w{t} * x{t}[j]" for t in range(count)])
-        parts.append(
-            f"def _sum{count}(acc, lines, rows, offsets, weights, j0, n):\n"
-            + "\n".join(views + weights)
-            + f"\n    for j in range(n):\n        acc[j] = {total}\n"
-        )
-    for count in PAIRED_TAPS:
-        weights = [f"    w{t} = weights[{t}]" for t in range(count)]
-        views = [f"    x{u} = lines[rows[{u}], j0 : j0 + n]" for u in range(count + 1)]
-        loads = [f"        a{u} = x{u}[j]" for u in range(count + 1)]
-        first = _sum_expression([f"w{t} * a{t}" for t in range(count)])
-        second = _sum_expression([f"w{t} * a{t + 1}" for t in range(count)])
-        parts.append(
-            f"def _pair{count}(acc0, acc1, lines, rows, weights, j0, n):\n"
-            + "\n".join(views + weights)
-            + "\n    for j in range(n):\n"
-            + "\n".join(loads)
-            + f"\n        acc0[j] = {first}\n        acc1[j] = {second}\n"
-        )
-    for side in DENSE_PAIRS:
-        views = [f"    x{u}_{v} = lines[rows[{u}], j0 + offsets[{v}] : j0 + offsets[{v}] + n]" for u in range(side + 1) for v in range(side)]
-        weights = [f"    w{t} = weights[{t}]" for t in range(side * side)]
-        loads = [f"        a{u}_{v} = x{u}_{v}[j]" for u in range(side + 1) for v in range(side)]
-        first = _sum_expression([f"w{side * u + v} * a{u}_{v}" for u in range(side) for v in range(side)])
-        second = _sum_expression([f"w{side * u + v} * a{u + 1}_{v}" for u in range(side) for v in range(side)])
-        parts.append(
-            f"def _pair_dense{side}(acc0, acc1, lines, rows, offsets, weights, j0, n):\n"
-            + "\n".join(views + weights)
-            + "\n    for j in range(n):\n"
-            + "\n".join(loads)
-            + f"\n        acc0[j] = {first}\n        acc1[j] = {second}\n"
-        )
+        body = []
+        for first, last in _sweeps(count):
+            body += [f"    x{t} = lines[rows[{t}], j0 + offsets[{t}] : j0 + offsets[{t}] + n]" for t in range(first, last)]
+            body += [f"    w{t} = weights[{t}]" for t in range(first, last)]
+            terms = [f"w{t} * x{t}[j]" for t in range(first, last)]
+            body += ["    for j in range(n):", f"        acc[j] = {_sum_expression(terms, 'acc[j]' if first else None)}"]
+        parts.append(f"def _sum{count}(acc, lines, rows, offsets, weights, j0, n):\n" + "\n".join(body) + "\n")
+    # Two output rows: taps on consecutive rows (no column offsets), or a dense side x side kernel.
+    shapes = [(f"_pair{count}", count, 1) for count in PAIRED_TAPS] + [(f"_pair_dense{side}", side * side, side) for side in DENSE_PAIRS]
+    for name, count, side in shapes:
+        body = []
+        for first, last in _sweeps(count):
+            used = sorted({(t // side + d, t % side) for t in range(first, last) for d in (0, 1)})
+            body += [f"    x{u}_{v} = lines[rows[{u}], j0 + offsets[{v}] : j0 + offsets[{v}] + n]" for u, v in used]
+            body += [f"    w{t} = weights[{t}]" for t in range(first, last)]
+            body.append("    for j in range(n):")
+            body += [f"        a{u}_{v} = x{u}_{v}[j]" for u, v in used]
+            for out, d in (("acc0", 0), ("acc1", 1)):
+                terms = [f"w{t} * a{t // side + d}_{t % side}" for t in range(first, last)]
+                body.append(f"        {out}[j] = {_sum_expression(terms, f'{out}[j]' if first else None)}")
+        parts.append(f"def {name}(acc0, acc1, lines, rows, offsets, weights, j0, n):\n" + "\n".join(body) + "\n")
     branches = "".join(f"    if ntaps == {c}:\n        _sum{c}(acc, lines, rows, offsets, weights, j0, n)\n        return True\n" for c in FUSED_TAPS)
     parts.append(f"def _fused_sum(ntaps, acc, lines, rows, offsets, weights, j0, n):\n{branches}    return False\n")
-    branches = "".join(f"    if ntaps == {c}:\n        _pair{c}(acc0, acc1, lines, rows, weights, j0, n)\n        return True\n" for c in PAIRED_TAPS)
-    parts.append(f"def _fused_pair(ntaps, acc0, acc1, lines, rows, weights, j0, n):\n{branches}    return False\n")
+    branches = "".join(f"    if ntaps == {c}:\n        _pair{c}(acc0, acc1, lines, rows, offsets, weights, j0, n)\n        return True\n" for c in PAIRED_TAPS)
+    parts.append(f"def _fused_pair(ntaps, acc0, acc1, lines, rows, offsets, weights, j0, n):\n{branches}    return False\n")
     return "\n\n".join(parts)
 
 
@@ -221,9 +224,16 @@ def _weighted_sum(acc, lines, rows, offsets, weights, j0, n):
 
 @njit(**COMPILE_OPTIONS)
 def _group_sweeps(acc, lines, rows, offsets, weights, j0, n):
-    """``_weighted_sum`` one sweep over the tile per group of four taps."""
+    """``_weighted_sum`` one sweep over the tile per group of four taps.
+
+    The first group of four is stored; every later group, and a first group of
+    fewer taps, is added to ``acc`` (set to -0.0 first: ``-0.0 + x`` is ``x``,
+    bit for bit), which keeps the loops compiled to five.
+    """
     ntaps = weights.shape[0]
     t = 0
+    if ntaps < 4:
+        acc[:n] = -0.0
     while t < ntaps:
         group = min(4, ntaps - t)
         w0 = weights[t]
@@ -246,29 +256,17 @@ def _group_sweeps(acc, lines, rows, offsets, weights, j0, n):
             s1, s2 = j0 + offsets[t + 1], j0 + offsets[t + 2]
             b = lines[rows[t + 1], s1 : s1 + n]
             c = lines[rows[t + 2], s2 : s2 + n]
-            if t == 0:
-                for j in range(n):
-                    acc[j] = (w0 * a[j] + w1 * b[j]) + w2 * c[j]
-            else:
-                for j in range(n):
-                    acc[j] += (w0 * a[j] + w1 * b[j]) + w2 * c[j]
+            for j in range(n):
+                acc[j] += (w0 * a[j] + w1 * b[j]) + w2 * c[j]
         elif group == 2:
             w1 = weights[t + 1]
             s1 = j0 + offsets[t + 1]
             b = lines[rows[t + 1], s1 : s1 + n]
-            if t == 0:
-                for j in range(n):
-                    acc[j] = w0 * a[j] + w1 * b[j]
-            else:
-                for j in range(n):
-                    acc[j] += w0 * a[j] + w1 * b[j]
+            for j in range(n):
+                acc[j] += w0 * a[j] + w1 * b[j]
         else:
-            if t == 0:
-                for j in range(n):
-                    acc[j] = w0 * a[j]
-            else:
-                for j in range(n):
-                    acc[j] += w0 * a[j]
+            for j in range(n):
+                acc[j] += w0 * a[j]
         t += group
 
 
@@ -286,7 +284,7 @@ def _weighted_pair(acc0, acc1, lines, rows, offsets, weights, kind, j0, n):
     if kind == PAIR_DENSE5X5:
         _pair_dense5(acc0, acc1, lines, rows, offsets, weights, j0, n)
         return
-    if _fused_pair(ntaps, acc0, acc1, lines, rows, weights, j0, n):
+    if _fused_pair(ntaps, acc0, acc1, lines, rows, offsets, weights, j0, n):
         return
     _weighted_sum(acc0, lines, rows[:ntaps], offsets, weights, j0, n)
     _weighted_sum(acc1, lines, rows[1:], offsets, weights, j0, n)
