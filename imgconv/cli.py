@@ -425,13 +425,13 @@ def _explain_planned(job, shape):
     """The plans an image of ``shape`` would get (batch, before any file is read;
     each file is planned for its own shape when it runs)."""
     from imgconv.engine.plan import make_plan
+    from imgconv.filtering import Pass
 
     for step in job.chain.steps:
         kernels = step.filter.kernels
         for index, kernel in enumerate(kernels, 1):
             plan = make_plan(kernel.matrix, shape, backend=job.backend, strategy=job.strategy, factors=kernel.factors)
-            which = f" {index} of {len(kernels)}," if len(kernels) > 1 else ""
-            click.echo(f"{step.text}: kernel{which} {plan.describe()}", err=True)
+            click.echo(Pass(step.text, index, len(kernels), "all", plan).describe(), err=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

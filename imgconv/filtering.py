@@ -16,7 +16,7 @@ from imgconv import choices
 from imgconv.errors import shorten
 from imgconv.engine.finish import Finish, clip_to_range, shift, to_dtype
 from imgconv.engine.plan import Plan, check_request
-from imgconv.engine.run import convolve_planned, thread_count  # noqa: F401  (thread_count: the CLI's check)
+from imgconv.engine.run import convolve_planned
 
 ALPHA_POLICIES = choices.ALPHA_POLICIES
 OUT_RANGES = choices.OUT_RANGES
