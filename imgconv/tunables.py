@@ -61,6 +61,11 @@ DIRECT_PIXEL_NS = 0.367  # reading, converting and writing a pixel
 DIRECT_TAP_NS = 0.0256  # one non-zero tap
 PASS_SUM_NS = 0.10  # adding one more separable pair's result (a float32 add over the image)
 
+# Below this many multiply-adds (elements x taps) a pass runs in numpy (engine/vector.py,
+# the same sums) when numba is not yet imported: importing numba and loading the cached
+# kernels costs more than numpy's filtering of it (docs/performance.md, "Start-up").
+VECTOR_MAX_WORK = 100e6
+
 # The FFT is costed only for kernels of at least this many taps.  Its best
 # measured cost is ~6.9 ns per tile pixel (FFT_TILE_NS), which direct
 # (DIRECT_PIXEL_NS + DIRECT_TAP_NS * taps) only exceeds beyond ~255 taps:

@@ -62,6 +62,9 @@ def _test_cache_dir():
 
 if "NUMBA_CACHE_DIR" not in os.environ:
     os.environ["NUMBA_CACHE_DIR"] = _test_cache_dir()
+# The tests exercise the compiled kernels; engine/vector.py (the numpy route used while
+# they compile in the background) is tested against them explicitly.
+os.environ.setdefault("IMGCONV_COMPILE", "foreground")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

@@ -33,15 +33,20 @@ def user_cache_dir():
     return str(fallback)
 
 
-def configure_numba_cache():
+def configure_numba_cache() -> str:
     """Point numba's cache at a writable per-user folder unless the user chose one
-    or the package's own ``__pycache__`` is writable (numba's default)."""
+    or the package's own ``__pycache__`` is writable (numba's default).
+
+    Returns the folder the engine's compiled kernels are cached in (numba's
+    default puts them in ``imgconv/engine/__pycache__``, beside their source).
+    """
     if os.environ.get("NUMBA_CACHE_DIR"):
-        return
+        return os.environ["NUMBA_CACHE_DIR"]
     package_cache = Path(__file__).parent / "__pycache__"
     if _writable_dir(package_cache):
-        return
+        return str(package_cache)
     os.environ["NUMBA_CACHE_DIR"] = user_cache_dir()
     config = sys.modules.get("numba.core.config")
     if config is not None:  # numba was imported before us: tell its live config too
         config.CACHE_DIR = os.environ["NUMBA_CACHE_DIR"]
+    return os.environ["NUMBA_CACHE_DIR"]

@@ -47,6 +47,10 @@ the row pass as above.  Both kernels finish each row on the spot (offset,
 absolute value, rounding and clipping into the output dtype), so filtering a
 uint8 photograph to a uint8 result allocates no float image at all.
 
+``engine/vector.py`` does the same sums in numpy (while these kernels are not yet
+cached, and for small images): change the two together; tests/test_vector.py
+compares them bit for bit.
+
 Source rows are uint8, uint16 or float32, C-contiguous and writable
 (``engine.run`` hands them over in that one form, so each kernel has one
 compiled signature per dtype); every compiled function has ``cache=True``.
@@ -292,12 +296,15 @@ def _weighted_pair(acc0, acc1, lines, rows, offsets, weights, kind, j0, n):
 
 @njit(**COMPILE_OPTIONS)
 def _finished(v, offset, absolute, rounding, low, high):
-    """``clip(round(|v + offset|), low, high)`` (abs and round when asked)."""
+    """``clip(round(|v + offset|), low, high)`` (abs and round when asked); a NaN
+    rounded for an integer output is 0 (storing NaN in an integer is undefined)."""
     v = v + offset
     if absolute:
         v = abs(v)
     if rounding:
         v = np.rint(v)
+        if v != v:
+            v = np.float32(0.0)
     return min(max(v, low), high)
 
 

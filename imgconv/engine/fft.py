@@ -65,10 +65,17 @@ def fft_ns_per_pixel(image_shape, kernel_shape):
     return _tiles(image_shape, kernel_shape, n) * n * n * _tile_ns(n) / (height * width)
 
 
-def run_fft(plan, rows, channels, mode, cval, finish, threads):
+def run_fft(plan, rows, channels, mode, cval, finish, threads, *, gather=None):
     """True convolution of (H, W * C) rows with ``plan.kernel`` by tiled FFTs,
-    in ``threads`` worker threads, each tile finished (``engine.finish``) as it is stored."""
-    from imgconv.engine import cpu  # numba: only when there is work (the planner imports this module)
+    in ``threads`` worker threads, each tile finished (``engine.finish``) as it is stored.
+
+    ``gather`` fills a tile's input region (``cpu.gather_region``'s signature); None:
+    the compiled ``cpu.gather_region`` (``vector.run_fft`` passes its numpy one).
+    """
+    if gather is None:
+        from imgconv.engine import cpu  # numba: only when there is work (the planner imports this module)
+
+        gather = cpu.gather_region
 
     kernel = plan.kernel
     height, width = rows.shape[0], rows.shape[1] // channels
@@ -95,7 +102,7 @@ def run_fft(plan, rows, channels, mode, cval, finish, threads):
         region, product = scratch.region, scratch.spectrum
         bh, bw = min(out_h, height - i0), min(out_w, width - j0)
         for c in range(channels):
-            cpu.gather_region(rows, row_map[i0 : i0 + n], col_map[j0 : j0 + n], channels, c, cval32, region)
+            gather(rows, row_map[i0 : i0 + n], col_map[j0 : j0 + n], channels, c, cval32, region)
             np.fft.rfft2(region, out=product)
             product *= spectrum
             # (irfft2's out= gives wrong results in numpy 2.4: let it allocate.)

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import importlib
 import numbers
+import os
 import queue
+import sys
 import threading
 
 import numpy as np
@@ -30,6 +32,13 @@ _ROUTES = {
     ("cpu", "fft"): ("imgconv.engine.fft", "run_fft"),
     ("cuda", "direct"): ("imgconv.engine.cuda", "run"),
     ("cuda", "separable"): ("imgconv.engine.cuda", "run"),
+}
+# The same CPU routes in numpy, bit for bit: for when the compiled kernels are not yet
+# cached, or an image too small to pay for importing numba (engine/compiled.py decides).
+_VECTOR_ROUTES = {
+    ("cpu", "direct"): ("imgconv.engine.vector", "run_direct"),
+    ("cpu", "separable"): ("imgconv.engine.vector", "run_separable"),
+    ("cpu", "fft"): ("imgconv.engine.vector", "run_fft"),
 }
 
 
@@ -53,14 +62,50 @@ def thread_count(threads: int | None) -> int:
     ValueError
         ``threads`` is not a whole number from 1 to ``NUMBA_NUM_THREADS``.
     """
-    import numba
+    if "numba" in sys.modules:
+        import numba
 
-    limit = numba.config.NUMBA_NUM_THREADS
+        limit = numba.config.NUMBA_NUM_THREADS
+        current = numba.get_num_threads()
+    else:  # numba's own default, read without importing it (engine/vector.py may run instead)
+        limit = current = _default_thread_limit()
     if threads is None:
-        return numba.get_num_threads()
+        return current
     if isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or not 1 <= threads <= limit:
         raise ValueError(f"threads must be a whole number from 1 to {limit} (NUMBA_NUM_THREADS), got {threads!r}")
     return int(threads)
+
+
+def _default_thread_limit() -> int:
+    """``NUMBA_NUM_THREADS`` as numba will read it: the variable, else the CPUs this process may use."""
+    value = os.environ.get("NUMBA_NUM_THREADS", "").strip()
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+def _work(plan: Plan, rows: np.ndarray) -> float:
+    """Multiply-adds the plan takes over ``rows`` (for choosing numpy or numba)."""
+    if plan.strategy == "separable":
+        taps = sum(len(column) + len(row) for column, row in plan.factors)
+    else:
+        taps = np.count_nonzero(plan.kernel)
+    return float(rows.size) * taps
+
+
+def _entry(plan: Plan, rows: np.ndarray):
+    """The route's entry point, and whether it is a compiled one (run under numba's thread setting)."""
+    routes = _ROUTES
+    if plan.backend == "cpu":
+        from imgconv.engine import compiled
+
+        if compiled.use_vector(plan.strategy, _work(plan, rows)):
+            routes = _VECTOR_ROUTES
+    module, name = routes[(plan.backend, plan.strategy)]
+    return getattr(importlib.import_module(module), name), routes is _ROUTES
 
 
 def run(
@@ -81,8 +126,10 @@ def run(
     count = thread_count(threads)
     if rows.size == 0:
         return np.zeros(rows.shape, finish.dtype)
-    module, name = _ROUTES[(plan.backend, plan.strategy)]
-    entry = getattr(importlib.import_module(module), name)
+    entry, compiled_route = _entry(plan, rows)
+    if not compiled_route:
+        out, finished = _interruptible(lambda: entry(plan, rows, channels, mode, cval, finish, count))
+        return out if finished else finish_array(out, finish)
     import numba
 
     def execute():

@@ -1,0 +1,223 @@
+"""Whether the compiled CPU kernels are in numba's on-disk cache, and compiling them
+off the user's wait.
+
+Compiling ``engine/cpu.py``'s kernels for the common dtypes takes tens of seconds
+(docs/performance.md, "Start-up"); once cached, loading them takes a fraction of
+a second.  So that the first command after installing does not wait for that:
+
+- while they are not cached, the CPU routes run ``engine/vector.py``, the same
+  sums in numpy (bit for bit the same results, slower on large images), and
+  a background process compiles the kernels into the cache
+  (``python -m imgconv.engine.compiled``: niced, one at a time per cache
+  folder, its messages in ``compile.log`` there); when it is done it writes
+  a marker file, and from then on the compiled kernels run;
+- small images run in numpy anyway when numba is not yet imported: importing
+  and setting it up costs more than their filtering
+  (``tunables.VECTOR_MAX_WORK``).
+
+``IMGCONV_COMPILE=foreground`` turns both off: the compiled kernels always run,
+compiled on first use in the calling process (the wait is then the caller's).
+The marker is keyed on everything numba's cached code depends on (the engine's
+sources, the Python and numba versions, the CPU, numba's code-generation
+settings), so an upgrade or an edit compiles afresh.  This module does not
+import numba.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from imgconv.engine._cache import configure_numba_cache
+
+#: The environment variable that chooses how kernels get compiled.
+COMPILE_ENV = "IMGCONV_COMPILE"
+BACKGROUND, FOREGROUND = "background", "foreground"
+
+# numba settings that change the code it generates (and so its cache's validity).
+_CODEGEN_ENV = ("NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES", "NUMBA_OPT", "NUMBA_BOUNDSCHECK", "NUMBA_FASTMATH", "NUMBA_DEBUGINFO")
+
+_ready = False  # once the marker is seen it stays valid for this process
+_started = False  # a background compile was started (or found running) by this process
+
+
+def policy() -> str:
+    """``background`` (the default) or ``foreground``, from ``IMGCONV_COMPILE``."""
+    value = os.environ.get(COMPILE_ENV, "").strip().lower()
+    return FOREGROUND if value == FOREGROUND else BACKGROUND
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
+            for line in info:
+                if line.startswith(("model name", "cpu model", "Processor")):
+                    return line.split(":", 1)[-1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def cache_key() -> str:
+    """sha256 (16 hex) of what the cached compiled code depends on."""
+    digest = hashlib.sha256(f"{sys.version}\0{platform.machine()}\0{_cpu_model()}".encode())
+    # numba's version, from its own file (importlib.metadata costs more than the rest of this check).
+    spec = importlib.util.find_spec("numba")
+    if spec is not None and spec.origin:
+        try:
+            digest.update(Path(spec.origin).with_name("_version.py").read_bytes())
+        except OSError:
+            digest.update(spec.origin.encode())
+    for name in _CODEGEN_ENV:
+        digest.update(f"\0{name}={os.environ.get(name, '')}".encode())
+    # numba checks only the timestamp of a kernel's own file; code compiled in from the
+    # engine's other files must invalidate the marker too.
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _paths() -> tuple[Path, Path, Path]:
+    """(marker, lock, log) in the folder numba caches the engine's kernels in."""
+    folder = Path(configure_numba_cache())
+    return folder / f"imgconv-compiled-{cache_key()}.json", folder / "imgconv-compile.lock", folder / "compile.log"
+
+
+def ready() -> bool:
+    """The compiled kernels are cached for this installation (or compiling them in the
+    background failed, so they compile where they are used, as under ``foreground``)."""
+    global _ready
+    if not _ready:
+        try:
+            _ready = _paths()[0].exists()
+        except OSError:
+            _ready = True  # no cache folder to mark: numba compiles on use, as it always could
+    return _ready
+
+
+def _compile_running(lock: Path) -> bool:
+    try:
+        import fcntl
+    except ImportError:  # no flock: let the child's own check decide
+        return False
+    try:
+        with open(lock, "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return True
+            fcntl.flock(handle, fcntl.LOCK_UN)
+    except OSError:
+        return False
+    return False
+
+
+def start_background() -> None:
+    """Start ``python -m imgconv.engine.compiled`` detached, unless one is running."""
+    global _started
+    if _started:
+        return
+    _started = True
+    try:
+        marker, lock, log = _paths()
+        if _compile_running(lock):
+            return
+        with open(log, "ab") as output:
+            subprocess.Popen(
+                [sys.executable, "-m", "imgconv.engine.compiled"],
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=output,
+                start_new_session=True,  # not the user's Ctrl-C, not their terminal
+                close_fds=True,
+            )
+    except OSError:
+        pass  # no compile in the background: the numpy route still gives the answer
+
+
+def use_vector(strategy: str, work: float) -> bool:
+    """Run the CPU ``strategy`` in numpy (``engine/vector.py``) rather than the compiled kernels.
+
+    ``work`` is the number of multiply-adds the pass needs.
+    """
+    from imgconv import tunables
+
+    if policy() == FOREGROUND:
+        return False
+    if not ready():
+        start_background()
+        return True
+    return "numba" not in sys.modules and strategy != "fft" and work <= tunables.VECTOR_MAX_WORK
+
+
+# --- the background compile ---------------------------------------------------------------------
+
+
+def compile_kernels() -> list[str]:
+    """Compile (or load) every CPU kernel signature the catalog's filters use: uint8,
+    uint16 and float32 rows to their own dtype and to float32, direct and separable,
+    and the FFT's gather.  Returns the signatures, as text."""
+    import numpy as np
+
+    from imgconv.engine import cpu
+    from imgconv.engine.finish import FLOAT32, Finish
+    from imgconv.engine.plan import make_plan
+
+    gaussian = np.outer([1.0, 2.0, 1.0], [1.0, 2.0, 1.0])
+    direct = make_plan(np.array([[0.0, -1, 0], [-1, 5, -1], [0, -1, 0]]), (8, 8), strategy="direct")
+    separable = make_plan(gaussian, (8, 8), strategy="separable")
+    for dtype in (np.uint8, np.uint16, np.float32):
+        rows = np.zeros((8, 8 * 3), dtype)
+        for finish in {Finish(dtype), FLOAT32}:
+            cpu.run_direct(direct, rows, 3, "reflect", 0.0, finish, 1)
+            cpu.run_separable(separable, rows, 3, "reflect", 0.0, finish, 1)
+        cpu.gather_region(rows, np.arange(8), np.arange(8), 3, 0, np.float32(0), np.empty((8, 8), np.float32))
+    return [str(signature) for kernel in (cpu._direct_rows, cpu._separable_rows, cpu.gather_region) for signature in kernel.signatures]
+
+
+def _write_marker(marker: Path, record: dict) -> None:
+    temporary = marker.with_name(f".{marker.name}.{os.getpid()}")
+    temporary.write_text(json.dumps(record, indent=1))
+    os.replace(temporary, marker)
+
+
+def main() -> int:
+    """The background compile: one at a time per cache folder, at the lowest priority."""
+    try:
+        os.nice(19)
+    except OSError:
+        pass
+    marker, lock, _ = _paths()
+    try:
+        import fcntl
+    except ImportError:
+        fcntl = None
+    with open(lock, "a") as handle:
+        if fcntl is not None:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return 0  # another process is compiling
+        if marker.exists():
+            return 0
+        start = time.perf_counter()
+        record = {"key": cache_key(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+        try:
+            record["signatures"] = compile_kernels()
+        except Exception as exc:  # noqa: BLE001 - recorded; the kernels then compile where used
+            record["failed"] = f"{type(exc).__name__}: {exc}"
+            print(f"imgconv: compiling the kernels failed: {record['failed']}", file=sys.stderr)
+        record["seconds"] = round(time.perf_counter() - start, 2)
+        _write_marker(marker, record)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""The compiled kernels off the user's wait: numpy while they are not cached, a
+background compile, a marker keyed on what the cached code depends on."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from imgconv import tunables
+from imgconv.engine import compiled
+
+
+@pytest.fixture
+def fresh(monkeypatch, tmp_path):
+    """A process state as at start-up, with an empty cache folder and the default policy."""
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "cache").mkdir()
+    monkeypatch.delenv(compiled.COMPILE_ENV, raising=False)
+    monkeypatch.setattr(compiled, "_ready", False)
+    monkeypatch.setattr(compiled, "_started", False)
+    started = []
+    monkeypatch.setattr(compiled.subprocess, "Popen", lambda *args, **kwargs: started.append(args[0]))
+    return started
+
+
+def test_policy_reads_the_environment(monkeypatch):
+    for value, expected in (("foreground", "foreground"), (" Foreground ", "foreground"), ("background", "background"), ("", "background"), ("nonsense", "background")):
+        monkeypatch.setenv(compiled.COMPILE_ENV, value)
+        assert compiled.policy() == expected
+
+
+def test_the_key_follows_code_generation_settings(monkeypatch):
+    monkeypatch.delenv("NUMBA_CPU_NAME", raising=False)
+    plain = compiled.cache_key()
+    assert compiled.cache_key() == plain
+    monkeypatch.setenv("NUMBA_CPU_NAME", "generic")
+    assert compiled.cache_key() != plain
+
+
+def test_not_cached_runs_numpy_and_starts_one_compile(fresh):
+    assert not compiled.ready()
+    assert compiled.use_vector("direct", 1e12)
+    assert compiled.use_vector("separable", 1e12)
+    assert len(fresh) == 1  # started once per process
+    assert fresh[0][1:] == ["-m", "imgconv.engine.compiled"]
+
+
+def test_cached_runs_compiled_except_small_work_before_numba(fresh, monkeypatch):
+    marker, _, _ = compiled._paths()
+    marker.write_text("{}")
+    assert compiled.ready()
+    assert not compiled.use_vector("direct", tunables.VECTOR_MAX_WORK * 2)
+    assert not compiled.use_vector("fft", 1.0)
+    modules = dict(sys.modules)
+    modules.pop("numba", None)
+    monkeypatch.setattr(compiled.sys, "modules", modules)
+    assert compiled.use_vector("direct", tunables.VECTOR_MAX_WORK / 2)
+    modules["numba"] = object()
+    assert not compiled.use_vector("direct", tunables.VECTOR_MAX_WORK / 2)
+    assert fresh == []
+
+
+def test_foreground_always_runs_compiled(fresh, monkeypatch):
+    monkeypatch.setenv(compiled.COMPILE_ENV, "foreground")
+    assert not compiled.use_vector("direct", 1.0)
+    assert fresh == []
+
+
+def test_a_running_compile_is_not_started_twice(fresh):
+    fcntl = pytest.importorskip("fcntl")
+    _, lock, _ = compiled._paths()
+    with open(lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        assert compiled.use_vector("direct", 1.0)
+        assert fresh == []
+        assert compiled.main() == 0  # the second compiler leaves at once
+    assert not compiled._paths()[0].exists()
+
+
+def test_a_failed_compile_is_recorded_and_not_retried(fresh, monkeypatch):
+    def broken():
+        raise RuntimeError("no compiler today")
+
+    monkeypatch.setattr(compiled, "compile_kernels", broken)
+    monkeypatch.setattr(compiled.os, "nice", lambda increment: 0)
+    assert compiled.main() == 0
+    record = json.loads(compiled._paths()[0].read_text())
+    assert "no compiler today" in record["failed"]
+    assert compiled.ready()  # from now on numba compiles where it is used
+    assert not compiled.use_vector("direct", 1e12)
+
+
+@pytest.mark.slow
+def test_first_run_after_install(tmp_path):
+    # A copy of the tests' warm numba cache without the marker: the first process filters
+    # in numpy without importing numba and starts the compile, which writes the marker;
+    # then the compiled kernels run. Both give the bits the compiled kernels give here.
+    cache = tmp_path / "cache"
+    shutil.copytree(os.environ["NUMBA_CACHE_DIR"], cache, ignore=shutil.ignore_patterns("imgconv-compile*"))
+    env = {k: v for k, v in os.environ.items() if k != compiled.COMPILE_ENV}
+    env["NUMBA_CACHE_DIR"] = str(cache)
+    side = int(np.sqrt(2 * tunables.VECTOR_MAX_WORK / (3 * 34))) + 1  # sigma 2: 17 + 17 taps; twice the numpy limit
+    image = np.random.default_rng(7).integers(0, 256, (side, side, 3), np.uint8)
+    np.save(tmp_path / "in.npy", image)
+    script = (
+        "import sys, numpy as np, imgconv\n"
+        f"image = np.load({str(tmp_path / 'in.npy')!r})\n"
+        "out = imgconv.apply_filter(image, 'gaussian', sigma=2)\n"
+        f"np.save({str(tmp_path / 'out.npy')!r}, out)\n"
+        "print('numba' in sys.modules)\n"
+    )
+    import imgconv
+
+    expected = imgconv.apply_filter(image, "gaussian", sigma=2)  # compiled (foreground here)
+    first = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.strip() == "False"
+    np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), expected)
+    markers = lambda: list(cache.glob("imgconv-compiled-*.json"))  # noqa: E731
+    deadline = time.monotonic() + 600
+    while not markers() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert markers(), (cache / "compile.log").read_text() if (cache / "compile.log").exists() else "no log"
+    record = json.loads(markers()[0].read_text())
+    assert "failed" not in record and len(record["signatures"]) >= 10, record
+    second = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.strip() == "True"
+    np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), expected)
