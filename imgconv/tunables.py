@@ -61,10 +61,12 @@ DIRECT_PIXEL_NS = 0.367  # reading, converting and writing a pixel
 DIRECT_TAP_NS = 0.0256  # one non-zero tap
 PASS_SUM_NS = 0.10  # adding one more separable pair's result (a float32 add over the image)
 
-# Below this many multiply-adds (elements x taps) a pass runs in numpy (engine/vector.py,
-# the same sums) when numba is not yet imported: importing numba and loading the cached
-# kernels costs more than numpy's filtering of it (docs/performance.md, "Start-up").
-VECTOR_MAX_WORK = 100e6
+# Multiply-adds (elements x taps) a process runs in numpy (engine/vector.py, the same sums)
+# before it imports numba: about what importing numba and loading its cached kernels costs
+# (~0.3 s) over what numpy costs more per multiply-add (~0.2 ns against ~0.03 ns, one
+# thread), so numpy is never more than twice the better choice (engine/compiled.py;
+# docs/performance.md, "Start-up").  A 12 MP Gaussian of sigma 2 is 1.2e9.
+VECTOR_MAX_WORK = 1.5e9
 
 # The FFT is costed only for kernels of at least this many taps.  Its best
 # measured cost is ~6.9 ns per tile pixel (FFT_TILE_NS), which direct

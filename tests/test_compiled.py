@@ -24,6 +24,7 @@ def fresh(monkeypatch, tmp_path):
     monkeypatch.delenv(compiled.COMPILE_ENV, raising=False)
     monkeypatch.setattr(compiled, "_ready", False)
     monkeypatch.setattr(compiled, "_started", False)
+    monkeypatch.setattr(compiled, "_vector_work", 0.0)
     started = []
     monkeypatch.setattr(compiled.subprocess, "Popen", lambda *args, **kwargs: started.append(args[0]))
     return started
@@ -51,7 +52,7 @@ def test_not_cached_runs_numpy_and_starts_one_compile(fresh):
     assert fresh[0][1:] == ["-m", "imgconv.engine.compiled"]
 
 
-def test_cached_runs_compiled_except_small_work_before_numba(fresh, monkeypatch):
+def test_cached_runs_compiled_after_a_budget_of_numpy_work_before_numba(fresh, monkeypatch):
     marker, _, _ = compiled._paths()
     marker.write_text("{}")
     assert compiled.ready()
@@ -61,8 +62,10 @@ def test_cached_runs_compiled_except_small_work_before_numba(fresh, monkeypatch)
     modules.pop("numba", None)
     monkeypatch.setattr(compiled.sys, "modules", modules)
     assert compiled.use_vector("direct", tunables.VECTOR_MAX_WORK / 2)
+    assert not compiled.use_vector("direct", tunables.VECTOR_MAX_WORK / 2 + 1)  # the budget is spent
+    assert compiled.use_vector("direct", tunables.VECTOR_MAX_WORK / 4)
     modules["numba"] = object()
-    assert not compiled.use_vector("direct", tunables.VECTOR_MAX_WORK / 2)
+    assert not compiled.use_vector("direct", 1.0)
     assert fresh == []
 
 
@@ -105,7 +108,7 @@ def test_first_run_after_install(tmp_path):
     shutil.copytree(os.environ["NUMBA_CACHE_DIR"], cache, ignore=shutil.ignore_patterns("imgconv-compile*"))
     env = {k: v for k, v in os.environ.items() if k != compiled.COMPILE_ENV}
     env["NUMBA_CACHE_DIR"] = str(cache)
-    side = int(np.sqrt(2 * tunables.VECTOR_MAX_WORK / (3 * 34))) + 1  # sigma 2: 17 + 17 taps; twice the numpy limit
+    side = int(np.sqrt(1.2 * tunables.VECTOR_MAX_WORK / (3 * 34))) + 1  # sigma 2: 17 + 17 taps; beyond the numpy budget
     image = np.random.default_rng(7).integers(0, 256, (side, side, 3), np.uint8)
     np.save(tmp_path / "in.npy", image)
     script = (

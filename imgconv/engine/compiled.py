@@ -11,9 +11,11 @@ a second.  So that the first command after installing does not wait for that:
   (``python -m imgconv.engine.compiled``: niced, one at a time per cache
   folder, its messages in ``compile.log`` there); when it is done it writes
   a marker file, and from then on the compiled kernels run;
-- small images run in numpy anyway when numba is not yet imported: importing
-  and setting it up costs more than their filtering
-  (``tunables.VECTOR_MAX_WORK``).
+- while numba is not yet imported, passes run in numpy too as long as the numpy
+  work done in this process stays within ``tunables.VECTOR_MAX_WORK`` (about what
+  importing numba and loading its kernels costs): one photo or a few small images
+  never wait for numba, and a batch or a long chain imports it after a file or a
+  pass (the rent-or-buy rule: never more than twice the better choice's time).
 
 ``IMGCONV_COMPILE=foreground`` turns both off: the compiled kernels always run,
 compiled on first use in the calling process (the wait is then the caller's).
@@ -46,6 +48,7 @@ _CODEGEN_ENV = ("NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES", "NUMBA_OPT", "NUMBA_BOUN
 
 _ready = False  # once the marker is seen it stays valid for this process
 _started = False  # a background compile was started (or found running) by this process
+_vector_work = 0.0  # multiply-adds run in numpy by this process while numba was not imported
 
 
 def policy() -> str:
@@ -147,6 +150,7 @@ def use_vector(strategy: str, work: float) -> bool:
 
     ``work`` is the number of multiply-adds the pass needs.
     """
+    global _vector_work
     from imgconv import tunables
 
     if policy() == FOREGROUND:
@@ -154,7 +158,10 @@ def use_vector(strategy: str, work: float) -> bool:
     if not ready():
         start_background()
         return True
-    return "numba" not in sys.modules and strategy != "fft" and work <= tunables.VECTOR_MAX_WORK
+    if "numba" in sys.modules or strategy == "fft" or _vector_work + work > tunables.VECTOR_MAX_WORK:
+        return False
+    _vector_work += work
+    return True
 
 
 # --- the background compile ---------------------------------------------------------------------
