@@ -153,7 +153,10 @@ def usable_cores() -> int:
 
 def limit_numba_threads(threads: int) -> None:
     """Run numba's parallel kernels on ``threads`` threads in this thread
-    (before numba is imported: for the whole process)."""
+    (before numba is imported: for the whole process), and from the first file."""
+    from imgconv.engine import compiled
+
+    compiled.expect_many_images()  # a worker: its files pay for loading the compiled kernels
     if "numba" not in sys.modules:
         current = os.environ.get("NUMBA_NUM_THREADS", "")
         if not current.isdigit() or int(current) > threads:

@@ -14,8 +14,9 @@ a second.  So that the first command after installing does not wait for that:
 - while numba is not yet imported, passes run in numpy too as long as the numpy
   work done in this process stays within ``tunables.VECTOR_MAX_WORK`` (about what
   importing numba and loading its kernels costs): one photo or a few small images
-  never wait for numba, and a batch or a long chain imports it after a file or a
-  pass (the rent-or-buy rule: never more than twice the better choice's time).
+  never wait for numba, and a long chain imports it after a pass (the rent-or-buy
+  rule: never more than twice the better choice's time); batch workers, which
+  filter many files, skip the budget (``expect_many_images``).
 
 ``IMGCONV_COMPILE=foreground`` turns both off: the compiled kernels always run,
 compiled on first use in the calling process (the wait is then the caller's).
@@ -143,6 +144,13 @@ def start_background() -> None:
             )
     except OSError:
         pass  # no compile in the background: the numpy route still gives the answer
+
+
+def expect_many_images() -> None:
+    """This process will filter many images (a batch worker): once they are cached, the
+    compiled kernels run from the first pass (the numpy budget would only delay them)."""
+    global _vector_work
+    _vector_work = float("inf")
 
 
 def use_vector(strategy: str, work: float) -> bool:
