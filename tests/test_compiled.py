@@ -26,7 +26,9 @@ def fresh(monkeypatch, tmp_path):
     monkeypatch.setattr(compiled, "_started", False)
     monkeypatch.setattr(compiled, "_vector_work", 0.0)
     started = []
+    monkeypatch.setattr(compiled.os, "posix_spawn", lambda path, argv, env, **kwargs: started.append(argv) or 1, raising=False)
     monkeypatch.setattr(compiled.subprocess, "Popen", lambda *args, **kwargs: started.append(args[0]))
+    monkeypatch.setattr(compiled, "_child", None)
     return started
 
 
@@ -136,3 +138,63 @@ def test_first_run_after_install(tmp_path):
     assert second.returncode == 0, second.stderr
     assert second.stdout.strip() == "True"
     np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), expected)
+
+
+# --- whole commands: the numpy route writes the files the compiled kernels write ---------------
+
+
+def _inputs(folder):
+    """Files of every kind the pipeline treats differently, written by Pillow and tifffile."""
+    from PIL import Image
+
+    tifffile = pytest.importorskip("tifffile")
+    rng = np.random.default_rng(11)
+    paths = {}
+    paths["rgb.png"] = folder / "rgb.png"
+    Image.fromarray(rng.integers(0, 256, (37, 51, 3), np.uint8)).save(paths["rgb.png"])
+    paths["rgba.png"] = folder / "rgba.png"
+    Image.fromarray(rng.integers(0, 256, (29, 40, 4), np.uint8)).save(paths["rgba.png"])
+    paths["grey.jpg"] = folder / "grey.jpg"
+    Image.fromarray(rng.integers(0, 256, (33, 45), np.uint8)).save(paths["grey.jpg"], quality=90)
+    paths["rgb16.tif"] = folder / "rgb16.tif"
+    tifffile.imwrite(paths["rgb16.tif"], rng.integers(0, 65536, (31, 26, 3), np.uint16), photometric="rgb")
+    paths["float.tif"] = folder / "float.tif"
+    tifffile.imwrite(paths["float.tif"], rng.normal(0.5, 0.3, (27, 35, 3)).astype(np.float32), photometric="rgb")
+    return paths
+
+
+COMMANDS = [
+    ("rgb.png", ["sharpen"]),
+    ("rgb.png", ["gaussian", "-p", "sigma=2"]),
+    ("rgb.png", ["edge"]),
+    ("rgb.png", ["emboss", "--mode", "constant", "--cval", "40"]),
+    ("rgb.png", ["unsharp", "--strength", "0.5"]),
+    ("rgb.png", ["sharpen", "--repeat", "2", "--mode", "wrap"]),
+    ("rgb.png", ["gaussian,sharpen", "--linear"]),
+    ("rgb.png", ["box", "-p", "size=15", "--strategy", "fft"]),
+    ("rgb.png", ["box", "-p", "size=61"]),  # a kernel larger than the image
+    ("rgba.png", ["sharpen"]),
+    ("rgba.png", ["blur", "--alpha", "separate"]),
+    ("grey.jpg", ["laplacian", "--mode", "mirror"]),
+    ("rgb16.tif", ["gaussian", "-p", "sigma=1.5"]),
+    ("rgb16.tif", ["sobel"]),
+    ("float.tif", ["sharpen", "--mode", "nearest"]),
+    ("float.tif", ["kirsch"]),
+]
+
+
+@pytest.mark.parametrize("source, arguments", COMMANDS, ids=[" ".join([s, *a]) for s, a in COMMANDS])
+def test_numpy_route_writes_the_same_file(tmp_path, monkeypatch, source, arguments):
+    from click.testing import CliRunner
+
+    from imgconv.cli import cli
+
+    paths = _inputs(tmp_path)
+    outputs = {}
+    for route, vector in (("compiled", False), ("numpy", True)):
+        monkeypatch.setattr(compiled, "use_vector", lambda strategy, work, vector=vector: vector)
+        out = tmp_path / f"{route}-{Path(source).stem}{Path(source).suffix}"
+        result = CliRunner().invoke(cli, ["apply", arguments[0], str(paths[source]), str(out), *arguments[1:]], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        outputs[route] = out.read_bytes()
+    assert outputs["numpy"] == outputs["compiled"]

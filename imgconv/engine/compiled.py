@@ -50,6 +50,7 @@ _CODEGEN_ENV = ("NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES", "NUMBA_OPT", "NUMBA_BOUN
 _ready = False  # once the marker is seen it stays valid for this process
 _started = False  # a background compile was started (or found running) by this process
 _vector_work = 0.0  # multiply-adds run in numpy by this process while numba was not imported
+_child = None  # the background compile this process started (a pid, or a Popen where there is no posix_spawn)
 
 
 def policy() -> str:
@@ -103,6 +104,8 @@ def ready() -> bool:
             _ready = _paths()[0].exists()
         except OSError:
             _ready = True  # no cache folder to mark: numba compiles on use, as it always could
+        if _ready:
+            _reap()
     return _ready
 
 
@@ -125,7 +128,7 @@ def _compile_running(lock: Path) -> bool:
 
 def start_background() -> None:
     """Start ``python -m imgconv.engine.compiled`` detached, unless one is running."""
-    global _started
+    global _started, _child
     if _started:
         return
     _started = True
@@ -133,17 +136,37 @@ def start_background() -> None:
         marker, lock, log = _paths()
         if _compile_running(lock):
             return
-        with open(log, "ab") as output:
-            subprocess.Popen(
-                [sys.executable, "-m", "imgconv.engine.compiled"],
-                stdin=subprocess.DEVNULL,
-                stdout=output,
-                stderr=output,
-                start_new_session=True,  # not the user's Ctrl-C, not their terminal
-                close_fds=True,
+        argv = [sys.executable, "-m", "imgconv.engine.compiled"]
+        if hasattr(os, "posix_spawn"):
+            # A new session (not the user's Ctrl-C, not their terminal), and no Popen object,
+            # which would warn at exit that its child still runs: the child outlives us.
+            _child = os.posix_spawn(
+                sys.executable,
+                argv,
+                os.environ,
+                file_actions=[
+                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                    (os.POSIX_SPAWN_OPEN, 1, str(log), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644),
+                    (os.POSIX_SPAWN_DUP2, 1, 2),
+                ],
+                setsid=True,
             )
-    except OSError:
+        else:
+            with open(log, "ab") as output:
+                _child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=output, stderr=output, close_fds=True)
+    except (OSError, TypeError, ValueError):  # no interpreter path, no log folder, ...
         pass  # no compile in the background: the numpy route still gives the answer
+
+
+def _reap() -> None:
+    """Collect the finished background compile (a long-lived process would keep a zombie)."""
+    global _child
+    if isinstance(_child, int):
+        try:
+            if os.waitpid(_child, os.WNOHANG)[0]:
+                _child = None
+        except ChildProcessError:
+            _child = None
 
 
 def expect_many_images() -> None:
