@@ -26,8 +26,14 @@ def fresh(monkeypatch, tmp_path):
     monkeypatch.setattr(compiled, "_started", False)
     monkeypatch.setattr(compiled, "_vector_work", 0.0)
     started = []
-    monkeypatch.setattr(compiled.os, "posix_spawn", lambda path, argv, env, **kwargs: started.append(argv) or 1, raising=False)
-    monkeypatch.setattr(compiled.subprocess, "Popen", lambda *args, **kwargs: started.append(args[0]))
+
+    class Child:
+        pid, returncode = 2**22 + 7, None  # no such child: reaping it finds none
+
+        def __init__(self, argv, **kwargs):
+            started.append((argv, kwargs))
+
+    monkeypatch.setattr(compiled.subprocess, "Popen", Child)
     monkeypatch.setattr(compiled, "_child", None)
     return started
 
@@ -51,7 +57,11 @@ def test_not_cached_runs_numpy_and_starts_one_compile(fresh):
     assert compiled.use_vector("direct", 1e12)
     assert compiled.use_vector("separable", 1e12)
     assert len(fresh) == 1  # started once per process
-    assert fresh[0][1:] == ["-m", "imgconv.engine.compiled"]
+    argv, options = fresh[0]
+    assert argv[1] == "-P" and "from imgconv.engine.compiled import main" in argv[-1]  # not the working folder's modules
+    assert str(Path(compiled.__file__).resolve().parents[2]) in argv[-1]  # this very imgconv
+    assert options["close_fds"] and options["start_new_session"]
+    assert compiled.use_vector("direct", 1.0)  # reaping a child that is gone is harmless
 
 
 def test_cached_runs_compiled_after_a_budget_of_numpy_work_before_numba(fresh, monkeypatch):
@@ -69,6 +79,28 @@ def test_cached_runs_compiled_after_a_budget_of_numpy_work_before_numba(fresh, m
     modules["numba"] = object()
     assert not compiled.use_vector("direct", 1.0)
     assert fresh == []
+
+
+def test_a_missing_cache_folder_is_made(fresh, monkeypatch, tmp_path):
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "not" / "yet"))
+    assert not compiled.ready() and compiled.use_vector("direct", 1.0)
+    assert (tmp_path / "not" / "yet").is_dir() and len(fresh) == 1
+
+
+def test_an_unwritable_cache_folder_runs_compiled(fresh, monkeypatch):
+    # No marker can be left there: numba caches where it can, as it always did.
+    monkeypatch.setattr(compiled.os, "access", lambda path, mode: False)
+    assert compiled.ready()
+    assert not compiled.use_vector("direct", 1e12)
+    assert fresh == []
+
+
+def test_the_key_follows_the_install(monkeypatch, tmp_path):
+    plain = compiled.cache_key()
+    copy = tmp_path / "imgconv" / "engine"
+    shutil.copytree(Path(compiled.__file__).parent, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(compiled, "__file__", str(copy / "compiled.py"))
+    assert compiled.cache_key() != plain  # numba caches the other install's kernels apart
 
 
 def test_foreground_always_runs_compiled(fresh, monkeypatch):

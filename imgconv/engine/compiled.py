@@ -8,8 +8,8 @@ a second.  So that the first command after installing does not wait for that:
 - while they are not cached, the CPU routes run ``engine/vector.py``, the same
   sums in numpy (bit for bit the same results, slower on large images), and
   a background process compiles the kernels into the cache
-  (``python -m imgconv.engine.compiled``: niced, one at a time per cache
-  folder, its messages in ``compile.log`` there); when it is done it writes
+  (``python -m imgconv.engine.compiled``: at the lowest priority, one at a time
+  per cache folder, its messages in ``compile.log`` there); when it is done it writes
   a marker file, and from then on the compiled kernels run;
 - while numba is not yet imported, passes run in numpy too as long as the numpy
   work done in this process stays within ``tunables.VECTOR_MAX_WORK`` (about what
@@ -50,7 +50,7 @@ _CODEGEN_ENV = ("NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES", "NUMBA_OPT", "NUMBA_BOUN
 _ready = False  # once the marker is seen it stays valid for this process
 _started = False  # a background compile was started (or found running) by this process
 _vector_work = 0.0  # multiply-adds run in numpy by this process while numba was not imported
-_child = None  # the background compile this process started (a pid, or a Popen where there is no posix_spawn)
+_child = None  # the pid of the background compile this process started, until reaped
 
 
 def policy() -> str:
@@ -72,7 +72,10 @@ def _cpu_model() -> str:
 
 def cache_key() -> str:
     """sha256 (16 hex) of what the cached compiled code depends on."""
-    digest = hashlib.sha256(f"{sys.version}\0{platform.machine()}\0{_cpu_model()}".encode())
+    # numba's cache entries are per source path too: another install sharing the folder
+    # (NUMBA_CACHE_DIR, the per-user fallback) has kernels of its own to compile.
+    engine = Path(__file__).resolve().parent
+    digest = hashlib.sha256(f"{sys.version}\0{platform.machine()}\0{_cpu_model()}\0{engine}".encode())
     # numba's version, from its own file (importlib.metadata costs more than the rest of this check).
     spec = importlib.util.find_spec("numba")
     if spec is not None and spec.origin:
@@ -90,22 +93,30 @@ def cache_key() -> str:
 
 
 def _paths() -> tuple[Path, Path, Path]:
-    """(marker, lock, log) in the folder numba caches the engine's kernels in."""
+    """(marker, lock, log) in the folder numba caches the engine's kernels in.
+
+    Raises
+    ------
+    OSError
+        The folder cannot be made or written (numba then caches elsewhere or not at all).
+    """
     folder = Path(configure_numba_cache())
+    folder.mkdir(parents=True, exist_ok=True)  # numba makes it when it first caches; the lock needs it now
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise PermissionError(f"cannot write to {folder}")
     return folder / f"imgconv-compiled-{cache_key()}.json", folder / "imgconv-compile.lock", folder / "compile.log"
 
 
 def ready() -> bool:
     """The compiled kernels are cached for this installation (or compiling them in the
-    background failed, so they compile where they are used, as under ``foreground``)."""
+    background failed, or there is no folder to mark: then they compile where they are
+    used, as under ``foreground``)."""
     global _ready
     if not _ready:
         try:
             _ready = _paths()[0].exists()
         except OSError:
-            _ready = True  # no cache folder to mark: numba compiles on use, as it always could
-        if _ready:
-            _reap()
+            _ready = True
     return _ready
 
 
@@ -127,7 +138,7 @@ def _compile_running(lock: Path) -> bool:
 
 
 def start_background() -> None:
-    """Start ``python -m imgconv.engine.compiled`` detached, unless one is running."""
+    """Start the background compile detached, unless one is running."""
     global _started, _child
     if _started:
         return
@@ -136,24 +147,22 @@ def start_background() -> None:
         marker, lock, log = _paths()
         if _compile_running(lock):
             return
-        argv = [sys.executable, "-m", "imgconv.engine.compiled"]
-        if hasattr(os, "posix_spawn"):
-            # A new session (not the user's Ctrl-C, not their terminal), and no Popen object,
-            # which would warn at exit that its child still runs: the child outlives us.
-            _child = os.posix_spawn(
-                sys.executable,
-                argv,
-                os.environ,
-                file_actions=[
-                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                    (os.POSIX_SPAWN_OPEN, 1, str(log), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644),
-                    (os.POSIX_SPAWN_DUP2, 1, 2),
-                ],
-                setsid=True,
+        # This very imgconv (whatever sys.path found it), and not the working folder's
+        # modules (-P): the child compiles the kernels this process would load.
+        package_parent = str(Path(__file__).resolve().parents[2])
+        code = f"import sys; sys.path.insert(0, {package_parent!r}); from imgconv.engine.compiled import main; sys.exit(main())"
+        with open(log, "ab") as output:
+            child = subprocess.Popen(
+                [sys.executable, "-P", "-c", code],
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=output,
+                close_fds=True,  # no pipe of ours (a batch's, multiprocessing's) held open for minutes
+                start_new_session=True,  # not the user's Ctrl-C, not their terminal
             )
-        else:
-            with open(log, "ab") as output:
-                _child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=output, stderr=output, close_fds=True)
+        # The child outlives this process by design: it is reaped by _reap (while we live),
+        # so Popen must not count it as its own, still running (it would warn at exit).
+        _child, child.returncode = child.pid, 0
     except (OSError, TypeError, ValueError):  # no interpreter path, no log folder, ...
         pass  # no compile in the background: the numpy route still gives the answer
 
@@ -161,12 +170,11 @@ def start_background() -> None:
 def _reap() -> None:
     """Collect the finished background compile (a long-lived process would keep a zombie)."""
     global _child
-    if isinstance(_child, int):
-        try:
-            if os.waitpid(_child, os.WNOHANG)[0]:
-                _child = None
-        except ChildProcessError:
+    try:
+        if os.waitpid(_child, os.WNOHANG)[0]:
             _child = None
+    except (ChildProcessError, OSError):
+        _child = None
 
 
 def expect_many_images() -> None:
@@ -184,6 +192,8 @@ def use_vector(strategy: str, work: float) -> bool:
     global _vector_work
     from imgconv import tunables
 
+    if _child is not None:
+        _reap()
     if policy() == FOREGROUND:
         return False
     if not ready():
@@ -226,12 +236,23 @@ def _write_marker(marker: Path, record: dict) -> None:
     os.replace(temporary, marker)
 
 
-def main() -> int:
-    """The background compile: one at a time per cache folder, at the lowest priority."""
+def _lowest_priority() -> None:
+    """Nice 19, for this process and, where Linux groups the scheduling by session
+    (autogroup: a nice value ranks a process only inside its group), for its session."""
     try:
         os.nice(19)
     except OSError:
         pass
+    try:
+        with open("/proc/self/autogroup", "w") as group:
+            group.write("19")
+    except OSError:
+        pass
+
+
+def main() -> int:
+    """The background compile: one at a time per cache folder, at the lowest priority."""
+    _lowest_priority()
     marker, lock, _ = _paths()
     try:
         import fcntl

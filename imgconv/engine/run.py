@@ -62,8 +62,8 @@ def thread_count(threads: int | None) -> int:
     ValueError
         ``threads`` is not a whole number from 1 to ``NUMBA_NUM_THREADS``.
     """
-    if "numba" in sys.modules:
-        import numba
+    if "numba" in sys.modules or not _plain_thread_setting():
+        import numba  # numba's own reading of an unusual NUMBA_NUM_THREADS: its error or warning
 
         limit = numba.config.NUMBA_NUM_THREADS
         current = numba.get_num_threads()
@@ -76,10 +76,17 @@ def thread_count(threads: int | None) -> int:
     return int(threads)
 
 
+def _plain_thread_setting() -> bool:
+    """``NUMBA_NUM_THREADS`` is unset or a plain positive whole number (read here as numba would)."""
+    value = os.environ.get("NUMBA_NUM_THREADS")
+    return value is None or (value.isdigit() and value.isascii() and int(value) > 0)
+
+
 def _default_thread_limit() -> int:
-    """``NUMBA_NUM_THREADS`` as numba will read it: the variable, else the CPUs this process may use."""
-    value = os.environ.get("NUMBA_NUM_THREADS", "").strip()
-    if value.isdigit() and int(value) > 0:
+    """``NUMBA_NUM_THREADS`` as numba will read it (when :func:`_plain_thread_setting`): the
+    variable, else the CPUs this process may use."""
+    value = os.environ.get("NUMBA_NUM_THREADS")
+    if value is not None:
         return int(value)
     try:
         return max(1, len(os.sched_getaffinity(0)))
