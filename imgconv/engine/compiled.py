@@ -51,6 +51,7 @@ _ready = False  # once the marker is seen it stays valid for this process
 _started = False  # a background compile was started (or found running) by this process
 _vector_work = 0.0  # multiply-adds run in numpy by this process while numba was not imported
 _child = None  # the pid of the background compile this process started, until reaped
+_keys = {}  # cache_key() per code-generation setting
 
 
 def policy() -> str:
@@ -71,7 +72,15 @@ def _cpu_model() -> str:
 
 
 def cache_key() -> str:
-    """sha256 (16 hex) of what the cached compiled code depends on."""
+    """sha256 (16 hex) of what the cached compiled code depends on (worked out once per
+    process and code-generation setting: it reads the engine's sources)."""
+    settings = (__file__, *(os.environ.get(name, "") for name in _CODEGEN_ENV))
+    if _keys.get(settings) is None:
+        _keys[settings] = _cache_key()
+    return _keys[settings]
+
+
+def _cache_key() -> str:
     # numba's cache entries are per source path too: another install sharing the folder
     # (NUMBA_CACHE_DIR, the per-user fallback) has kernels of its own to compile.
     engine = Path(__file__).resolve().parent
