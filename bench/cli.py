@@ -21,8 +21,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from startup import wait_for_compile  # bench/ is on sys.path when run as a script
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -84,9 +85,7 @@ def main():
             cache = tempfile.mkdtemp(prefix="imgconv-cold-")
             cold_env["NUMBA_CACHE_DIR"] = cache
             result = run(command, env=cold_env)
-            deadline = time.monotonic() + 900  # the background compile, not to run beside the next command
-            while not list(Path(cache).glob("imgconv-compiled-*.json")) and time.monotonic() < deadline:
-                time.sleep(0.2)
+            wait_for_compile(cache)  # the background compile, not to run beside the next command
             shutil.rmtree(cache, ignore_errors=True)
             return result
 

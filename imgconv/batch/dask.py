@@ -23,6 +23,7 @@ from collections import deque
 from imgconv import tunables
 from imgconv.batch.local import _children_ignore_sigint, limit_numba_threads, usable_cores
 from imgconv.batch.report import ABANDONED, FAILED, NOT_STARTED, FileResult, interrupted
+from imgconv.engine import compiled
 from imgconv.errors import ImgconvError
 
 
@@ -37,6 +38,7 @@ def _dask_task(job, source, destination, threads, process, out_dir, timeout=None
             worker_threads = 1
         threads = max(1, usable_cores() // max(1, worker_threads))
     limit_numba_threads(threads)
+    compiled.expect_many_images()  # a Dask worker filters many files: they pay for the compiled kernels
     return process(job, source, destination, out_dir=out_dir, timeout=timeout)
 
 

@@ -45,6 +45,8 @@ from pathlib import Path
 from imgconv import io, tunables
 from imgconv.batch.report import ABANDONED, DONE, FAILED, NOT_STARTED, TIMEOUT, FileResult, interrupted
 from imgconv.batch.tasks import escapes, output_folder
+from imgconv.engine import compiled
+from imgconv.engine.run import usable_cores
 from imgconv.errors import ImgconvError, ImgconvWarning
 from imgconv.pipeline import Job, filter_file
 
@@ -143,20 +145,9 @@ def process_one(job: Job, source, destination, *, out_dir=None, timeout=None) ->
     return FileResult(str(source), str(destination), FAILED, message, seconds, reason=reason, warnings=tuple(notes))
 
 
-def usable_cores() -> int:
-    """The cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
 def limit_numba_threads(threads: int) -> None:
     """Run numba's parallel kernels on ``threads`` threads in this thread
-    (before numba is imported: for the whole process), and from the first file."""
-    from imgconv.engine import compiled
-
-    compiled.expect_many_images()  # a worker: its files pay for loading the compiled kernels
+    (before numba is imported: for the whole process)."""
     if "numba" not in sys.modules:
         current = os.environ.get("NUMBA_NUM_THREADS", "")
         if not current.isdigit() or int(current) > threads:
@@ -207,6 +198,7 @@ def _worker_main(conn, job, threads, process, out_dir, timeout, parent):
     signal.signal(signal.SIGTERM, _terminate)
     _follow_parent(parent)
     limit_numba_threads(threads)
+    compiled.expect_many_images()  # its files pay for loading the compiled kernels
     conn.send(("ready", os.getpid()))
     while True:
         try:

@@ -83,3 +83,15 @@ def index_map(n, before, after, mode):
     return np.concatenate(
         [np.array(left, dtype=np.int64), np.arange(n, dtype=np.int64), np.array(right, dtype=np.int64)]
     )
+
+
+def extended_maps(height, width, channels, kh, kw, mode):
+    """``(row_map, col_map, lead)`` for (H, W * C) interleaved rows and a kh x kw kernel
+    centred as scipy centres it: the extended image's row map, its element map (pixel
+    ``p``, channel ``c`` -> element ``p * C + c``; -1: ``cval``), and the elements before
+    the image in an extended row.  The CPU kernels and their numpy twin share them."""
+    top, left = (kh - 1) // 2, (kw - 1) // 2
+    row_map = index_map(height, top, kh - 1 - top, mode)
+    pixel_map = index_map(width, left, kw - 1 - left, mode)
+    col_map = np.where(pixel_map[:, None] >= 0, pixel_map[:, None] * channels + np.arange(channels), -1).ravel()
+    return row_map, col_map.astype(np.int64), left * channels

@@ -129,21 +129,26 @@ def ready() -> bool:
     return _ready
 
 
-def _compile_running(lock: Path) -> bool:
+def _lock(handle) -> bool:
+    """Take the compile lock on the open ``handle`` without waiting: False when another
+    process holds it (True where there is no flock: the marker check decides alone)."""
     try:
         import fcntl
-    except ImportError:  # no flock: let the child's own check decide
-        return False
+    except ImportError:
+        return True
     try:
-        with open(lock, "a") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                return True
-            fcntl.flock(handle, fcntl.LOCK_UN)
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         return False
-    return False
+    return True
+
+
+def _compile_running(lock: Path) -> bool:
+    try:
+        with open(lock, "a") as handle:  # closing it lets go of the lock again
+            return not _lock(handle)
+    except OSError:
+        return False
 
 
 def start_background() -> None:
@@ -263,18 +268,9 @@ def main() -> int:
     """The background compile: one at a time per cache folder, at the lowest priority."""
     _lowest_priority()
     marker, lock, _ = _paths()
-    try:
-        import fcntl
-    except ImportError:
-        fcntl = None
     with open(lock, "a") as handle:
-        if fcntl is not None:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                return 0  # another process is compiling
-        if marker.exists():
-            return 0
+        if not _lock(handle) or marker.exists():
+            return 0  # another process is compiling, or one has compiled
         start = time.perf_counter()
         record = {"key": cache_key(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
         try:

@@ -550,15 +550,6 @@ def gather_region(src, row_map, col_map, channels, channel, cval, region):
             line[b] = row[c * channels + channel] if c >= 0 else cval
 
 
-def _maps(height, width, channels, kh, kw, mode):
-    top, left = (kh - 1) // 2, (kw - 1) // 2
-    row_map = borders.index_map(height, top, kh - 1 - top, mode)
-    pixel_map = borders.index_map(width, left, kw - 1 - left, mode)
-    # Element map of the interleaved row: pixel p, channel c -> element p * C + c.
-    col_map = np.where(pixel_map[:, None] >= 0, pixel_map[:, None] * channels + np.arange(channels), -1).ravel()
-    return row_map, col_map.astype(np.int64), left * channels
-
-
 def _plain_out(out, finish):
     """``out`` where the kernels may sum straight into it (float32, nothing to finish), else
     an empty float32 array: one compiled signature per input dtype either way."""
@@ -595,7 +586,7 @@ def _separable_pass(rows, channels, column, row, mode, cval, out, finish):
     row = np.asarray(row, np.float64)
     column = np.asarray(column, np.float64)
     height, width = rows.shape[0], rows.shape[1] // channels
-    row_map, col_map, lead = _maps(height, width, channels, len(column), len(row), mode)
+    row_map, col_map, lead = borders.extended_maps(height, width, channels, len(column), len(row), mode)
     fsrc, in_place = _float_rows(rows, channels, len(row), len(row))
     _separable_rows(
         rows,
@@ -627,7 +618,7 @@ def run_direct(plan, rows, channels, mode, cval, finish, threads):
     flipped = plan.kernel[::-1, ::-1]
     kh, kw = flipped.shape
     height, width = rows.shape[0], rows.shape[1] // channels
-    row_map, col_map, lead = _maps(height, width, channels, kh, kw, mode)
+    row_map, col_map, lead = borders.extended_maps(height, width, channels, kh, kw, mode)
     taps_u, taps_v = np.nonzero(flipped)  # zero taps cost nothing
     fsrc, in_place = _float_rows(rows, channels, kw, len(taps_u))
     out = np.empty(rows.shape, finish.dtype)

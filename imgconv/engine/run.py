@@ -82,16 +82,19 @@ def _plain_thread_setting() -> bool:
     return value is None or (value.isdigit() and value.isascii() and int(value) > 0)
 
 
-def _default_thread_limit() -> int:
-    """``NUMBA_NUM_THREADS`` as numba will read it (when :func:`_plain_thread_setting`): the
-    variable, else the CPUs this process may use."""
-    value = os.environ.get("NUMBA_NUM_THREADS")
-    if value is not None:
-        return int(value)
+def usable_cores() -> int:
+    """The cores this process may run on (numba's default thread count)."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return max(1, os.cpu_count() or 1)
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _default_thread_limit() -> int:
+    """``NUMBA_NUM_THREADS`` as numba will read it (when :func:`_plain_thread_setting`): the
+    variable, else :func:`usable_cores`."""
+    value = os.environ.get("NUMBA_NUM_THREADS")
+    return int(value) if value is not None else usable_cores()
 
 
 def _work(plan: Plan, rows: np.ndarray) -> float:
@@ -134,12 +137,12 @@ def run(
     if rows.size == 0:
         return np.zeros(rows.shape, finish.dtype)
     entry, compiled_route = _entry(plan, rows)
-    if not compiled_route:
-        out, finished = _interruptible(lambda: entry(plan, rows, channels, mode, cval, finish, count))
-        return out if finished else finish_array(out, finish)
-    import numba
 
     def execute():
+        if not compiled_route:  # numpy: no numba to import or set up
+            return entry(plan, rows, channels, mode, cval, finish, count)
+        import numba
+
         previous = numba.get_num_threads()
         numba.set_num_threads(count)  # numba's setting is per calling thread
         try:

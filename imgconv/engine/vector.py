@@ -10,12 +10,12 @@ together.**  ``run_fft`` is ``fft.run_fft`` with this module's gather.  Nothing
 here imports numba (nor ``engine.cpu``, which does).
 
 The image is seen as ``cpu.py`` sees it: one 2-D array of rows of ``W * C``
-elements, extended beyond its edges through the border index maps (``_maps``,
-the same maps), a tap one pixel to the right being ``C`` elements along.
+elements, extended beyond its edges through the same border index maps
+(``borders.extended_maps``), a tap one pixel to the right being ``C`` elements along.
 
-**Bands and chunks.**  Output rows are cut into bands (``BAND_ROWS``), one task
-each for a thread pool when ``threads > 1`` and the image is large enough to
-pay (``PARALLEL_MIN_ELEMENTS``; numpy's ufuncs release the GIL).  A band keeps
+**Bands and chunks.**  Output rows are cut into bands (``BAND_ROWS``), shared out
+among ``threads`` daemon threads when ``threads > 1`` and the image is large enough
+to pay (``PARALLEL_MIN_ELEMENTS``; numpy's ufuncs release the GIL).  A band keeps
 its extended source rows (plus the kernel's reach below) in one float32 buffer,
 filled a chunk at a time just before they are first read (uint8 and uint16 rows
 are converted there: an integer image gets no full-size float copy).  The sums
@@ -89,18 +89,6 @@ FINITE_BOUND = 1e38
 # --- the extended image ---------------------------------------------------------------------------
 
 
-def _maps(height, width, channels, kh, kw, mode):
-    """``(row_map, col_map, lead)`` exactly as ``cpu._maps`` (copied, as importing cpu.py
-    imports numba): the extended image's row and element maps (-1: ``cval``) and the
-    elements before the image in an extended row."""
-    top, left = (kh - 1) // 2, (kw - 1) // 2
-    row_map = borders.index_map(height, top, kh - 1 - top, mode)
-    pixel_map = borders.index_map(width, left, kw - 1 - left, mode)
-    # Element map of the interleaved row: pixel p, channel c -> element p * C + c.
-    col_map = np.where(pixel_map[:, None] >= 0, pixel_map[:, None] * channels + np.arange(channels), -1).ravel()
-    return row_map, col_map.astype(np.int64), left * channels
-
-
 def _contiguous(indices):
     """Whether ``indices`` (non-empty) are ``first, first + 1, ...`` (a slice can read them)."""
     return bool(indices[0] >= 0 and indices[-1] - indices[0] == len(indices) - 1 and np.all(np.diff(indices) == 1))
@@ -116,7 +104,7 @@ class _Extended:
     def __init__(self, rows, channels, kh, kw, mode, cval):
         self.rows = rows
         self.width = rows.shape[1]
-        self.row_map, col_map, self.lead = _maps(rows.shape[0], self.width // channels, channels, kh, kw, mode)
+        self.row_map, col_map, self.lead = borders.extended_maps(rows.shape[0], self.width // channels, channels, kh, kw, mode)
         self.line_len = len(col_map)
         self.cval = np.float32(cval)
         # The elements beyond the row's ends, where they read from, and those that read cval.
@@ -224,7 +212,7 @@ class _Output:
             if self.nan_to_zero:
                 mask = np.isnan(sums, out=buffers["mask"][:n])
                 if mask.any():
-                    np.copyto(sums, 0.0, where=mask)  # undefined in the compiled kernels: 0 here
+                    np.copyto(sums, 0.0, where=mask)  # as cpu._finished: the cast alone would be undefined
         np.copyto(rows, sums, casting="unsafe")
 
 
@@ -241,7 +229,6 @@ class _Pass:
 
     def __init__(self, taps, kh, fill, width, line_len, weights):
         self.taps, self.kh, self.fill, self.width, self.line_len, self.weights = taps, kh, fill, width, line_len, weights
-
 
 
 def _in_daemon_threads(function, items, count):
@@ -272,6 +259,7 @@ def _in_daemon_threads(function, items, count):
         helper.join()
     if errors:
         raise errors[0]
+
 
 class _Bands:
     """The bands of output rows of one call of ``passes``, and each thread's buffers (made
