@@ -1,6 +1,6 @@
 """``python -m imgconv``: the same command line as ``imgconv``."""
 
-from imgconv.cli import main
+from imgconv.resident import main
 
 if __name__ == "__main__":
     main()

@@ -966,6 +966,9 @@ def main():
         code = done.code
     else:
         code = 0
+    from imgconv import resident
+
+    resident.note_use(sys.argv[1:])  # the second apply in a while starts a resident worker
     if "numba" not in sys.modules:
         sys.exit(code)
     _fast_exit(code)

@@ -1,0 +1,808 @@
+"""The resident worker: ``imgconv apply`` handed to a warm process instead of starting one.
+
+A short ``imgconv apply`` spends most of its time starting Python's numpy, Pillow,
+Click and numba and loading the compiled kernels, not filtering (docs/performance.md,
+"Start-up").  So once the same user has run ``apply`` twice within
+``USE_WINDOW`` seconds (and the compiled kernels are cached), a detached worker
+process is started that has all of that imported and loaded.  Later ``apply``
+commands (this module's :func:`main`, the ``imgconv`` entry point) connect to it
+over a Unix socket in a folder only this user can open, and hand it their
+arguments, working folder, environment and standard input, output and error
+(the descriptors themselves).  The worker forks a copy of itself for each
+command; the copy runs the very same command-line code a fresh process would,
+writing straight to the caller's descriptors, and its exit status (or the
+signal that ended it) becomes the caller's.  Signals the caller receives
+(Ctrl-C, SIGTERM, SIGHUP, ...) are passed on to the copy; if the caller is
+killed outright, so is the copy.
+
+What makes the copy behave as a fresh process would:
+
+- a worker serves only callers identical to the process that started it: the
+  same interpreter, flags, ``sys.path``, imgconv, numba, numpy and Pillow files
+  (sizes and modification times: an upgrade or an edit means a new worker),
+  environment (but for the shell's bookkeeping, ``PWD`` and the like), user and
+  groups, umask, nice value, CPU affinity, resource limits and cgroup.  The
+  identity is checked again on every connection;
+- the worker never filters anything itself (numba's OpenMP threads do not
+  survive a fork, so they are started by each copy), and imports modules and
+  loads numba's compiler state only;
+- the copy resets signal handling to Python's defaults, takes the caller's
+  environment and working folder, and builds ``sys.stdin``/``stdout``/``stderr``
+  on the caller's descriptors as Python itself would.
+
+``IMGCONV_RESIDENT=off`` turns it off (nothing is started or used);
+``IMGCONV_RESIDENT_IDLE`` sets how many seconds an idle worker waits before it
+exits (default ``IDLE_SECONDS``).  ``python -m imgconv.resident status`` lists
+this user's workers, ``python -m imgconv.resident stop`` stops them.
+
+This module imports only the standard library at the top: the caller's side
+must cost next to nothing.
+"""
+
+import os
+import signal
+import socket
+import struct
+import sys
+
+#: The environment variable that turns the resident worker off (``off``, ``0``, ``no``).
+RESIDENT_ENV = "IMGCONV_RESIDENT"
+IDLE_ENV = "IMGCONV_RESIDENT_IDLE"
+#: An idle worker exits after this many seconds without a command.
+IDLE_SECONDS = 600.0
+#: A worker is started when ``apply`` runs a second time within this many seconds.
+USE_WINDOW = 600.0
+#: At most this many workers per user (one per distinct environment); starting
+#: another asks the least recently used one to exit.
+MAX_WORKERS = 3
+_PROTOCOL = b"imgconv-resident-1"
+_SERVED_COMMANDS = ("apply",)
+# Environment entries a shell changes from one command to the next, which neither
+# imgconv nor its libraries read: a worker serves callers that differ only in them.
+_VOLATILE_ENV = ("PWD", "OLDPWD", "SHLVL", "_", "PYTEST_CURRENT_TEST")
+# Signals whose default action ends the process: passed on to the copy running the command.
+_FORWARDED = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM", "SIGPIPE")
+_LIMITS = ("RLIMIT_AS", "RLIMIT_DATA", "RLIMIT_FSIZE", "RLIMIT_NOFILE", "RLIMIT_STACK", "RLIMIT_CPU", "RLIMIT_CORE", "RLIMIT_NPROC")
+_PACKAGES = ("numba", "numpy", "PIL", "click", "yaml", "llvmlite")
+
+_served = False  # this process is a worker's copy running a caller's command
+
+
+def enabled() -> bool:
+    return os.environ.get(RESIDENT_ENV, "").strip().lower() not in ("off", "0", "no", "false")
+
+
+def _wants_worker(args) -> bool:
+    """The command (the first word that is not an option) is one a worker runs."""
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == "--catalog":
+            skip = True
+        elif arg == "--":
+            return False
+        elif not arg.startswith("-"):
+            return arg in _SERVED_COMMANDS
+        elif arg in ("--help", "-h", "--version"):
+            return False
+    return False
+
+
+# --- who may be served ---------------------------------------------------------------------------
+
+
+def _file_stamp(path) -> str:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return f"{path}:-"
+    return f"{path}:{info.st_size}:{info.st_mtime_ns}"
+
+
+def _package_stamps() -> list:
+    """Sizes and times of imgconv's files and of its libraries' top modules (an
+    upgrade or an edit of any of them must not be served by old code)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    stamps = []
+    for folder, subfolders, names in os.walk(here):
+        subfolders[:] = sorted(name for name in subfolders if name != "__pycache__")
+        stamps.extend(_file_stamp(os.path.join(folder, name)) for name in sorted(names) if name.endswith((".py", ".yaml")))
+    stamps.append(_file_stamp(os.path.join(os.path.dirname(here), "kernels.yaml")))
+    for package in _PACKAGES:
+        for entry in sys.path:
+            candidate = os.path.join(entry or ".", package, "__init__.py")
+            if os.path.exists(candidate):
+                stamps.append(_file_stamp(os.path.abspath(candidate)))
+                break
+    return stamps
+
+
+def _process_stamps() -> list:
+    stamps = [f"uid={os.getuid()},{os.geteuid()} gid={os.getgid()},{os.getegid()} groups={sorted(os.getgroups())}"]
+    mask = os.umask(0o022)
+    os.umask(mask)
+    stamps.append(f"umask={mask:o} nice={os.getpriority(os.PRIO_PROCESS, 0)}")
+    if hasattr(os, "sched_getaffinity"):
+        stamps.append(f"cpus={sorted(os.sched_getaffinity(0))}")
+    import resource
+
+    stamps.extend(f"{name}={resource.getrlimit(getattr(resource, name))}" for name in _LIMITS if hasattr(resource, name))
+    try:
+        with open("/proc/self/cgroup", encoding="utf-8", errors="replace") as group:
+            stamps.append(group.read())
+    except OSError:
+        pass
+    return stamps
+
+
+def identity() -> bytes:
+    """Everything a worker's answers could depend on, as this process sees it."""
+    flags = {name: getattr(sys.flags, name) for name in dir(sys.flags) if not name.startswith("_") and name not in ("count", "index", "safe_path")}
+    environment = sorted((key, value) for key, value in os.environ.items() if key not in _VOLATILE_ENV)
+    parts = [
+        _PROTOCOL.decode(),
+        sys.executable,
+        sys.version,
+        repr(sorted(flags.items())),
+        repr(sys._xoptions),
+        repr(sys.warnoptions),
+        repr(sys.path),
+        repr(environment),
+        *_process_stamps(),
+        *_package_stamps(),
+    ]
+    return "\n".join(parts).encode("utf-8", "surrogateescape")
+
+
+def _digest(data: bytes) -> str:
+    import zlib
+
+    return f"{zlib.crc32(data):08x}{zlib.adler32(data):08x}"
+
+
+def _folder():
+    """This user's private folder for workers' sockets, or None when there is none
+    that only this user can enter (then no worker is used)."""
+    base = os.environ.get("XDG_RUNTIME_DIR") or os.environ.get("TMPDIR") or "/tmp"
+    folder = os.path.join(base, f"imgconv-{os.getuid()}")
+    try:
+        os.mkdir(folder, 0o700)
+    except FileExistsError:
+        pass
+    except OSError:
+        return None
+    try:
+        info = os.lstat(folder)
+    except OSError:
+        return None
+    import stat
+
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        return None
+    return folder
+
+
+def _paths(key: str):
+    folder = _folder()
+    if folder is None:
+        return None
+    return {kind: os.path.join(folder, f"{key}.{kind}") for kind in ("sock", "lock", "uses", "log")}
+
+
+# --- the caller's side ---------------------------------------------------------------------------
+
+
+def _send_message(connection, payload: bytes, fds=()) -> None:
+    data = struct.pack("!I", len(payload)) + payload
+    if fds:
+        data = data[socket.send_fds(connection, [data], list(fds)) :]
+    if data:  # (an empty send to a worker that has already answered and hung up fails)
+        connection.sendall(data)
+
+
+def _receive_exactly(connection, count: int) -> bytes:
+    chunks = []
+    while count:
+        chunk = connection.recv(count)
+        if not chunk:
+            raise ConnectionError("the other side closed the connection")
+        chunks.append(chunk)
+        count -= len(chunk)
+    return b"".join(chunks)
+
+
+_start = None  # (identity, environment, sys.path) as this process started, before any import changed them
+
+
+def _remember_start() -> bytes:
+    """This process's identity as it started (imgconv sets ``NUMBA_CACHE_DIR`` in the
+    environment, imports may extend ``sys.path``): callers and workers compare these."""
+    global _start
+    if _start is None:
+        _start = (identity(), dict(os.environ), list(sys.path))
+    return _start[0]
+
+
+class _Forwarder:
+    """Signals this process receives while a worker's copy runs its command, passed on."""
+
+    def __init__(self):
+        self.connection = None
+        self.pending = []
+        self.previous = {}
+        for name in _FORWARDED:
+            number = getattr(signal, name, None)
+            if number is None:
+                continue
+            current = signal.getsignal(number)
+            if current is signal.SIG_IGN:
+                continue  # ignored here, so never delivered to a direct run either
+            if number == signal.SIGPIPE:
+                continue  # Python ignores it; a closed pipe shows as EPIPE in the copy too
+            self.previous[number] = signal.signal(number, self._forward)
+
+    def _forward(self, number, frame):
+        if self.connection is None:
+            self.pending.append(number)
+            return
+        try:
+            self.connection.sendall(b"k" + bytes([number]))
+        except OSError:
+            pass
+
+    def attach(self, connection):
+        self.connection = connection
+        for number in self.pending:
+            self._forward(number, None)
+
+    def restore(self):
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
+
+
+def _die_like(number: int) -> None:
+    signal.signal(number, signal.SIG_DFL)
+    os.kill(os.getpid(), number)
+    os._exit(128 + number)
+
+
+def serve_call(args):
+    """Run ``args`` in this user's worker: returns the exit status to end with
+    (a negative number: the signal the command died of), or None when no worker
+    took the command (then it runs in this process, as if there were none)."""
+    if not enabled() or not _wants_worker(args):
+        return None
+    try:
+        for fd in (0, 1, 2):
+            os.fstat(fd)
+    except OSError:
+        return None  # a closed standard descriptor: run here, where it is handled as ever
+    import marshal
+
+    try:
+        mine = _remember_start()
+        payload = marshal.dumps((_PROTOCOL, mine, list(sys.argv), os.getcwd(), dict(os.environ)))
+        paths = _paths(_digest(mine))
+    except (OSError, ValueError):
+        return None
+    if paths is None:
+        return None
+    connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    forwarder = _Forwarder()
+    try:
+        try:
+            connection.connect(paths["sock"])
+            _send_message(connection, payload, (0, 1, 2))
+            answer = connection.recv(1)
+        except OSError:
+            answer = b""
+        # No worker, a stale socket, one that serves another identity, or one that was
+        # stopping: it has not run the command (it answers "+" before anything else).
+        if answer != b"+":
+            for number in forwarder.pending:
+                _die_like(number)
+            return None
+        forwarder.attach(connection)
+        status = b""
+        while not status.endswith(b"\n"):
+            chunk = connection.recv(64)
+            if not chunk:
+                break
+            status += chunk
+    finally:
+        forwarder.restore()
+        connection.close()
+    if not status.endswith(b"\n"):
+        print("imgconv: the resident worker stopped before the command ended (IMGCONV_RESIDENT=off runs without it)", file=sys.stderr)
+        return 1
+    kind, value = status[:1], int(status[1:-1])
+    return value if kind == b"x" else -value
+
+
+def main():
+    """The ``imgconv`` command: ``apply`` through this user's worker when there is one
+    for this very environment, every command in this process otherwise."""
+    status = serve_call(sys.argv[1:])
+    if status is None:
+        from imgconv.cli import main as command_line
+
+        return command_line()
+    if status < 0:
+        _die_like(-status)
+    os._exit(status)
+
+
+# --- starting a worker ---------------------------------------------------------------------------
+
+
+def note_use(args) -> None:
+    """Called by the command line after a command it ran in this process: on the
+    second ``apply`` within ``USE_WINDOW`` seconds, start a worker (detached) for
+    the commands that follow."""
+    if _served or _start is None or not enabled() or not _wants_worker(args):
+        return  # (_start: the command came in through main, which noted how the process started)
+    try:
+        from imgconv.engine import compiled
+
+        if compiled.policy() != compiled.FOREGROUND and not compiled.ready():
+            return  # the kernels are still being compiled: a worker would compile them again
+        paths = _paths(_digest(_start[0]))
+        if paths is None:
+            return
+        import time
+
+        now = time.time()
+        try:
+            recent = now - os.stat(paths["uses"]).st_mtime < USE_WINDOW
+        except OSError:
+            recent = False
+        with open(paths["uses"], "a"):
+            pass
+        os.utime(paths["uses"], (now, now))
+        if recent and not _worker_running(paths):
+            _make_room(paths)
+            _start_worker(paths)
+    except OSError:
+        pass  # no worker: every command runs in its own process, as ever
+
+
+def _lock(handle) -> bool:
+    import fcntl
+
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
+
+
+def _worker_running(paths) -> bool:
+    """A worker holds its lock file for as long as it lives (starting included)."""
+    with open(paths["lock"], "a") as handle:
+        return not _lock(handle)
+
+
+def _workers(folder):
+    """(last use, socket path) of every worker socket in ``folder``."""
+    found = []
+    for name in os.listdir(folder):
+        if name.endswith(".sock"):
+            path = os.path.join(folder, name)
+            try:
+                found.append((os.stat(path[: -len(".sock")] + ".uses").st_mtime, path))
+            except OSError:
+                found.append((0.0, path))
+    return sorted(found)
+
+
+def _make_room(paths) -> None:
+    """Ask the least recently used workers to exit, keeping at most MAX_WORKERS."""
+    workers = _workers(os.path.dirname(paths["sock"]))
+    for _, path in workers[: max(0, len(workers) - MAX_WORKERS + 1)]:
+        _ask_to_stop(path)
+
+
+def _ask_to_stop(path) -> bool:
+    import marshal
+
+    connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        connection.settimeout(2.0)
+        connection.connect(path)
+        _send_message(connection, marshal.dumps((_PROTOCOL, b"stop")))
+        return connection.recv(1) == b"+"
+    except OSError:
+        try:
+            os.unlink(path)  # nobody listens: a worker that died without cleaning up
+        except OSError:
+            pass
+        return False
+    finally:
+        connection.close()
+
+
+def _start_worker(paths) -> None:
+    import subprocess
+
+    _, environment, path = _start
+    # The caller's own sys.path (so the same imgconv and libraries), not the working folder's (-P).
+    code = f"import sys; sys.path[:] = {path!r}; from imgconv.resident import worker_main; worker_main({paths['sock']!r})"
+    with open(paths["log"], "ab") as log:
+        child = subprocess.Popen(
+            [sys.executable, "-P", "-c", code],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            env=environment,
+            close_fds=True,  # no pipe of the caller's held open by the worker
+            start_new_session=True,  # not the caller's terminal, not its Ctrl-C
+        )
+    child.returncode = 0  # detached by design: never waited for by this process
+
+
+# --- the worker ----------------------------------------------------------------------------------
+
+
+def _warm_up() -> None:
+    """Import what ``apply`` uses and set up numba's compiler state, without running
+    a parallel kernel (its OpenMP threads would not survive the fork)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import imgconv.cli  # noqa: F401 - imported for the copies
+        from imgconv import chain, filtering, io, pipeline  # noqa: F401
+        from imgconv.engine import cpu, plan, run  # noqa: F401 - imports numba, sets its cache folder
+        import numba
+        from PIL import Image
+
+        Image.init()
+        numba.njit(cache=True)(_warm_up_kernel)(1.0)
+
+
+def _warm_up_kernel(x):
+    return x + 1.0
+
+
+def _log(message: str) -> None:
+    import time
+
+    print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} [{os.getpid()}] {message}", file=sys.stderr, flush=True)
+
+
+def worker_main(sock_path: str) -> None:
+    """Run a worker that listens on ``sock_path``, until idle for the idle time."""
+    import gc
+
+    lock = open(sock_path[: -len(".sock")] + ".lock", "a")
+    if not _lock(lock):
+        return  # another worker for this identity is starting or running
+    mine = identity()
+    if _digest(mine) != os.path.basename(sock_path)[: -len(".sock")]:
+        _log("not started: this process differs from the caller that asked for it (interpreter options?)")
+        return
+    try:
+        _warm_up()
+    except Exception as exc:  # noqa: BLE001 - logged; commands then run in their own processes
+        _log(f"not started: warming up failed: {type(exc).__name__}: {exc}")
+        return
+    gc.collect()
+    gc.freeze()  # the copies share these pages: the collector never touches them again
+    try:
+        os.unlink(sock_path)  # a socket left by a worker that died: we hold the lock now
+    except FileNotFoundError:
+        pass
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(sock_path)
+    bound = os.stat(sock_path).st_ino
+    listener.listen(64)
+    _log(f"listening on {sock_path}")
+    try:
+        _Worker(listener, mine, lock).loop()
+    finally:
+        try:
+            if os.stat(sock_path).st_ino == bound:
+                os.unlink(sock_path)
+        except OSError:
+            pass
+        _log("stopped")
+
+
+def _idle_seconds() -> float:
+    try:
+        return max(1.0, float(os.environ.get(IDLE_ENV, IDLE_SECONDS)))
+    except ValueError:
+        return IDLE_SECONDS
+
+
+class _Worker:
+    """The worker's loop: accept callers, fork a copy per command, pass signals on,
+    report each copy's end to its caller."""
+
+    def __init__(self, listener, mine: bytes, lock):
+        import selectors
+        import time
+
+        self.listener, self.identity, self.lock = listener, mine, lock
+        self.selector = selectors.DefaultSelector()
+        self.children = {}  # pid -> connection of its caller
+        self.callers = {}  # connection -> pid
+        self.stopping = False
+        self.last = time.monotonic()  # when the worker was last busy: the idle time counts from it
+        self.wake_read, self.wake_write = os.pipe()
+        os.set_blocking(self.wake_read, False)
+        os.set_blocking(self.wake_write, False)
+        signal.set_wakeup_fd(self.wake_write)
+        for number in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(number, self._note_signal)
+        self.selector.register(listener, 1, "listen")
+        self.selector.register(self.wake_read, 1, "wake")
+
+    def _note_signal(self, number, frame):
+        if number != signal.SIGCHLD:
+            self.stopping = True  # finish the commands running, accept no more
+
+    def loop(self) -> None:
+        import time
+
+        idle = _idle_seconds()
+        while True:
+            if self.stopping and self.listener is not None:
+                self.selector.unregister(self.listener)
+                self.listener.close()
+                self.listener = None
+            if self.children:
+                timeout = None
+            elif self.stopping:
+                return
+            else:
+                timeout = self.last + idle - time.monotonic()
+                if timeout <= 0:
+                    return
+            for key, _ in self.selector.select(timeout):
+                if key.data == "listen":
+                    self._accept()
+                elif key.data == "wake":
+                    try:
+                        os.read(self.wake_read, 512)
+                    except BlockingIOError:
+                        pass
+                else:
+                    self._from_caller(key.fileobj)
+            self._reap()
+
+    def _accept(self) -> None:
+        import marshal
+
+        try:
+            connection, _ = self.listener.accept()
+        except OSError:
+            return
+        fds = []
+        try:
+            connection.settimeout(5.0)
+            if not self._same_user(connection):
+                raise ConnectionError("a caller of another user")
+            header, fds, _, _ = socket.recv_fds(connection, 4, 3)
+            if len(header) < 4:
+                raise ConnectionError("no request")
+            size = struct.unpack("!I", header[:4])[0]
+            payload = header[4:] + _receive_exactly(connection, size - len(header) + 4)
+            message = marshal.loads(payload)
+            if message[0] != _PROTOCOL:
+                raise ConnectionError("another protocol")
+            if message[1] == b"stop":
+                self.stopping = True
+                connection.sendall(b"+")
+                raise ConnectionError("asked to stop")
+            _, theirs, args, cwd, environment = message
+            if theirs != self.identity or len(fds) != 3:
+                connection.sendall(b"-")
+                raise ConnectionError("a caller this worker does not serve")
+        except (OSError, ValueError, EOFError, TypeError, struct.error, IndexError):
+            for fd in fds:
+                os.close(fd)
+            connection.close()
+            return
+        connection.settimeout(None)
+        pid = os.fork()
+        if pid == 0:
+            self._run_in_copy(connection, fds, args, cwd, environment)  # never returns
+        for fd in fds:
+            os.close(fd)
+        _log(f"a command runs in copy {pid}")
+        self.children[pid] = connection
+        self.callers[connection] = pid
+        self.selector.register(connection, 1, "caller")
+        try:
+            connection.sendall(b"+")
+        except OSError:
+            pass
+
+    @staticmethod
+    def _same_user(connection) -> bool:
+        credentials = connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        _, uid, _ = struct.unpack("3i", credentials)
+        return uid == os.getuid()
+
+    def _from_caller(self, connection) -> None:
+        pid = self.callers.get(connection)
+        try:
+            data = connection.recv(64)
+        except OSError:
+            data = b""
+        if pid is None:
+            return
+        if not data:  # the caller is gone (killed outright): so goes its command
+            self.selector.unregister(connection)
+            _signal_child(pid, signal.SIGKILL)
+            return
+        for index in range(0, len(data) - 1, 2):
+            if data[index : index + 1] == b"k":
+                _signal_child(pid, data[index + 1])
+
+    def _reap(self) -> None:
+        import time
+
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            connection = self.children.pop(pid, None)
+            if connection is None:
+                continue
+            self.last = time.monotonic()
+            self.callers.pop(connection, None)
+            if os.WIFSIGNALED(status):
+                report = b"s%d\n" % os.WTERMSIG(status)
+            else:
+                report = b"x%d\n" % os.waitstatus_to_exitcode(status)
+            try:
+                self.selector.unregister(connection)
+            except (KeyError, ValueError):
+                pass
+            try:
+                connection.sendall(report)
+            except OSError:
+                pass
+            connection.close()
+
+    def _run_in_copy(self, connection, fds, args, cwd, environment) -> None:
+        """In the forked copy: become the caller's process, run the command, exit."""
+        global _served
+        try:
+            _served = True
+            signal.set_wakeup_fd(-1)
+            for number in range(1, signal.NSIG):
+                try:
+                    if signal.getsignal(number) is not None and number not in (signal.SIGKILL, signal.SIGSTOP):
+                        signal.signal(number, signal.SIG_DFL)
+                except (OSError, ValueError, RuntimeError):
+                    pass
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # as Python sets it at start-up
+            self.selector.close()
+            if self.listener is not None:
+                self.listener.close()
+            for other in self.callers:
+                other.close()
+            connection.close()
+            os.close(self.wake_read)
+            os.close(self.wake_write)
+            self.lock.close()  # the next worker must not wait for this command to end
+            for target, fd in enumerate(fds):
+                os.dup2(fd, target)
+            for fd in fds:
+                if fd > 2:
+                    os.close(fd)
+            _standard_streams()
+            os.chdir(cwd)
+            os.environ.clear()
+            os.environ.update(environment)
+            sys.argv = list(args)
+        except BaseException as exc:  # noqa: BLE001 - cannot become the caller: say so and end
+            os.write(2, f"imgconv: the resident worker could not run the command: {exc}\n".encode())
+            os._exit(1)
+        _run_command()
+
+
+def _signal_child(pid: int, number: int) -> None:
+    try:
+        os.kill(pid, number)
+    except (OSError, ValueError, OverflowError):
+        pass
+
+
+def _standard_streams() -> None:
+    """sys.stdin, stdout and stderr on descriptors 0-2, made as Python makes them at start-up."""
+    import io
+
+    unbuffered = bool(sys.flags.unbuffered) if hasattr(sys.flags, "unbuffered") else bool(os.environ.get("PYTHONUNBUFFERED"))
+    made = []
+    for fd, name, old in ((0, "stdin", sys.__stdin__), (1, "stdout", sys.__stdout__), (2, "stderr", sys.__stderr__)):
+        encoding = getattr(old, "encoding", None) or "utf-8"
+        errors = getattr(old, "errors", None) or ("backslashreplace" if fd == 2 else "strict")
+        reading = fd == 0
+        raw = io.FileIO(fd, "rb" if reading else "wb", closefd=False)
+        if unbuffered and not reading:
+            buffer = raw
+        else:
+            buffer = io.BufferedReader(raw) if reading else io.BufferedWriter(raw)
+        interactive = raw.isatty()
+        stream = io.TextIOWrapper(
+            buffer,
+            encoding=encoding,
+            errors=errors,
+            newline="\n",
+            line_buffering=(not reading) and (fd == 2 or interactive),
+            write_through=unbuffered and not reading,
+        )
+        stream.mode = "r" if reading else "w"
+        made.append(stream)
+    sys.stdin, sys.stdout, sys.stderr = made
+    sys.__stdin__, sys.__stdout__, sys.__stderr__ = made
+
+
+def _run_command() -> None:
+    """The command line, ended as a fresh interpreter would end it."""
+    import traceback
+
+    try:
+        from imgconv.cli import main as command_line
+
+        command_line()
+        code = 0
+    except SystemExit as done:
+        code = done.code
+    except KeyboardInterrupt:
+        traceback.print_exc()
+        _flush_streams()
+        _die_like(signal.SIGINT)
+    except BaseException:  # noqa: BLE001 - what the interpreter does with an uncaught exception
+        traceback.print_exc()
+        code = 1
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):
+        print(code, file=sys.stderr)
+        code = 1
+    os._exit(code if _flush_streams() else 120)
+
+
+def _flush_streams() -> bool:
+    ok = True
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            ok = False
+    return ok
+
+
+# --- python -m imgconv.resident status | stop ---------------------------------------------------
+
+
+def _cli(argv) -> int:
+    action = argv[0] if argv else "status"
+    folder = _folder()
+    if action not in ("status", "stop"):
+        print("usage: python -m imgconv.resident [status | stop]", file=sys.stderr)
+        return 2
+    workers = _workers(folder) if folder else []
+    if action == "stop":
+        stopped = sum(_ask_to_stop(path) for _, path in workers)
+        print(f"{stopped} resident worker{'s' if stopped != 1 else ''} asked to stop")
+        return 0
+    if not workers:
+        print("no resident worker")
+    for _, path in workers:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_cli(sys.argv[1:]))
