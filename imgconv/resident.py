@@ -35,14 +35,12 @@ What makes the copy behave as a fresh process would:
 exits (default ``IDLE_SECONDS``).  ``python -m imgconv.resident status`` lists
 this user's workers, ``python -m imgconv.resident stop`` stops them.
 
-This module imports only the standard library at the top: the caller's side
-must cost next to nothing.
+This module imports only a few built-in modules at the top (``imgconv list`` and
+``--help`` pass through it), and the caller's side costs next to nothing.
 """
 
 import os
 import signal
-import socket
-import struct
 import sys
 
 #: The environment variable that turns the resident worker off (``off``, ``0``, ``no``).
@@ -194,6 +192,9 @@ def _paths(key: str):
 
 
 def _send_message(connection, payload: bytes, fds=()) -> None:
+    import socket
+    import struct
+
     data = struct.pack("!I", len(payload)) + payload
     if fds:
         data = data[socket.send_fds(connection, [data], list(fds)) :]
@@ -241,6 +242,20 @@ class _Forwarder:
             if number == signal.SIGPIPE:
                 continue  # Python ignores it; a closed pipe shows as EPIPE in the copy too
             self.previous[number] = signal.signal(number, self._forward)
+        if signal.getsignal(signal.SIGTSTP) is signal.SIG_DFL:
+            self.previous[signal.SIGTSTP] = signal.signal(signal.SIGTSTP, self._suspend)
+
+    def _suspend(self, number, frame):
+        """Ctrl-Z: the copy stops with this process (SIGSTOP: it has no terminal of its
+        own) and goes on when this process is continued (``fg``, ``bg``)."""
+        attached = self.connection is not None
+        if attached:
+            self._forward(signal.SIGSTOP, frame)
+        signal.signal(signal.SIGTSTP, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTSTP)  # returns once continued
+        signal.signal(signal.SIGTSTP, self._suspend)
+        if attached:
+            self._forward(signal.SIGCONT, frame)
 
     def _forward(self, number, frame):
         if self.connection is None:
@@ -279,6 +294,7 @@ def serve_call(args):
     except OSError:
         return None  # a closed standard descriptor: run here, where it is handled as ever
     import marshal
+    import socket
 
     try:
         mine = _remember_start()
@@ -405,6 +421,7 @@ def _make_room(paths) -> None:
 
 def _ask_to_stop(path) -> bool:
     import marshal
+    import socket
 
     connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -473,6 +490,8 @@ def _log(message: str) -> None:
 
 def worker_main(sock_path: str) -> None:
     """Run a worker that listens on ``sock_path``, until idle for the idle time."""
+    import socket
+
     import gc
 
     lock = open(sock_path[: -len(".sock")] + ".lock", "a")
@@ -507,6 +526,7 @@ def worker_main(sock_path: str) -> None:
         except OSError:
             pass
         _log("stopped")
+        os._exit(0)  # nothing left to write: skip tearing down numba's objects
 
 
 def _idle_seconds() -> float:
@@ -574,6 +594,8 @@ class _Worker:
 
     def _accept(self) -> None:
         import marshal
+        import socket
+        import struct
 
         try:
             connection, _ = self.listener.accept()
@@ -622,6 +644,9 @@ class _Worker:
 
     @staticmethod
     def _same_user(connection) -> bool:
+        import socket
+        import struct
+
         credentials = connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
         _, uid, _ = struct.unpack("3i", credentials)
         return uid == os.getuid()

@@ -341,7 +341,7 @@ def test_idle_workers_exit_and_stop_stops(env, files):
     stopped = subprocess.run([sys.executable, "-m", "imgconv.resident", "stop"], env=env, capture_output=True, text=True)
     assert "1 resident worker asked to stop" in stopped.stdout
     assert _wait(lambda: not list(_folder(env).glob("*.sock")), 30)
-    assert not any(_alive(pid) for pid in _workers(env))
+    assert _wait(lambda: not any(_alive(pid) for pid in _workers(env)), 30)
 
 
 @pytest.mark.slow
