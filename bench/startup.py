@@ -9,7 +9,9 @@ empty NUMBA_CACHE_DIR: with the default policy the command filters in numpy and
 starts the background compile (waited for before the next measurement, and
 its duration reported from its marker); with IMGCONV_COMPILE=foreground the
 command compiles the kernels itself.  Warm runs are interleaved, round by
-round, so the ratios compare like with like on a shared machine.
+round, so the ratios compare like with like on a shared machine; warm `imgconv`
+runs twice: handed to the resident worker (started beforehand, as two commands
+in a row start it) and in its own process (IMGCONV_RESIDENT=off).
 """
 
 import argparse
@@ -60,6 +62,27 @@ def wait_for_compile(cache, timeout=900):
     return float("nan")
 
 
+def start_resident(imgconv, arguments, env, timeout=120):
+    """Start the resident worker for ``env`` as a user's two commands in a row do, and
+    wait until it takes commands (its socket listens)."""
+    import glob as globbing
+
+    folder = os.path.join(env["XDG_RUNTIME_DIR"], f"imgconv-{os.getuid()}")
+    for _ in range(2):
+        subprocess.run([imgconv, *arguments], check=True, capture_output=True, env=env)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        logs = "".join(Path(path).read_text() for path in globbing.glob(os.path.join(folder, "*.log")))
+        if "listening on" in logs:
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"no resident worker started in {folder}")
+
+
+def stop_resident(env):
+    subprocess.run([sys.executable, "-m", "imgconv.resident", "stop"], capture_output=True, env=env)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=7)
@@ -76,7 +99,9 @@ def main():
         (work / name).write_text(code)
     out_jpg, out_png = str(work / "out.jpg"), str(work / "out.png")
     # The default policy, and byte-compiled modules as an installed package has them.
-    env = {k: v for k, v in os.environ.items() if k not in ("IMGCONV_COMPILE", "PYTHONDONTWRITEBYTECODE")}
+    env = {k: v for k, v in os.environ.items() if k not in ("IMGCONV_COMPILE", "PYTHONDONTWRITEBYTECODE", "IMGCONV_RESIDENT")}
+    env["XDG_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="imgconv-startup-run-")  # this run's own workers
+    direct = dict(env, IMGCONV_RESIDENT="off")
 
     def median(command, environment=None):
         return statistics.median(wall(command, environment) for _ in range(args.runs))
@@ -108,7 +133,7 @@ def main():
             times, compiles = [], []
             for _ in range(max(1, args.runs // 3)):
                 cache = tempfile.mkdtemp(prefix="imgconv-cold-")
-                run_env = dict(env, NUMBA_CACHE_DIR=cache, IMGCONV_COMPILE=policy)
+                run_env = dict(direct, NUMBA_CACHE_DIR=cache, IMGCONV_COMPILE=policy)
                 times.append(wall([imgconv, *arguments], run_env))
                 if policy == "background":
                     compiles.append(wait_for_compile(cache))
@@ -120,8 +145,8 @@ def main():
     print()
     print("## Warm, interleaved (imgconv's numba cache filled)")
     print()
-    print("| job | imgconv s | Pillow s | pyvips s | imgconv / Pillow | imgconv / pyvips |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    print("| job | imgconv (resident worker) s | imgconv (own process) s | Pillow s | pyvips s | resident / Pillow | own / Pillow | resident / pyvips |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     # Fill the package's cache (a background compile may hold the lock: wait for its marker).
     wall([sys.executable, "-m", "imgconv.engine.compiled"], env)
     marker = subprocess.run(
@@ -133,21 +158,28 @@ def main():
         ("gaussian sigma 2, 12 MP JPEG", [imgconv, "apply", "gaussian", "-p", "sigma=2", str(photo), out_jpg], "gauss", str(photo), out_jpg),
         ("sharpen, 512x512 PNG", [imgconv, "apply", "sharpen", small, out_png], "sharpen", small, out_png),
     )
+    start_resident(imgconv, ["apply", "sharpen", small, out_png], env)
     for job, command, kind, source, out in warm:
         peers = {
             "imgconv": command,
+            "own": command,
             "pillow": [sys.executable, str(work / f"pil_{kind}.py"), source, out],
             "pyvips": [sys.executable, str(work / f"vips_{kind}.py"), source, out],
         }
-        for peer in peers.values():
-            wall(peer, env)
+        environments = {name: direct if name == "own" else env for name in peers}
+        for name, peer in peers.items():
+            wall(peer, environments[name])
         samples = {name: [] for name in peers}
         for _ in range(args.runs):
             for name, peer in peers.items():
-                samples[name].append(wall(peer, env))
+                samples[name].append(wall(peer, environments[name]))
         m = {name: statistics.median(values) for name, values in samples.items()}
-        print(f"| {job} | {m['imgconv']:.3f} | {m['pillow']:.3f} | {m['pyvips']:.3f} | {m['imgconv'] / m['pillow']:.2f} | {m['imgconv'] / m['pyvips']:.2f} |")
+        print(
+            f"| {job} | {m['imgconv']:.3f} | {m['own']:.3f} | {m['pillow']:.3f} | {m['pyvips']:.3f} | "
+            f"{m['imgconv'] / m['pillow']:.2f} | {m['own'] / m['pillow']:.2f} | {m['imgconv'] / m['pyvips']:.2f} |"
+        )
         sys.stdout.flush()
+    stop_resident(env)
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -729,6 +729,9 @@ class _Worker:
             os.environ.clear()
             os.environ.update(environment)
             sys.argv = list(args)
+            from imgconv.engine import compiled
+
+            compiled.numba_preloaded()  # small images: numpy beats loading the kernels here
         except BaseException as exc:  # noqa: BLE001 - cannot become the caller: say so and end
             os.write(2, f"imgconv: the resident worker could not run the command: {exc}\n".encode())
             os._exit(1)

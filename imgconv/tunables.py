@@ -67,6 +67,11 @@ PASS_SUM_NS = 0.10  # adding one more separable pair's result (a float32 add ove
 # thread), so numpy is never more than twice the better choice (engine/compiled.py;
 # docs/performance.md, "Start-up").  A 12 MP Gaussian of sigma 2 is 1.2e9.
 VECTOR_MAX_WORK = 1.5e9
+# The same budget in a resident worker's copy (imgconv/resident.py), where numba is imported
+# but no kernel is loaded: loading the cached kernels there costs ~35-45 ms (a 512x512 RGB
+# 3x3 in a fresh copy: 40-55 ms for the first call, 8 ms for the next), ~2e8 multiply-adds
+# of numpy's extra cost.
+VECTOR_COPY_MAX_WORK = 2e8
 
 # The FFT is costed only for kernels of at least this many taps.  Its best
 # measured cost is ~6.9 ns per tile pixel (FFT_TILE_NS), which direct

@@ -81,6 +81,21 @@ def test_cached_runs_compiled_after_a_budget_of_numpy_work_before_numba(fresh, m
     assert fresh == []
 
 
+def test_a_resident_copy_runs_small_work_in_numpy_until_its_budget(fresh, monkeypatch):
+    marker, _, _ = compiled._paths()
+    marker.write_text("{}")
+    monkeypatch.setattr(compiled, "_numba_preloaded", False)
+    modules = dict(sys.modules, numba=object())  # numba imported (by the worker)
+    monkeypatch.setattr(compiled.sys, "modules", modules)
+    assert not compiled.use_vector("direct", 1.0)  # an ordinary process: compiled, once numba is in
+    compiled.numba_preloaded()
+    assert compiled.use_vector("direct", tunables.VECTOR_COPY_MAX_WORK / 2)
+    assert not compiled.use_vector("fft", 1.0)
+    assert not compiled.use_vector("direct", tunables.VECTOR_COPY_MAX_WORK)  # over budget: load them
+    assert not compiled.use_vector("direct", 1.0)  # and from then on run them
+    assert fresh == []
+
+
 def test_a_missing_cache_folder_is_made(fresh, monkeypatch, tmp_path):
     monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "not" / "yet"))
     assert not compiled.ready() and compiled.use_vector("direct", 1.0)

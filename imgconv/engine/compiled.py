@@ -16,7 +16,9 @@ a second.  So that the first command after installing does not wait for that:
   importing numba and loading its kernels costs): one photo or a few small images
   never wait for numba, and a long chain imports it after a pass (the rent-or-buy
   rule: never more than twice the better choice's time); batch workers, which
-  filter many files, skip the budget (``expect_many_images``).
+  filter many files, skip the budget (``expect_many_images``); a resident worker's
+  copy, which has numba imported but no kernel loaded, has the smaller budget
+  ``tunables.VECTOR_COPY_MAX_WORK``.
 
 ``IMGCONV_COMPILE=foreground`` turns both off: the compiled kernels always run,
 compiled on first use in the calling process (the wait is then the caller's).
@@ -52,6 +54,7 @@ _started = False  # a background compile was started (or found running) by this 
 _vector_work = 0.0  # multiply-adds run in numpy by this process while numba was not imported
 _child = None  # the pid of the background compile this process started, until reaped
 _keys = {}  # cache_key() per code-generation setting
+_numba_preloaded = False  # see numba_preloaded
 
 
 def policy() -> str:
@@ -203,7 +206,7 @@ def use_vector(strategy: str, work: float) -> bool:
 
     ``work`` is the number of multiply-adds the pass needs.
     """
-    global _vector_work
+    global _vector_work, _numba_preloaded
     from imgconv import tunables
 
     if _child is not None:
@@ -213,10 +216,21 @@ def use_vector(strategy: str, work: float) -> bool:
     if not ready():
         start_background()
         return True
-    if "numba" in sys.modules or strategy == "fft" or _vector_work + work > tunables.VECTOR_MAX_WORK:
+    if strategy == "fft" or ("numba" in sys.modules and not _numba_preloaded):
+        return False
+    budget = tunables.VECTOR_COPY_MAX_WORK if _numba_preloaded else tunables.VECTOR_MAX_WORK
+    if _vector_work + work > budget:
+        _numba_preloaded = False  # the kernels are loaded now: every later pass runs them
         return False
     _vector_work += work
     return True
+
+
+def numba_preloaded() -> None:
+    """This process got numba imported but no kernel loaded (a resident worker's copy): a
+    little numpy work still beats loading the kernels (``tunables.VECTOR_COPY_MAX_WORK``)."""
+    global _numba_preloaded
+    _numba_preloaded = True
 
 
 # --- the background compile ---------------------------------------------------------------------
