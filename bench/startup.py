@@ -148,9 +148,9 @@ def main():
     print("| job | imgconv (resident worker) s | imgconv (own process) s | Pillow s | pyvips s | resident / Pillow | own / Pillow | resident / pyvips |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     # Fill the package's cache (a background compile may hold the lock: wait for its marker).
-    wall([sys.executable, "-m", "imgconv.engine.compiled"], env)
+    wall([sys.executable, "-P", "-m", "imgconv.engine.compiled"], env)  # -P: the installed imgconv, not a checkout here
     marker = subprocess.run(
-        [sys.executable, "-c", "from imgconv.engine import compiled; print(compiled._paths()[0])"],
+        [sys.executable, "-P", "-c", "from imgconv.engine import compiled; print(compiled._paths()[0])"],
         check=True, capture_output=True, text=True, env=env,
     ).stdout.strip()
     wait_for_compile(os.path.dirname(marker))
