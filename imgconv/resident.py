@@ -54,6 +54,7 @@ USE_WINDOW = 600.0
 #: another asks the least recently used one to exit.
 MAX_WORKERS = 3
 _PROTOCOL = b"imgconv-resident-1"
+_RECHECK_SECONDS = 30.0  # how often an idle worker checks that callers can still reach it
 _SERVED_COMMANDS = ("apply",)
 # Environment entries a shell changes from one command to the next, which neither
 # imgconv nor its libraries read: a worker serves callers that differ only in them.
@@ -518,7 +519,7 @@ def worker_main(sock_path: str) -> None:
     listener.listen(64)
     _log(f"listening on {sock_path}")
     try:
-        _Worker(listener, mine, lock).loop()
+        _Worker(listener, mine, lock, sock_path, bound).loop()
     finally:
         try:
             if os.stat(sock_path).st_ino == bound:
@@ -540,11 +541,12 @@ class _Worker:
     """The worker's loop: accept callers, fork a copy per command, pass signals on,
     report each copy's end to its caller."""
 
-    def __init__(self, listener, mine: bytes, lock):
+    def __init__(self, listener, mine: bytes, lock, sock_path: str, bound: int):
         import selectors
         import time
 
         self.listener, self.identity, self.lock = listener, mine, lock
+        self.sock_path, self.bound = sock_path, bound
         self.selector = selectors.DefaultSelector()
         self.children = {}  # pid -> connection of its caller
         self.callers = {}  # connection -> pid
@@ -558,6 +560,14 @@ class _Worker:
             signal.signal(number, self._note_signal)
         self.selector.register(listener, 1, "listen")
         self.selector.register(self.wake_read, 1, "wake")
+
+    def _reachable(self) -> bool:
+        """Callers can still find this worker: its socket is where it was bound (a removed
+        folder, a temporary one deleted, would leave it waiting for nobody)."""
+        try:
+            return os.stat(self.sock_path).st_ino == self.bound
+        except OSError:
+            return False
 
     def _note_signal(self, number, frame):
         if number != signal.SIGCHLD:
@@ -578,8 +588,9 @@ class _Worker:
                 return
             else:
                 timeout = self.last + idle - time.monotonic()
-                if timeout <= 0:
+                if timeout <= 0 or not self._reachable():
                     return
+                timeout = min(timeout, _RECHECK_SECONDS)
             for key, _ in self.selector.select(timeout):
                 if key.data == "listen":
                     self._accept()

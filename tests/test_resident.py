@@ -345,6 +345,15 @@ def test_idle_workers_exit_and_stop_stops(env, files):
 
 
 @pytest.mark.slow
+def test_a_worker_whose_socket_is_gone_exits(env, files):
+    _start(env, files)
+    worker = _workers(env)[-1]
+    (path,) = _folder(env).glob("*.sock")
+    path.unlink()  # as when the folder it lives in is deleted: nobody can reach it again
+    assert _wait(lambda: not _alive(worker), resident._RECHECK_SECONDS + 30)
+
+
+@pytest.mark.slow
 def test_listing_and_help_never_start_a_worker(env, files):
     for _ in range(3):
         for args in (["list"], ["--help"], ["show", "blur"]):
