@@ -55,6 +55,12 @@ USE_WINDOW = 600.0
 MAX_WORKERS = 3
 _PROTOCOL = b"imgconv-resident-1"
 _RECHECK_SECONDS = 30.0  # how often an idle worker checks that callers can still reach it
+# A caller waits this long for a worker to take its request, then runs the command itself
+# (nothing has run it yet: the worker forks only once the caller says "go").
+_HANDSHAKE_SECONDS = 2.0
+# A request not completed within this time is dropped (a caller that connected and stalled).
+_REQUEST_SECONDS = 5.0
+_LOG_BYTES = 1 << 20  # a worker's log is started afresh beyond this size
 _SERVED_COMMANDS = ("apply",)
 # Environment entries a shell changes from one command to the next, which neither
 # imgconv nor its libraries read: a worker serves callers that differ only in them.
@@ -72,7 +78,11 @@ def enabled() -> bool:
 
 
 def _wants_worker(args) -> bool:
-    """The command (the first word that is not an option) is one a worker runs."""
+    """The command (the first word that is not an option) is one a worker runs, and no
+    argument names a descriptor or this process (``/dev/fd/3``, ``<(...)``, ``/proc/self/...``):
+    only descriptors 0-2 and the working folder are handed over."""
+    if any("/dev/fd/" in arg or arg.startswith("/proc/") for arg in args):
+        return False
     skip = False
     for arg in args:
         if skip:
@@ -132,6 +142,13 @@ def _process_stamps() -> list:
             stamps.append(group.read())
     except OSError:
         pass
+    for namespace in ("mnt", "pid", "user"):  # a caller in a container or unshare sees other files
+        try:
+            stamps.append(f"{namespace}={os.readlink(f'/proc/self/ns/{namespace}')}")
+        except OSError:
+            pass
+    root = os.stat("/")
+    stamps.append(f"root={root.st_dev}:{root.st_ino}")  # a chroot
     return stamps
 
 
@@ -186,7 +203,7 @@ def _paths(key: str):
     folder = _folder()
     if folder is None:
         return None
-    return {kind: os.path.join(folder, f"{key}.{kind}") for kind in ("sock", "lock", "uses", "log")}
+    return {kind: os.path.join(folder, f"{key}.{kind}") for kind in ("sock", "lock", "uses", "log", "failed")}
 
 
 # --- the caller's side ---------------------------------------------------------------------------
@@ -278,7 +295,10 @@ class _Forwarder:
 
 
 def _die_like(number: int) -> None:
-    signal.signal(number, signal.SIG_DFL)
+    try:
+        signal.signal(number, signal.SIG_DFL)
+    except (OSError, ValueError):
+        pass  # SIGKILL and SIGSTOP have no handler to reset
     os.kill(os.getpid(), number)
     os._exit(128 + number)
 
@@ -299,37 +319,63 @@ def serve_call(args):
 
     try:
         mine = _remember_start()
-        payload = marshal.dumps((_PROTOCOL, mine, list(sys.argv), os.getcwd(), dict(os.environ)))
+        payload = marshal.dumps((_PROTOCOL, mine, list(sys.argv), dict(os.environ)))
         paths = _paths(_digest(mine))
     except (OSError, ValueError):
         return None
     if paths is None:
         return None
+    try:
+        here = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # the copy works in this very folder
+    except OSError:
+        return None
     connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     forwarder = _Forwarder()
+    status = b""
     try:
         try:
+            connection.settimeout(_HANDSHAKE_SECONDS)
             connection.connect(paths["sock"])
-            _send_message(connection, payload, (0, 1, 2))
-            answer = connection.recv(1)
-        except OSError:
-            answer = b""
-        # No worker, a stale socket, one that serves another identity, or one that was
-        # stopping: it has not run the command (it answers "+" before anything else).
-        if answer != b"+":
+            _send_message(connection, payload)
+            ready = connection.recv(1)
+        except OSError:  # no worker, a stale socket, a stopped or busy one (a timeout)
+            ready = b""
+        if ready != b"?" or forwarder.pending:
+            # Not taken (another identity, a worker stopping) or interrupted before "go":
+            # nothing has run the command.
             for number in forwarder.pending:
                 _die_like(number)
             return None
-        forwarder.attach(connection)
-        status = b""
-        while not status.endswith(b"\n"):
-            chunk = connection.recv(64)
-            if not chunk:
+        try:
+            # The descriptors go with "go", not before: a worker that stalls before its "?"
+            # must not hold the caller's pipes open (a reader waiting for their end).
+            if socket.send_fds(connection, [b"g"], [0, 1, 2, here]) != 1:
+                return None
+        except OSError:
+            return None  # the worker went away before it could fork: run here
+        connection.settimeout(0.1)
+        while True:  # "+": the copy runs; a signal before it ends the wait (and the copy)
+            try:
+                started = connection.recv(1)
                 break
-            status += chunk
+            except TimeoutError:
+                for number in forwarder.pending:
+                    _die_like(number)  # closing the connection kills a copy forked meanwhile
+            except OSError:
+                started = b""
+                break
+        if started == b"+":
+            connection.settimeout(None)
+            forwarder.attach(connection)
+            while not status.endswith(b"\n"):
+                chunk = connection.recv(64)
+                if not chunk:
+                    break
+                status += chunk
     finally:
         forwarder.restore()
         connection.close()
+        os.close(here)
     if not status.endswith(b"\n"):
         print("imgconv: the resident worker stopped before the command ended (IMGCONV_RESIDENT=off runs without it)", file=sys.stderr)
         return 1
@@ -377,7 +423,7 @@ def note_use(args) -> None:
         with open(paths["uses"], "a"):
             pass
         os.utime(paths["uses"], (now, now))
-        if recent and not _worker_running(paths):
+        if recent and not os.path.exists(paths["failed"]) and not _worker_running(paths):
             _make_room(paths)
             _start_worker(paths)
     except OSError:
@@ -446,9 +492,15 @@ def _start_worker(paths) -> None:
     _, environment, path = _start
     # The caller's own sys.path (so the same imgconv and libraries), not the working folder's (-P).
     code = f"import sys; sys.path[:] = {path!r}; from imgconv.resident import worker_main; worker_main({paths['sock']!r})"
-    with open(paths["log"], "ab") as log:
+    flags = [flag for flag in subprocess._args_from_interpreter_flags() if flag != "-P"]  # -O, -W, -X, ...
+    try:
+        large = os.stat(paths["log"]).st_size > _LOG_BYTES
+    except OSError:
+        large = False
+    with open(paths["log"], "wb" if large else "ab") as log:
         child = subprocess.Popen(
-            [sys.executable, "-P", "-c", code],
+            [sys.executable, *flags, "-P", "-c", code],
+            cwd="/",  # never the caller's folder: it must stay free to unmount
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
@@ -462,13 +514,16 @@ def _start_worker(paths) -> None:
 # --- the worker ----------------------------------------------------------------------------------
 
 
-def _warm_up() -> None:
+def _warm_up() -> list:
     """Import what ``apply`` uses and set up numba's compiler state, without running
-    a parallel kernel (its OpenMP threads would not survive the fork)."""
+    a parallel kernel (its OpenMP threads would not survive the fork).  Returns the
+    warnings shown meanwhile (a copy would not show them again: then no worker)."""
     import warnings
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    shown, show = [], warnings.showwarning
+    # Not catch_warnings: that would also undo the filters the libraries install at import.
+    warnings.showwarning = lambda message, category, *rest, **options: shown.append(f"{category.__name__}: {message}")
+    try:
         import imgconv.cli  # noqa: F401 - imported for the copies
         from imgconv import chain, filtering, io, pipeline  # noqa: F401
         from imgconv.engine import cpu, plan, run  # noqa: F401 - imports numba, sets its cache folder
@@ -477,6 +532,9 @@ def _warm_up() -> None:
 
         Image.init()
         numba.njit(cache=True)(_warm_up_kernel)(1.0)
+    finally:
+        warnings.showwarning = show
+    return shown
 
 
 def _warm_up_kernel(x):
@@ -499,13 +557,17 @@ def worker_main(sock_path: str) -> None:
     if not _lock(lock):
         return  # another worker for this identity is starting or running
     mine = identity()
+    failed = sock_path[: -len(".sock")] + ".failed"
     if _digest(mine) != os.path.basename(sock_path)[: -len(".sock")]:
-        _log("not started: this process differs from the caller that asked for it (interpreter options?)")
+        _give_up(failed, "this process differs from the caller that asked for it")
         return
     try:
-        _warm_up()
+        shown = _warm_up()
     except Exception as exc:  # noqa: BLE001 - logged; commands then run in their own processes
-        _log(f"not started: warming up failed: {type(exc).__name__}: {exc}")
+        _give_up(failed, f"warming up failed: {type(exc).__name__}: {exc}")
+        return
+    if shown:
+        _give_up(failed, f"starting up shows warnings that its copies would not repeat: {'; '.join(shown)}")
         return
     gc.collect()
     gc.freeze()  # the copies share these pages: the collector never touches them again
@@ -530,11 +592,28 @@ def worker_main(sock_path: str) -> None:
         os._exit(0)  # nothing left to write: skip tearing down numba's objects
 
 
+def _give_up(failed: str, reason: str) -> None:
+    """No worker for this identity (its callers run commands themselves); not tried again."""
+    _log(f"not started: {reason}")
+    try:
+        with open(failed, "w") as note:
+            note.write(reason + "\n")
+    except OSError:
+        pass
+
+
 def _idle_seconds() -> float:
     try:
         return max(1.0, float(os.environ.get(IDLE_ENV, IDLE_SECONDS)))
     except ValueError:
         return IDLE_SECONDS
+
+
+class _Request:
+    """A caller's request as it arrives: bytes, descriptors, and once whole, its message."""
+
+    def __init__(self, since: float):
+        self.since, self.data, self.fds, self.message = since, bytearray(), [], None
 
 
 class _Worker:
@@ -550,6 +629,8 @@ class _Worker:
         self.selector = selectors.DefaultSelector()
         self.children = {}  # pid -> connection of its caller
         self.callers = {}  # connection -> pid
+        self.requests = {}  # connection -> _Request, until the copy is forked
+        self.pid = os.getpid()
         self.stopping = False
         self.last = time.monotonic()  # when the worker was last busy: the idle time counts from it
         self.wake_read, self.wake_write = os.pipe()
@@ -582,8 +663,8 @@ class _Worker:
                 self.selector.unregister(self.listener)
                 self.listener.close()
                 self.listener = None
-            if self.children:
-                timeout = None
+            if self.children or self.requests:
+                timeout = _REQUEST_SECONDS if self.requests else None
             elif self.stopping:
                 return
             else:
@@ -599,51 +680,113 @@ class _Worker:
                         os.read(self.wake_read, 512)
                     except BlockingIOError:
                         pass
+                elif key.data == "request":
+                    self._from_requester(key.fileobj)
                 else:
                     self._from_caller(key.fileobj)
             self._reap()
+            self._drop_stale_requests()
 
     def _accept(self) -> None:
-        import marshal
-        import socket
-        import struct
+        """A new caller: its request is read as it arrives, never blocking the others."""
+        import time
 
         try:
             connection, _ = self.listener.accept()
         except OSError:
             return
-        fds = []
         try:
-            connection.settimeout(5.0)
             if not self._same_user(connection):
                 raise ConnectionError("a caller of another user")
-            header, fds, _, _ = socket.recv_fds(connection, 4, 3)
-            if len(header) < 4:
-                raise ConnectionError("no request")
-            size = struct.unpack("!I", header[:4])[0]
-            payload = header[4:] + _receive_exactly(connection, size - len(header) + 4)
-            message = marshal.loads(payload)
+            connection.setblocking(False)
+        except OSError:
+            connection.close()
+            return
+        self.requests[connection] = _Request(time.monotonic())
+        self.selector.register(connection, 1, "request")
+
+    def _drop_request(self, connection) -> None:
+        request = self.requests.pop(connection, None)
+        if request is not None:
+            for fd in request.fds:
+                os.close(fd)
+        try:
+            self.selector.unregister(connection)
+        except (KeyError, ValueError):
+            pass
+        connection.close()
+
+    def _drop_stale_requests(self) -> None:
+        import time
+
+        now = time.monotonic()
+        for connection in [c for c, r in self.requests.items() if now - r.since > _REQUEST_SECONDS]:
+            self._drop_request(connection)
+
+    def _from_requester(self, connection) -> None:
+        """More of a request: when whole, answer "?" (or "-"); on the caller's "g", fork."""
+        import marshal
+        import socket
+        import struct
+
+        request = self.requests[connection]
+        try:
+            data, fds, _, _ = socket.recv_fds(connection, 1 << 16, 4)
+        except BlockingIOError:
+            return
+        except OSError:
+            data, fds = b"", []
+        request.fds.extend(fds)
+        if not data:
+            self._drop_request(connection)  # the caller gave up (or was never one)
+            return
+        if request.message is not None:  # the request was whole: this is the caller's answer
+            if data == b"g" and len(request.fds) == 4:
+                self._fork(connection, request)
+            else:
+                self._drop_request(connection)
+            return
+        request.data += data
+        if len(request.data) < 4 or len(request.data) < 4 + struct.unpack("!I", request.data[:4])[0]:
+            return
+        try:
+            message = marshal.loads(bytes(request.data[4:]))
             if message[0] != _PROTOCOL:
-                raise ConnectionError("another protocol")
+                raise ValueError("another protocol")
             if message[1] == b"stop":
                 self.stopping = True
                 connection.sendall(b"+")
-                raise ConnectionError("asked to stop")
-            _, theirs, args, cwd, environment = message
-            if theirs != self.identity or len(fds) != 3:
+                raise ValueError("asked to stop")
+            _, theirs, args, environment = message
+            if theirs != self.identity or request.fds:
                 connection.sendall(b"-")
-                raise ConnectionError("a caller this worker does not serve")
-        except (OSError, ValueError, EOFError, TypeError, struct.error, IndexError):
-            for fd in fds:
-                os.close(fd)
+                raise ValueError("a caller this worker does not serve")
+            request.message = (args, environment)
+            connection.sendall(b"?")
+        except (OSError, ValueError, EOFError, TypeError, IndexError):
+            self._drop_request(connection)
+
+    def _fork(self, connection, request) -> None:
+        del self.requests[connection]
+        self.selector.unregister(connection)
+        # Signals are held until the copy has Python's own handlers (not the worker's).
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+        try:
+            pid = os.fork()
+        except OSError:
+            pid = None
+        if pid == 0:
+            self._run_in_copy(connection, request.fds, *request.message, held)  # never returns
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        for fd in request.fds:
+            os.close(fd)
+        if pid is None:  # no copy (out of processes or memory): the caller finds out at once
+            try:
+                connection.sendall(b"x1\n")
+            except OSError:
+                pass
             connection.close()
             return
-        connection.settimeout(None)
-        pid = os.fork()
-        if pid == 0:
-            self._run_in_copy(connection, fds, args, cwd, environment)  # never returns
-        for fd in fds:
-            os.close(fd)
         _log(f"a command runs in copy {pid}")
         self.children[pid] = connection
         self.callers[connection] = pid
@@ -666,6 +809,8 @@ class _Worker:
         pid = self.callers.get(connection)
         try:
             data = connection.recv(64)
+        except BlockingIOError:
+            return
         except OSError:
             data = b""
         if pid is None:
@@ -707,36 +852,42 @@ class _Worker:
                 pass
             connection.close()
 
-    def _run_in_copy(self, connection, fds, args, cwd, environment) -> None:
+    def _run_in_copy(self, connection, fds, args, environment, held) -> None:
         """In the forked copy: become the caller's process, run the command, exit."""
         global _served
         try:
             _served = True
+            _end_with(self.pid)
             signal.set_wakeup_fd(-1)
-            for number in range(1, signal.NSIG):
+            for number in signal.valid_signals():
+                if number in (signal.SIGKILL, signal.SIGSTOP):
+                    continue
                 try:
-                    if signal.getsignal(number) is not None and number not in (signal.SIGKILL, signal.SIGSTOP):
-                        signal.signal(number, signal.SIG_DFL)
+                    signal.signal(number, signal.SIG_DFL)
                 except (OSError, ValueError, RuntimeError):
                     pass
+            # As Python sets them up at start-up:
             signal.signal(signal.SIGINT, signal.default_int_handler)
-            signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # as Python sets it at start-up
+            for name in ("SIGPIPE", "SIGXFSZ", "SIGXFZ"):
+                if hasattr(signal, name):
+                    signal.signal(getattr(signal, name), signal.SIG_IGN)
             self.selector.close()
             if self.listener is not None:
                 self.listener.close()
-            for other in self.callers:
+            for other in [*self.callers, *self.requests]:
                 other.close()
             connection.close()
             os.close(self.wake_read)
             os.close(self.wake_write)
             self.lock.close()  # the next worker must not wait for this command to end
-            for target, fd in enumerate(fds):
+            *standard, here = fds
+            for target, fd in enumerate(standard):
                 os.dup2(fd, target)
+            os.fchdir(here)
             for fd in fds:
                 if fd > 2:
                     os.close(fd)
             _standard_streams()
-            os.chdir(cwd)
             os.environ.clear()
             os.environ.update(environment)
             sys.argv = list(args)
@@ -746,7 +897,19 @@ class _Worker:
         except BaseException as exc:  # noqa: BLE001 - cannot become the caller: say so and end
             os.write(2, f"imgconv: the resident worker could not run the command: {exc}\n".encode())
             os._exit(1)
-        _run_command()
+        _run_command(held)
+
+
+def _end_with(worker: int) -> None:
+    """The copy is killed if the worker dies (Linux): its caller has then lost its status."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError, ImportError):
+        return
+    if os.getppid() != worker:  # the worker died before the line above
+        os._exit(1)
 
 
 def _signal_child(pid: int, number: int) -> None:
@@ -786,11 +949,13 @@ def _standard_streams() -> None:
     sys.__stdin__, sys.__stdout__, sys.__stderr__ = made
 
 
-def _run_command() -> None:
-    """The command line, ended as a fresh interpreter would end it."""
+def _run_command(held) -> None:
+    """The command line, ended as a fresh interpreter would end it (signals held since the
+    fork are let through first: they act as on a process that just started)."""
     import traceback
 
     try:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
         from imgconv.cli import main as command_line
 
         command_line()

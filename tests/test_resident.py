@@ -315,8 +315,8 @@ def test_a_worker_refuses_another_identity(env, files):
     (path,) = _folder(env).glob("*.sock")
     connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     connection.connect(str(path))
-    payload = marshal.dumps((resident._PROTOCOL, b"someone else", ["imgconv", "apply"], str(files), dict(env)))
-    resident._send_message(connection, payload, (0, 1, 2))
+    payload = marshal.dumps((resident._PROTOCOL, b"someone else", ["imgconv", "apply"], dict(env)))
+    resident._send_message(connection, payload)
     assert connection.recv(1) == b"-"
     connection.close()
     assert _run(["apply", "blur", "rgb.png", "still.png"], env, files).returncode == 0
@@ -359,3 +359,121 @@ def test_listing_and_help_never_start_a_worker(env, files):
         for args in (["list"], ["--help"], ["show", "blur"]):
             assert _run(args, env, files).returncode == 0
     assert not list(_folder(env).glob("*"))
+
+
+# --- what a review found --------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_stopped_worker_does_not_hold_up_its_callers(env, files):
+    _start(env, files)
+    worker = _workers(env)[-1]
+    served = _served(env)
+    os.kill(worker, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        done = _run(["apply", "blur", "rgb.png", "alone.png"], env, files)
+        assert done.returncode == 0 and (files / "alone.png").exists()
+        assert time.monotonic() - started < 30
+    finally:
+        os.kill(worker, signal.SIGCONT)
+    time.sleep(1.0)
+    assert _served(env) == served  # the request it found when continued was given up: never run late
+    assert _run(["apply", "blur", "rgb.png", "served.png"], env, files).returncode == 0
+    assert _served(env) == served + 1
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_command_takes_the_copy_with_it(env, files):
+    _start(env, files)
+    process = _long_command(env, files, "orphan.png")
+    copy = _copies(env)[-1]
+    os.kill(_workers(env)[-1], signal.SIGKILL)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 1 and b"resident worker stopped" in err
+    assert _wait(lambda: not _alive(copy), 30)
+    assert not (files / "orphan.png").exists()
+
+
+@pytest.mark.slow
+def test_a_copy_killed_outright_ends_its_caller_so(env, files):
+    _start(env, files)
+    process = _long_command(env, files, "killed.png")
+    os.kill(_copies(env)[-1], signal.SIGKILL)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == -signal.SIGKILL and err == b""
+
+
+def _small_files():
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+
+
+@pytest.mark.slow
+def test_a_file_size_limit_fails_the_write_as_in_a_fresh_process(env, files):
+    for _ in range(2):
+        assert _run(["apply", "sharpen", "rgb.png", "warm-up.png"], env, files, preexec_fn=_small_files).returncode == 0
+    assert _wait(lambda: _workers(env)), _log(env)
+    outcomes = []
+    for kind, environment in (("direct", _direct(env)), ("served", env)):
+        served = _served(env)
+        done = _run(["apply", "blur", "large.png", f"{kind}.png"], environment, files, preexec_fn=_small_files)
+        assert _served(env) == served + (kind == "served")
+        leftovers = sorted(path.name for path in files.iterdir() if kind in path.name)
+        outcomes.append((done.returncode, done.stderr.decode().replace(kind, "OUT"), leftovers))
+    assert outcomes[0] == outcomes[1] and outcomes[1][0] == 1 and outcomes[1][2] == [], outcomes
+
+
+@pytest.mark.slow
+def test_an_early_ctrl_c_is_never_lost(env, files):
+    _start(env, files)
+    for delay in (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5):
+        process = subprocess.Popen(
+            [*IMGCONV, "apply", "--kernel", "big.npy", "large.png", "early.png", "--strategy", "direct", "--threads", "1"],
+            env=env, cwd=files, stderr=subprocess.PIPE,
+        )
+        time.sleep(delay)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+        interpreter_starting = process.returncode == 1 and b"init_import_site" in err  # Python's own start-up
+        assert process.returncode in (130, -signal.SIGINT) or interpreter_starting, (delay, process.returncode, err)
+        assert b"could not run" not in err
+        assert not (files / "early.png").exists()
+
+
+@pytest.mark.slow
+def test_descriptors_named_in_arguments_run_here(env, files):
+    _start(env, files)
+    served = _served(env)
+    with open(files / "rgb.png", "rb") as source:
+        done = subprocess.run(
+            [*IMGCONV, "apply", "blur", f"/dev/fd/{source.fileno()}", "from-fd.png"],
+            env=env, cwd=files, capture_output=True, pass_fds=(source.fileno(),), timeout=120,
+        )
+    assert done.returncode == 0, done.stderr
+    assert _served(env) == served and (files / "from-fd.png").exists()
+
+
+@pytest.mark.slow
+def test_start_up_warnings_mean_no_worker(env, files):
+    env["NUMBA_NUM_THREADS"] = "abc"  # numba warns about it as it is imported
+    direct = _run(["apply", "blur", "rgb.png", "direct.png"], _direct(env), files)
+    for _ in range(4):
+        done = _run(["apply", "blur", "rgb.png", "out.png"], env, files)
+        assert (done.returncode, done.stderr) == (direct.returncode, direct.stderr)
+        time.sleep(0.5)
+    assert _wait(lambda: list(_folder(env).glob("*.failed")))
+    assert _served(env) == 0 and _log(env).count("not started") == 1
+
+
+@pytest.mark.slow
+def test_interpreter_options_are_the_workers_too(env, files):
+    command = [sys.executable, "-O", "-m", "imgconv", "apply", "sharpen", "rgb.png", "optimised.png"]
+    for _ in range(2):
+        assert subprocess.run(command, env=env, cwd=files, capture_output=True, timeout=120).returncode == 0
+    assert _wait(lambda: _workers(env)), _log(env)
+    served = _served(env)
+    assert subprocess.run(command, env=env, cwd=files, capture_output=True, timeout=120).returncode == 0
+    assert _served(env) == served + 1
+    assert os.readlink(f"/proc/{_workers(env)[-1]}/cwd") == "/"  # never pins the caller's folder
