@@ -53,6 +53,8 @@ USE_WINDOW = 600.0
 #: At most this many workers per user (one per distinct environment); starting
 #: another asks the least recently used one to exit.
 MAX_WORKERS = 3
+#: The files of an identity not used for this long (an old install's, another environment's) are removed.
+FORGET_SECONDS = 7 * 24 * 3600.0
 _PROTOCOL = b"imgconv-resident-1"
 _RECHECK_SECONDS = 30.0  # how often an idle worker checks that callers can still reach it
 # A caller waits this long for a worker to take its request, then runs the command itself
@@ -460,10 +462,26 @@ def _workers(folder):
 
 
 def _make_room(paths) -> None:
-    """Ask the least recently used workers to exit, keeping at most MAX_WORKERS."""
-    workers = _workers(os.path.dirname(paths["sock"]))
+    """Ask the least recently used workers to exit, keeping at most MAX_WORKERS, and
+    remove the files of identities unused for ``FORGET_SECONDS`` (an old install's)."""
+    import time
+
+    folder = os.path.dirname(paths["sock"])
+    workers = _workers(folder)
     for _, path in workers[: max(0, len(workers) - MAX_WORKERS + 1)]:
         _ask_to_stop(path)
+    for name in os.listdir(folder):
+        stem, kind = os.path.splitext(os.path.join(folder, name))
+        if kind != ".uses" or time.time() - os.stat(stem + kind).st_mtime < FORGET_SECONDS:
+            continue
+        with open(stem + ".lock", "a") as handle:
+            if not _lock(handle):
+                continue  # its worker still runs
+            for leftover in (".sock", ".log", ".failed", ".uses", ".lock"):
+                try:
+                    os.unlink(stem + leftover)
+                except OSError:
+                    pass
 
 
 def _ask_to_stop(path) -> bool:

@@ -477,3 +477,16 @@ def test_interpreter_options_are_the_workers_too(env, files):
     assert subprocess.run(command, env=env, cwd=files, capture_output=True, timeout=120).returncode == 0
     assert _served(env) == served + 1
     assert os.readlink(f"/proc/{_workers(env)[-1]}/cwd") == "/"  # never pins the caller's folder
+
+
+def test_files_of_long_unused_identities_are_removed(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    folder = Path(resident._folder())
+    old, recent = folder / "0123456789abcdef", folder / "fedcba9876543210"
+    for stem in (old, recent):
+        for kind in (".uses", ".log", ".lock", ".failed"):
+            Path(f"{stem}{kind}").write_text("")
+    stale = time.time() - resident.FORGET_SECONDS - 60
+    os.utime(f"{old}.uses", (stale, stale))
+    resident._make_room(resident._paths("aaaaaaaaaaaaaaaa"))
+    assert sorted(path.name for path in folder.iterdir()) == sorted(f"{recent.name}{kind}" for kind in (".uses", ".log", ".lock", ".failed"))
