@@ -366,6 +366,8 @@ def serve_call(args):
             except OSError:
                 started = b""
                 break
+        if started == b"-":
+            return None  # the worker could not fork: nothing ran the command
         if started == b"+":
             connection.settimeout(None)
             forwarder.attach(connection)
@@ -798,9 +800,9 @@ class _Worker:
         signal.pthread_sigmask(signal.SIG_SETMASK, held)
         for fd in request.fds:
             os.close(fd)
-        if pid is None:  # no copy (out of processes or memory): the caller finds out at once
+        if pid is None:  # no copy (out of processes or memory): the caller runs the command itself
             try:
-                connection.sendall(b"x1\n")
+                connection.sendall(b"-")
             except OSError:
                 pass
             connection.close()
