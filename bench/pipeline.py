@@ -88,6 +88,7 @@ def main(argv=None):
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--filter", default="gaussian", help="a catalog filter (default gaussian)")
     parser.add_argument("-p", "--param", action="append", default=None, help="filter parameter, name=value (default sigma=2 for gaussian)")
+    parser.add_argument("--worker", action="store_true", help="as a batch worker runs it (io.reuse_buffers, where the tree has it)")
     args = parser.parse_args(argv)
     os.environ.setdefault("IMGCONV_COMPILE", "foreground")  # the compiled kernels, as a warm apply runs them
 
@@ -97,6 +98,11 @@ def main(argv=None):
 
     params = args.param if args.param is not None else (["sigma=2"] if args.filter == "gaussian" else [])
     job = pipeline.Job(chain=parse_chain([args.filter], load_catalog(), params=params))
+    if args.worker:
+        from imgconv import io
+
+        if hasattr(io, "reuse_buffers"):
+            io.reuse_buffers()
 
     with tempfile.TemporaryDirectory(prefix="imgconv-bench-pipeline-") as work:
         work = Path(work)

@@ -9,6 +9,7 @@ every write against the file the plain path writes, byte for byte.
 
 import contextlib
 import struct
+import weakref
 import zlib
 
 import numpy as np
@@ -275,3 +276,52 @@ def test_filter_file_writes_the_plain_paths_bytes(tmp_path, rng, monkeypatch, na
         patch.setattr(io, "_in_numpy_storage", lambda array, mode: None)
         filter_file(job, source, tmp_path / f"plain.{ext}")
     assert (tmp_path / f"fast.{ext}").read_bytes() == (tmp_path / f"plain.{ext}").read_bytes()
+
+
+@pytest.fixture
+def reusing():
+    io.reuse_buffers()
+    yield
+    io.reuse_buffers(False)
+
+
+def test_reused_memory_is_never_memory_still_in_use(rng, reusing):
+    a, b = (rng.integers(0, 256, size=SHAPE + (3,), dtype=np.uint8) for _ in range(2))
+    first = io._image_for(a)
+    second = io._image_for(b)  # ``first`` still maps the kept memory: new memory
+    assert first.tobytes() == Image.fromarray(a).tobytes()
+    assert second.tobytes() == Image.fromarray(b).tobytes()
+    kept = weakref.ref(io._scratch.array)  # (a plain reference would count as a use)
+    del first, second
+    third = io._image_for(b)  # nothing maps it any more: the same memory again
+    assert io._scratch.array is kept()
+    smaller = io._image_for(a[:7, :5])  # ``third`` maps it: new memory, its own size
+    assert io._scratch.array is not kept()
+    assert third.tobytes() == Image.fromarray(b).tobytes()
+    assert smaller.tobytes() == Image.fromarray(a[:7, :5]).tobytes()
+
+
+def test_reusing_memory_writes_the_same_files(tmp_path, rng, monkeypatch):
+    """Files of growing and shrinking sizes through one thread's kept memory, as a batch worker
+    filters them: every output is the one written without it."""
+    job = Job(chain=parse_chain(["gaussian"], load_catalog(), params=["sigma=1"]))
+    sources = []
+    for index, (h, w) in enumerate([(31, 47), (63, 81), (17, 29), (63, 81), (45, 20)]):
+        array = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+        if index % 2:
+            path = tmp_path / f"in{index}.png"
+            Image.fromarray(np.dstack([array[..., 0], array[..., 1]])).save(path)  # LA: packed from 4-byte rows
+        else:
+            path = tmp_path / f"in{index}.jpg"
+            Image.fromarray(array).save(path, quality=90)
+        sources.append(path)
+    io.reuse_buffers()
+    try:
+        for path in sources:
+            filter_file(job, path, tmp_path / f"kept-{path.name}")
+        assert io._scratch.array is not None
+    finally:
+        io.reuse_buffers(False)
+    for path in sources:
+        filter_file(job, path, tmp_path / f"new-{path.name}")
+        assert (tmp_path / f"kept-{path.name}").read_bytes() == (tmp_path / f"new-{path.name}").read_bytes()
