@@ -43,6 +43,7 @@ import datetime
 import os
 import platform
 import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -265,12 +266,13 @@ def main(argv=None):
         LABELS["imgconv-2-other"] = f"imgconv batch --jobs 2, {args.compare_tree}"
     sources = [p for p, _ in files]
     timings = {name: [] for name in runs}
+    cpu_seconds = {name: [] for name in runs}
     commands = {}
     for round_ in range(args.repeat):
         for name in runs:
             out_dir = Path(tempfile.mkdtemp(prefix="imgconv-bench-out-"))
             try:
-                t0 = time.perf_counter()
+                t0, used0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
                 if name == "imgconv-2-other":
                     command, result = run_imgconv(data, out_dir, 2, tree=args.compare_tree)
                 elif name == "imgconv-1-one-thread":
@@ -286,32 +288,47 @@ def main(argv=None):
                 else:
                     command, result = run_pillow(sources, data, out_dir)
                 seconds = time.perf_counter() - t0
+                used1 = resource.getrusage(resource.RUSAGE_CHILDREN)  # every process it waited for, workers too
+                cpu = (used1.ru_utime - used0.ru_utime) + (used1.ru_stime - used0.ru_stime)
                 written = sum(1 for p in out_dir.rglob("*.jpg"))
             finally:
                 shutil.rmtree(out_dir, ignore_errors=True)
             if result.returncode != 0 or written != len(files):
                 raise SystemExit(f"{name} failed ({result.returncode}, {written} of {len(files)} written): {result.stderr[-2000:]}")
             timings[name].append(seconds)
+            cpu_seconds[name].append(cpu)
             commands[name] = " ".join(command)
             load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-            print(f"round {round_ + 1} {name}: {seconds:.2f} s, {total_mp / seconds:.1f} MP/s (load {load:.1f})", file=sys.stderr)
+            print(f"round {round_ + 1} {name}: {seconds:.2f} s, {cpu:.2f} CPU s, {total_mp / seconds:.1f} MP/s (load {load:.1f})", file=sys.stderr)
 
     today = datetime.date.today().isoformat()
     print(f"\n{today}, {machine()}; {len(files)} JPEGs, {total_mp:.0f} MP, Gaussian sigma {SIGMA:g}, JPEG quality {QUALITY}; "
           f"medians of {args.repeat} interleaved rounds")
     median = {name: statistics.median(values) for name, values in timings.items()}
-    mine = median.get("imgconv-2")
+    cpu_median = {name: statistics.median(values) for name, values in cpu_seconds.items()}
+    # The ratios of imgconv's throughput to each: from each round's own pair (the machine's load
+    # changes between rounds), then the median.
+    def ratios(name):
+        if "imgconv-2" not in timings:
+            return "-", "-"
+        wall = statistics.median(b / a for a, b in zip(timings["imgconv-2"], timings[name]))
+        cpu = statistics.median(b / a for a, b in zip(cpu_seconds["imgconv-2"], cpu_seconds[name]))
+        return f"{wall:.2f}", f"{cpu:.2f}"
+
     if args.markdown:
-        print("\n| run | seconds (median) | range | images/s | MP/s | imgconv --jobs 2 throughput / this |")
-        print("| --- | ---: | --- | ---: | ---: | ---: |")
+        print("\n| run | seconds (median) | range | MP/s | CPU seconds | imgconv --jobs 2 throughput / this | the same in CPU time |")
+        print("| --- | ---: | --- | ---: | ---: | ---: | ---: |")
     for name in runs:
         seconds = median[name]
-        ratio = f"{seconds / mine:.2f}" if mine else "-"
+        wall_ratio, cpu_ratio = ratios(name)
         spread = f"{min(timings[name]):.2f}-{max(timings[name]):.2f}"
         if args.markdown:
-            print(f"| {LABELS[name]} | {seconds:.2f} | {spread} | {len(files) / seconds:.2f} | {total_mp / seconds:.1f} | {ratio} |")
+            print(f"| {LABELS[name]} | {seconds:.2f} | {spread} | {total_mp / seconds:.1f} | {cpu_median[name]:.2f} | {wall_ratio} | {cpu_ratio} |")
         else:
-            print(f"{LABELS[name]:<75} {seconds:7.2f} s ({spread}) {len(files) / seconds:6.2f} images/s {total_mp / seconds:7.1f} MP/s  {ratio}")
+            print(
+                f"{LABELS[name]:<75} {seconds:6.2f} s ({spread}) {total_mp / seconds:6.1f} MP/s "
+                f"{cpu_median[name]:6.2f} CPU s  ratio {wall_ratio} (CPU {cpu_ratio})"
+            )
     for name in runs:
         print(f"  {name}: {commands[name]}", file=sys.stderr)
 
