@@ -70,6 +70,19 @@ def plain_read(monkeypatch, path):
 def check_canonical(pixels):
     assert type(pixels) is np.ndarray
     assert pixels.flags.c_contiguous and pixels.flags.writeable and pixels.dtype.isnative
+    assert pixels.flags.aligned
+
+
+def test_pixels_read_into_numpy_have_the_kernels_one_signature(tmp_path, rng):
+    """The kernels compile one signature per numba type: a pixel array decoded into numpy's
+    memory must be typed as a plain new array (C order, writable, aligned), never readonly."""
+    numba = pytest.importorskip("numba")
+    for mode, color_type, bits, channels in PNG_CASES:
+        array = rng.integers(0, 2**bits, size=SHAPE + channels).astype(np.uint16 if bits == 16 else np.uint8)
+        path = tmp_path / f"{color_type}-{bits}.png"
+        path.write_bytes(handmade_png(array, color_type, bits))
+        pixels = io.read_image(path).pixels
+        assert numba.typeof(pixels) == numba.typeof(np.empty_like(array)), mode
 
 
 # PNG colour types: 0 grey, 2 RGB, 4 grey + alpha, 6 RGBA
