@@ -917,33 +917,38 @@ _scratch = _Scratch()
 
 
 def reuse_buffers(enabled: bool = True) -> None:
-    """Keep, in each thread, the memory Pillow's rows took for the last file's
-    decoding (RGB and LA: Pillow's 4-byte rows, packed into the pixels) and
-    encoding, for the next file: a process that reads and writes many images
-    (a batch worker) then touches fresh pages only when an image is larger
-    than every one before (a 12-megapixel RGB image's rows are 48 MB: 20-30 ms
-    of page faults and zeroing each time, docs/performance.md, "The per-file
-    path").  Memory that may still be in use (a Pillow image mapping it) is
-    never handed out again.  Off by default: a single command would only hold
-    the memory longer."""
+    """Keep, in each thread, the memory Pillow's rows took to encode the last
+    file (RGB and LA: 4-byte rows), for the next file's decoding (RGB and LA,
+    packed into the pixels afterwards) and encoding: a process that reads and
+    writes many images (a batch worker) then touches fresh pages only where an
+    image is larger than every one before (a 12-megapixel RGB image's rows are
+    48 MB: page faults and the kernel's zeroing, 5-25 ms each time;
+    docs/performance.md, "The per-file path").  The memory grows only when a
+    file is encoded, where the memory guard counts Pillow's copy anyway, and is
+    then in use, so not available, when the guard looks at the next file
+    (imgconv.memory); memory that may still be in use (a Pillow image mapping
+    it) is never handed out again.  Off by default: a single command would only
+    hold the memory longer."""
     _Scratch.enabled = bool(enabled)
     if not enabled:
         _scratch.array = None
 
 
-def _storage_array(shape, dtype, *, zeroed):
+def _storage_array(shape, dtype, *, zeroed, grow):
     """An array of ``shape`` and ``dtype`` for Pillow's rows (zero-filled when
     ``zeroed``, as Pillow's own memory is): this thread's kept memory where
-    :func:`reuse_buffers` is on and nothing refers to it any more, else new."""
+    :func:`reuse_buffers` is on, it is large enough and nothing refers to it any
+    more; else new memory, which is kept (the old let go first) when ``grow``."""
     dtype = np.dtype(dtype)
-    if not _Scratch.enabled:
-        return np.zeros(shape, dtype) if zeroed else np.empty(shape, dtype)
     size = int(np.prod(shape)) * dtype.itemsize
-    kept = _scratch.array
+    kept = _scratch.array if _Scratch.enabled else None
     # Referred to by _scratch, ``kept`` and getrefcount's argument only: no view of it
     # (a Pillow core maps a view, which refers to it) is alive.
     if kept is None or sys.getrefcount(kept) > 3 or kept.size < size:
-        kept = _scratch.array = None  # let the old go before taking more
+        kept = None
+        if not (_Scratch.enabled and grow):
+            return np.zeros(shape, dtype) if zeroed else np.empty(shape, dtype)
+        _scratch.array = None  # let the old go before taking more
         kept = _scratch.array = np.empty(size, np.uint8)
     array = kept[:size].view(dtype).reshape(shape)
     if zeroed:
@@ -977,7 +982,7 @@ def _numpy_storage(im):
         # zeros, as Pillow's own memory is: calloc, so the pages are touched by the decoder only
         array = np.zeros(shape, dtype)
     else:  # packed into the pixels after decoding: memory that may serve the next file
-        array = _storage_array(shape, dtype, zeroed=True)
+        array = _storage_array(shape, dtype, zeroed=True, grow=False)
     core = _map_array(array, im.mode)
     if core is None:
         return None
@@ -2180,7 +2185,7 @@ def _in_numpy_storage(array, mode):
     if pillow == numpy:
         core = _map_array(array, mode)
     else:
-        storage = _storage_array((height, width, pillow), dtype, zeroed=False)  # every byte unpacked into
+        storage = _storage_array((height, width, pillow), dtype, zeroed=False, grow=True)  # every byte unpacked into
         core = _map_array(storage, mode)
         if core is not None and not _unpack_into(core, array, mode):
             core = None

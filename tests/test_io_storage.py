@@ -338,3 +338,23 @@ def test_reusing_memory_writes_the_same_files(tmp_path, rng, monkeypatch):
     for path in sources:
         filter_file(job, path, tmp_path / f"new-{path.name}")
         assert (tmp_path / f"kept-{path.name}").read_bytes() == (tmp_path / f"new-{path.name}").read_bytes()
+
+
+def test_kept_memory_grows_only_in_encoding(tmp_path, rng, storages, reusing):
+    """Decoding never takes more kept memory (the guard's model frees Pillow's rows before
+    filtering); encoding keeps what it took, and the next decoding uses it."""
+    array = rng.integers(0, 256, size=SHAPE + (3,), dtype=np.uint8)
+    path = tmp_path / "x.png"
+    path.write_bytes(handmade_png(array, 2))
+    io._scratch.array = None
+    np.testing.assert_array_equal(io.read_image(path).pixels, array)
+    assert io._scratch.array is None  # decoded into new memory, let go
+    io.write_image(tmp_path / "y.png", array)
+    kept = weakref.ref(io._scratch.array)
+    assert kept() is not None and kept().nbytes >= array.size // 3 * 4
+    np.testing.assert_array_equal(io.read_image(path).pixels, array)
+    assert np.shares_memory(storages[-1].array, kept())  # decoded into the kept memory
+    bigger = rng.integers(0, 256, size=(SHAPE[0] + 5, SHAPE[1], 3), dtype=np.uint8)
+    path.write_bytes(handmade_png(bigger, 2))
+    np.testing.assert_array_equal(io.read_image(path).pixels, bigger)
+    assert io._scratch.array is kept()  # too small: new memory for this one, the kept left as it was
