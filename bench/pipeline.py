@@ -93,7 +93,6 @@ def main(argv=None):
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--filter", default="gaussian", help="a catalog filter (default gaussian)")
     parser.add_argument("-p", "--param", action="append", default=None, help="filter parameter, name=value (default sigma=2 for gaussian)")
-    parser.add_argument("--worker", action="store_true", help="as a batch worker runs it (io.reuse_buffers, where the tree has it)")
     parser.add_argument("--cpu", action="store_true", help="CPU time of the process (all threads, system time included), not wall time")
     args = parser.parse_args(argv)
     global clock
@@ -106,11 +105,6 @@ def main(argv=None):
 
     params = args.param if args.param is not None else (["sigma=2"] if args.filter == "gaussian" else [])
     job = pipeline.Job(chain=parse_chain([args.filter], load_catalog(), params=params))
-    if args.worker:
-        from imgconv import io
-
-        if hasattr(io, "reuse_buffers"):
-            io.reuse_buffers()
 
     with tempfile.TemporaryDirectory(prefix="imgconv-bench-pipeline-") as work:
         work = Path(work)

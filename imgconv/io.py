@@ -906,56 +906,6 @@ _PILLOW_STORAGE = {
 }
 
 
-class _Scratch(threading.local):
-    """Per thread, the last storage array handed out (see :func:`reuse_buffers`)."""
-
-    enabled = False  # for the whole process: set by reuse_buffers
-    array = None
-
-
-_scratch = _Scratch()
-
-
-def reuse_buffers(enabled: bool = True) -> None:
-    """Keep, in each thread, the memory Pillow's rows took to encode the last
-    file (RGB and LA: 4-byte rows), for the next file's decoding (RGB and LA,
-    packed into the pixels afterwards) and encoding: a process that reads and
-    writes many images (a batch worker) then touches fresh pages only where an
-    image is larger than every one before (a 12-megapixel RGB image's rows are
-    48 MB: page faults and the kernel's zeroing, 5-25 ms each time;
-    docs/performance.md, "The per-file path").  The memory grows only when a
-    file is encoded, where the memory guard counts Pillow's copy anyway, and is
-    then in use, so not available, when the guard looks at the next file
-    (imgconv.memory); memory that may still be in use (a Pillow image mapping
-    it) is never handed out again.  Off by default: a single command would only
-    hold the memory longer."""
-    _Scratch.enabled = bool(enabled)
-    if not enabled:
-        _scratch.array = None
-
-
-def _storage_array(shape, dtype, *, zeroed, grow):
-    """An array of ``shape`` and ``dtype`` for Pillow's rows (zero-filled when
-    ``zeroed``, as Pillow's own memory is): this thread's kept memory where
-    :func:`reuse_buffers` is on, it is large enough and nothing refers to it any
-    more; else new memory, which is kept (the old let go first) when ``grow``."""
-    dtype = np.dtype(dtype)
-    size = int(np.prod(shape)) * dtype.itemsize
-    kept = _scratch.array if _Scratch.enabled else None
-    # Referred to by _scratch, ``kept`` and getrefcount's argument only: no view of it
-    # (a Pillow core maps a view, which refers to it) is alive.
-    if kept is None or sys.getrefcount(kept) > 3 or kept.size < size:
-        kept = None
-        if not (_Scratch.enabled and grow):
-            return np.zeros(shape, dtype) if zeroed else np.empty(shape, dtype)
-        _scratch.array = None  # let the old go before taking more
-        kept = _scratch.array = np.empty(size, np.uint8)
-    array = kept[:size].view(dtype).reshape(shape)
-    if zeroed:
-        array.fill(0)
-    return array
-
-
 @dataclass(frozen=True)
 class _Storage:
     """Pillow's image memory, allocated by numpy: the Pillow core and its array."""
@@ -976,13 +926,9 @@ def _numpy_storage(im):
         return None
     if getattr(im, "_im", None) is not None or len(im.tile) != 1:
         return None
-    dtype, samples, numpy = layout
-    shape = (height, width) if samples == 1 else (height, width, samples)
-    if samples == numpy:  # the decoded array is the pixels: new memory, the image's own
-        # zeros, as Pillow's own memory is: calloc, so the pages are touched by the decoder only
-        array = np.zeros(shape, dtype)
-    else:  # packed into the pixels after decoding: memory that may serve the next file
-        array = _storage_array(shape, dtype, zeroed=True, grow=False)
+    dtype, samples, _ = layout
+    # zeros, as Pillow's own memory is: calloc, so the pages are touched by the decoder only
+    array = np.zeros((height, width) if samples == 1 else (height, width, samples), dtype)
     core = _map_array(array, im.mode)
     if core is None:
         return None
@@ -2185,7 +2131,7 @@ def _in_numpy_storage(array, mode):
     if pillow == numpy:
         core = _map_array(array, mode)
     else:
-        storage = _storage_array((height, width, pillow), dtype, zeroed=False, grow=True)  # every byte unpacked into
+        storage = np.empty((height, width, pillow), dtype)  # every byte is unpacked into
         core = _map_array(storage, mode)
         if core is not None and not _unpack_into(core, array, mode):
             core = None

@@ -9,7 +9,6 @@ every write against the file the plain path writes, byte for byte.
 
 import contextlib
 import struct
-import weakref
 import zlib
 
 import numpy as np
@@ -289,72 +288,3 @@ def test_filter_file_writes_the_plain_paths_bytes(tmp_path, rng, monkeypatch, na
         patch.setattr(io, "_in_numpy_storage", lambda array, mode: None)
         filter_file(job, source, tmp_path / f"plain.{ext}")
     assert (tmp_path / f"fast.{ext}").read_bytes() == (tmp_path / f"plain.{ext}").read_bytes()
-
-
-@pytest.fixture
-def reusing():
-    io.reuse_buffers()
-    yield
-    io.reuse_buffers(False)
-
-
-def test_reused_memory_is_never_memory_still_in_use(rng, reusing):
-    a, b = (rng.integers(0, 256, size=SHAPE + (3,), dtype=np.uint8) for _ in range(2))
-    first = io._image_for(a)
-    second = io._image_for(b)  # ``first`` still maps the kept memory: new memory
-    assert first.tobytes() == Image.fromarray(a).tobytes()
-    assert second.tobytes() == Image.fromarray(b).tobytes()
-    kept = weakref.ref(io._scratch.array)  # (a plain reference would count as a use)
-    del first, second
-    third = io._image_for(b)  # nothing maps it any more: the same memory again
-    assert io._scratch.array is kept()
-    smaller = io._image_for(a[:7, :5])  # ``third`` maps it: new memory, its own size
-    assert io._scratch.array is not kept()
-    assert third.tobytes() == Image.fromarray(b).tobytes()
-    assert smaller.tobytes() == Image.fromarray(a[:7, :5]).tobytes()
-
-
-def test_reusing_memory_writes_the_same_files(tmp_path, rng, monkeypatch):
-    """Files of growing and shrinking sizes through one thread's kept memory, as a batch worker
-    filters them: every output is the one written without it."""
-    job = Job(chain=parse_chain(["gaussian"], load_catalog(), params=["sigma=1"]))
-    sources = []
-    for index, (h, w) in enumerate([(31, 47), (63, 81), (17, 29), (63, 81), (45, 20)]):
-        array = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
-        if index % 2:
-            path = tmp_path / f"in{index}.png"
-            Image.fromarray(np.dstack([array[..., 0], array[..., 1]])).save(path)  # LA: packed from 4-byte rows
-        else:
-            path = tmp_path / f"in{index}.jpg"
-            Image.fromarray(array).save(path, quality=90)
-        sources.append(path)
-    io.reuse_buffers()
-    try:
-        for path in sources:
-            filter_file(job, path, tmp_path / f"kept-{path.name}")
-        assert io._scratch.array is not None
-    finally:
-        io.reuse_buffers(False)
-    for path in sources:
-        filter_file(job, path, tmp_path / f"new-{path.name}")
-        assert (tmp_path / f"kept-{path.name}").read_bytes() == (tmp_path / f"new-{path.name}").read_bytes()
-
-
-def test_kept_memory_grows_only_in_encoding(tmp_path, rng, storages, reusing):
-    """Decoding never takes more kept memory (the guard's model frees Pillow's rows before
-    filtering); encoding keeps what it took, and the next decoding uses it."""
-    array = rng.integers(0, 256, size=SHAPE + (3,), dtype=np.uint8)
-    path = tmp_path / "x.png"
-    path.write_bytes(handmade_png(array, 2))
-    io._scratch.array = None
-    np.testing.assert_array_equal(io.read_image(path).pixels, array)
-    assert io._scratch.array is None  # decoded into new memory, let go
-    io.write_image(tmp_path / "y.png", array)
-    kept = weakref.ref(io._scratch.array)
-    assert kept() is not None and kept().nbytes >= array.size // 3 * 4
-    np.testing.assert_array_equal(io.read_image(path).pixels, array)
-    assert np.shares_memory(storages[-1].array, kept())  # decoded into the kept memory
-    bigger = rng.integers(0, 256, size=(SHAPE[0] + 5, SHAPE[1], 3), dtype=np.uint8)
-    path.write_bytes(handmade_png(bigger, 2))
-    np.testing.assert_array_equal(io.read_image(path).pixels, bigger)
-    assert io._scratch.array is kept()  # too small: new memory for this one, the kept left as it was

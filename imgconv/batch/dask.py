@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from imgconv import io, tunables
+from imgconv import tunables
 from imgconv.batch.local import _children_ignore_sigint, limit_numba_threads, usable_cores
 from imgconv.batch.report import ABANDONED, FAILED, NOT_STARTED, FileResult, interrupted
 from imgconv.engine import compiled
@@ -39,7 +39,6 @@ def _dask_task(job, source, destination, threads, process, out_dir, timeout=None
         threads = max(1, usable_cores() // max(1, worker_threads))
     limit_numba_threads(threads)
     compiled.expect_many_images()  # a Dask worker filters many files: they pay for the compiled kernels
-    io.reuse_buffers()  # and reuse each thread's image memory from one file to the next
     return process(job, source, destination, out_dir=out_dir, timeout=timeout)
 
 

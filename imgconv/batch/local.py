@@ -199,7 +199,6 @@ def _worker_main(conn, job, threads, process, out_dir, timeout, parent):
     _follow_parent(parent)
     limit_numba_threads(threads)
     compiled.expect_many_images()  # its files pay for loading the compiled kernels
-    io.reuse_buffers()  # one file's image memory serves the next (imgconv.io.reuse_buffers)
     conn.send(("ready", os.getpid()))
     while True:
         try:
