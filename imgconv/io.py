@@ -890,9 +890,10 @@ def _canonical_pixels(im, rawmode, metadata, storage=None):
 # "The per-file path").
 
 #: The loaders that decode into ``im.im`` as set before ``load()`` (ImageFile's own
-#: ``load_prepare``), one image a file.  Not TIFF (its loader sizes its memory by
-#: tiles and turns it by the orientation), GIF or WebP (their own loaders).
-_DECODE_INTO_FORMATS = ("JPEG", "PNG", "BMP")
+#: ``load_prepare``), one image a file (an MPO is read as its first image, a JPEG).
+#: Not TIFF (its loader sizes its memory by tiles and turns it by the orientation),
+#: GIF or WebP (their own loaders).
+_DECODE_INTO_FORMATS = ("JPEG", "MPO", "PNG", "BMP")
 
 #: Pillow's memory per mode: (numpy dtype of a sample, samples per pixel in Pillow's
 #: row, in numpy's array), for the modes decoded into numpy's memory and encoded from it.

@@ -137,6 +137,19 @@ def test_jpeg_decoded_into_numpy_matches_opencv_and_the_plain_path(tmp_path, rng
     np.testing.assert_array_equal(data.pixels, decoded)
 
 
+def test_mpo_first_image_decoded_into_numpy(tmp_path, rng, storages, monkeypatch):
+    """A camera's MPO (a JPEG with previews after it) is read as its first image."""
+    first, second = (rng.integers(0, 256, size=(61, 87, 3), dtype=np.uint8) for _ in range(2))
+    path = tmp_path / "x.mpo"
+    Image.fromarray(first).save(path, format="MPO", save_all=True, append_images=[Image.fromarray(second)])
+    data = io.read_image(path)
+    assert storages[0] is not None and data.format == "JPEG"
+    plain = plain_read(monkeypatch, path)
+    np.testing.assert_array_equal(data.pixels, plain.pixels)
+    cv2 = pytest.importorskip("cv2")
+    np.testing.assert_array_equal(data.pixels, cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB))
+
+
 @pytest.mark.parametrize("mode", ["L", "RGB", "RGBA"])
 def test_bmp_decoded_into_numpy_is_the_written_array(tmp_path, rng, storages, monkeypatch, mode):
     channels = {"L": (), "RGB": (3,), "RGBA": (4,)}[mode]
