@@ -886,8 +886,8 @@ def _canonical_pixels(im, rawmode, metadata, storage=None):
 # copy; for the others one packing pass makes them.  numpy's large arrays are
 # also backed by huge pages where the system offers them (madvise), which
 # Pillow's are not: a 12-megapixel RGB image in Pillow's memory costs 11,700
-# page faults, 20-30 ms, before any pixel is written (docs/performance.md,
-# "The per-file path").
+# page faults, 20-35 ms, before any pixel is written (docs/performance.md,
+# "The per-file path without the avoidable copies").
 
 #: The loaders that decode into ``im.im`` as set before ``load()`` (ImageFile's own
 #: ``load_prepare``), one image a file (an MPO is read as its first image, a JPEG).
