@@ -210,7 +210,7 @@ for name in sys.argv[3:]:
 def run_pillow(files, in_dir, out_dir):
     relative = [str(p.relative_to(in_dir)) for p in files]
     command = [sys.executable, "-c", PILLOW_LOOP, str(in_dir), str(out_dir), *relative]
-    return ["python", "-c", "<Pillow loop: open, GaussianBlur(2), save quality 95>"], subprocess.run(command, capture_output=True, text=True)
+    return ["python", "-c", f"<Pillow loop: open, GaussianBlur({SIGMA:g}), save quality {QUALITY}>"], subprocess.run(command, capture_output=True, text=True)
 
 
 def machine():
