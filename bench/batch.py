@@ -1,27 +1,39 @@
-"""Benchmark of ``imgconv batch`` against a vips shell loop and a Pillow loop.
+"""Benchmark of ``imgconv batch`` against a parallel vips loop (and a vips shell loop, a Pillow loop).
 
-Generates 200 photographs of 2 to 12 megapixels from ``samples/`` (tiled
-mirror-wise and resized, with a little grain so the JPEGs are photo-like) into
-a temporary folder (reused by later runs: the set is deterministic), then
-times, each on the same files, Gaussian sigma 2, JPEG in and out at quality 95:
+Generates photographs of 3 to 12 megapixels (30 by default) from ``samples/``
+(tiled mirror-wise, cropped and resized, with a little grain so the JPEGs are
+photo-like) into a temporary folder (reused by later runs: the set is
+deterministic), then times, each on the same files, Gaussian sigma 2, JPEG in
+and out:
 
-- ``imgconv batch gaussian -p sigma=2 --jobs 1`` and ``--jobs 2`` (the command
-  as a user runs it: process start, numba cache load and workers included),
-  and ``--jobs 1`` held to one core (``NUMBA_NUM_THREADS=1``: by default the
-  one worker filters on every core);
-- a shell loop running ``vips gaussblur IN OUT[Q=95] 2`` once per file
-  (vips itself uses every core for each file);
+- ``imgconv batch gaussian -p sigma=2 --jobs 2`` (and ``--jobs 1``, and
+  ``--jobs 1`` held to one core, ``NUMBA_NUM_THREADS=1``), the command as a
+  user runs it: process start, numba cache load and workers included; the
+  outputs keep each input's JPEG tables (quality 90);
+- a parallel vips loop, **pyvips standing in for the vips command** (there is
+  no ``vips`` CLI where this was written): a pool of 2 processes, each looping
+  over the files it takes, ``pyvips.Image.new_from_file(f,
+  access="sequential").gaussblur(2).write_to_file(out, Q=90)``, with vips's
+  defaults (a Gaussian cut at 0.2 of its peak, integer arithmetic: 7 taps for
+  sigma 2; vips's own thread pool in each process), and the equal-precision
+  form ``precision="float", min_ampl=0.001`` (13 taps, float); labelled
+  ``pyvips pool`` in the table;
+- where ``vips`` is on PATH, a shell loop running ``vips gaussblur`` once per file;
 - one Python process looping over the files with Pillow
   (``ImageFilter.GaussianBlur(2)``, a box-blur approximation).
 
+Every contender runs once per round, in turn, for ``--repeat`` rounds; the
+table gives each one's median and the throughput ratio of ``imgconv batch
+--jobs 2`` to it (above 1: imgconv is faster).
+
 Usage::
 
-    python bench/batch.py                       # everything, 200 images
-    python bench/batch.py --count 40 --runs imgconv-1 imgconv-2
+    python bench/batch.py                       # 30 images, 3 rounds
+    python bench/batch.py --count 200 --min-mp 2 --runs imgconv-1 imgconv-2
     python bench/batch.py --markdown            # the table for docs/performance.md
 
-Needs Pillow (a dependency of imgconv) and, for the vips row, ``vips`` on PATH
-(Debian: ``apt-get install libvips-tools``).
+Needs Pillow and pyvips (dependencies of imgconv: pyvips-binary brings libvips);
+for the shell-loop rows, ``vips`` on PATH (Debian: ``apt-get install libvips-tools``).
 """
 
 from __future__ import annotations
@@ -31,7 +43,9 @@ import datetime
 import os
 import platform
 import random
+import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -41,12 +55,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "samples"
 SIGMA = 2.0
-QUALITY = 95
-RUNS = ("imgconv-1", "imgconv-2", "imgconv-1-one-thread", "vips-loop", "vips-loop-float", "pillow-loop")
+QUALITY = 90  # what the inputs are written at, and the vips rows write (imgconv keeps each input's tables)
+RUNS = ("imgconv-2", "pyvips-pool", "pyvips-pool-float", "imgconv-1", "imgconv-1-one-thread", "vips-loop", "vips-loop-float", "pillow-loop")
+DEFAULT_RUNS = ("imgconv-2", "pyvips-pool", "pyvips-pool-float")
 LABELS = {
     "imgconv-1": "imgconv batch --jobs 1",
     "imgconv-2": "imgconv batch --jobs 2",
     "imgconv-1-one-thread": "imgconv batch --jobs 1, NUMBA_NUM_THREADS=1",
+    "pyvips-pool": "pyvips pool of 2 (stand-in for a parallel vips loop), gaussblur defaults",
+    "pyvips-pool-float": "pyvips pool of 2, gaussblur precision=float min_ampl=0.001",
     "vips-loop": "vips gaussblur, shell loop",
     "vips-loop-float": "vips gaussblur float 17 taps, shell loop",
     "pillow-loop": "Pillow loop, one process",
@@ -54,21 +71,17 @@ LABELS = {
 ASPECTS = ((4, 3), (3, 2), (16, 9), (1, 1))
 
 
-def _megapixels(rng):
-    return rng.uniform(2.0, 12.0)
-
-
-def generate(folder: Path, count: int, seed: int = 5) -> list[tuple[Path, int]]:
-    """``count`` JPEG photographs of 2..12 MP in ``folder``; returns (path, pixels)."""
+def generate(folder: Path, count: int, seed: int = 5, min_mp: float = 3.0, max_mp: float = 12.0, samples: Path = SAMPLES):
+    """``count`` JPEG photographs of ``min_mp``..``max_mp`` MP in ``folder``; returns [(path, pixels)]."""
     from PIL import Image, ImageOps
 
     folder.mkdir(parents=True, exist_ok=True)
-    stamp = folder / f".complete-{count}-{seed}"
+    stamp = folder / f".complete-{count}-{seed}-{min_mp:g}-{max_mp:g}"
     rng = random.Random(seed)
-    sources = [Image.open(p).convert("RGB") for p in sorted(SAMPLES.glob("*")) if p.suffix in (".png", ".jpg")]
+    sources = [Image.open(p).convert("RGB") for p in sorted(samples.glob("*")) if p.suffix in (".png", ".jpg")]
     plan = []
     for index in range(count):
-        mp = _megapixels(rng)
+        mp = rng.uniform(min_mp, max_mp)
         aw, ah = rng.choice(ASPECTS)
         if rng.random() < 0.3:
             aw, ah = ah, aw  # portrait
@@ -92,20 +105,36 @@ def generate(folder: Path, count: int, seed: int = 5) -> list[tuple[Path, int]]:
             image = tile.crop((left, top, left + cw, top + ch)).resize((width, height), Image.Resampling.BICUBIC)
             grain = np.random.default_rng(hash(path.name) & 0xFFFF).normal(0, 4, (height, width, 1)).astype(np.float32)
             pixels = np.clip(np.asarray(image, np.float32) + grain, 0, 255).astype(np.uint8)
-            Image.fromarray(pixels).save(path, quality=90)
+            Image.fromarray(pixels).save(path, quality=QUALITY)
         stamp.write_text("ok\n")
     return [(path, width * height) for path, width, height, _, _ in plan]
 
 
-def run_imgconv(in_dir, out_dir, jobs, threads=None):
-    """The command as a user runs it (this checkout's imgconv, not an installed copy)."""
+def wait_for_kernels(tree=REPO, timeout=1800):
+    """Wait until ``tree``'s compiled kernels are in numba's cache (the background
+    compile a first command starts has written its marker): until then its batch
+    would filter in numpy (imgconv/engine/compiled.py)."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(tree), os.environ.get("PYTHONPATH")])))
+    code = "from imgconv.engine.compiled import _paths; print(_paths()[0])"
+    # (run in ``tree``: ``-c`` and ``-m`` put the working folder first on sys.path)
+    marker = Path(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tree, check=True).stdout.strip())
+    subprocess.run([sys.executable, "-m", "imgconv.engine.compiled"], env=env, cwd=tree, check=True)  # compiles, unless another process is
+    deadline = time.monotonic() + timeout
+    while not marker.exists():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the kernels of {tree} were not compiled within {timeout} s")
+        time.sleep(1)
+
+
+def run_imgconv(in_dir, out_dir, jobs, threads=None, tree=REPO):
+    """The command as a user runs it (this checkout's imgconv, or ``tree``'s, not an installed copy)."""
     command = ["imgconv", "batch", "gaussian", "-p", f"sigma={SIGMA:g}", "IN", "OUT", "--jobs", str(jobs), "--quiet"]
     argv = [sys.executable, "-m", "imgconv"] + command[1:5] + [str(in_dir), str(out_dir)] + command[7:]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(tree), os.environ.get("PYTHONPATH")])))
     if threads is not None:
         env["NUMBA_NUM_THREADS"] = str(threads)
         command = [f"NUMBA_NUM_THREADS={threads}"] + command
-    return command, subprocess.run(argv, capture_output=True, text=True, env=env)
+    return command, subprocess.run(argv, capture_output=True, text=True, env=env, cwd=tree)  # -m: the working folder comes first
 
 
 # vips's defaults cut the Gaussian where it falls below 0.2 of its peak and
@@ -125,6 +154,46 @@ def run_vips(files, in_dir, out_dir, options=""):
     return ["sh", "-c", shown], subprocess.run(command, capture_output=True, text=True)
 
 
+# The parallel vips loop, in Python: no vips command here, so pyvips (libvips from the
+# pyvips-binary wheel, as imgconv's codec uses) in a pool of 2 processes, each taking the
+# next file as it finishes one (as `xargs -P 2` would hand them out), without a process start
+# per file.  vips's defaults otherwise: its own thread pool in each process.
+PYVIPS_POOL = f"""
+import os, sys
+from multiprocessing import get_context
+
+def blur(task):
+    import pyvips
+    source, target, options = task
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    image = pyvips.Image.new_from_file(source, access="sequential")
+    image.gaussblur({SIGMA}, **options).write_to_file(target, Q={QUALITY})
+    return target
+
+if __name__ == "__main__":
+    in_dir, out_dir, precision, names = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+    options = dict(precision="float", min_ampl=0.001) if precision == "float" else {{}}
+    tasks = [(os.path.join(in_dir, n), os.path.join(out_dir, n), options) for n in names]
+    with get_context("spawn").Pool(2) as pool:
+        for _ in pool.imap_unordered(blur, tasks, chunksize=1):
+            pass
+"""
+
+
+def run_pyvips(files, in_dir, out_dir, precision="default"):
+    relative = [str(p.relative_to(in_dir)) for p in files]
+    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as script:
+        script.write(PYVIPS_POOL)
+    try:
+        command = [sys.executable, script.name, str(in_dir), str(out_dir), precision, *relative]
+        result = subprocess.run(command, capture_output=True, text=True)
+    finally:
+        os.unlink(script.name)
+    options = ', precision="float", min_ampl=0.001' if precision == "float" else ""
+    shown = f"python <pool of 2 processes: pyvips gaussblur({SIGMA:g}{options}), write Q={QUALITY}>"
+    return ["sh", "-c", shown], result
+
+
 PILLOW_LOOP = f"""
 import sys
 from pathlib import Path
@@ -141,7 +210,7 @@ for name in sys.argv[3:]:
 def run_pillow(files, in_dir, out_dir):
     relative = [str(p.relative_to(in_dir)) for p in files]
     command = [sys.executable, "-c", PILLOW_LOOP, str(in_dir), str(out_dir), *relative]
-    return ["python", "-c", "<Pillow loop: open, GaussianBlur(2), save quality 95>"], subprocess.run(command, capture_output=True, text=True)
+    return ["python", "-c", f"<Pillow loop: open, GaussianBlur({SIGMA:g}), save quality {QUALITY}>"], subprocess.run(command, capture_output=True, text=True)
 
 
 def machine():
@@ -158,16 +227,22 @@ def machine():
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--count", type=int, default=200)
+    parser.add_argument("--count", type=int, default=30)
+    parser.add_argument("--min-mp", type=float, default=3.0, help="smallest photograph, megapixels (default 3)")
+    parser.add_argument("--max-mp", type=float, default=12.0, help="largest photograph, megapixels (default 12)")
+    parser.add_argument("--samples", type=Path, default=SAMPLES, help="folder of source photographs (default samples/)")
     parser.add_argument("--data", type=Path, default=None, help="folder for the generated photographs (default: a temp folder)")
-    parser.add_argument("--runs", nargs="+", choices=RUNS, default=list(RUNS))
-    parser.add_argument("--repeat", type=int, default=1, help="time each run this many times; the best is kept")
+    parser.add_argument("--runs", nargs="+", choices=RUNS, default=list(DEFAULT_RUNS))
+    parser.add_argument("--repeat", type=int, default=3, help="rounds; every run once per round, in turn; the median is kept")
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    parser.add_argument(
+        "--compare-tree", type=Path, default=None, help="another checkout (an older commit): its `imgconv batch --jobs 2` runs too, in turn"
+    )
     args = parser.parse_args(argv)
 
-    data = args.data or Path(tempfile.gettempdir()) / f"imgconv-bench-batch-{args.count}"
+    data = args.data or Path(tempfile.gettempdir()) / f"imgconv-bench-batch-{args.count}-{args.min_mp:g}-{args.max_mp:g}"
     started = time.perf_counter()
-    files = generate(data, args.count)
+    files = generate(data, args.count, min_mp=args.min_mp, max_mp=args.max_mp, samples=args.samples)
     total_mp = sum(pixels for _, pixels in files) / 1e6
     print(f"{len(files)} photographs, {total_mp:.0f} MP in all, in {data} ({time.perf_counter() - started:.0f} s to prepare)", file=sys.stderr)
 
@@ -176,53 +251,86 @@ def main(argv=None):
     try:
         shutil.copy(files[0][0], warm / "a.jpg")
         run_imgconv(warm, warm / "out", 1)
+        wait_for_kernels()
+        if args.compare_tree is not None:
+            run_imgconv(warm, warm / "out-other", 1, tree=args.compare_tree)
+            wait_for_kernels(args.compare_tree)
     finally:
         shutil.rmtree(warm, ignore_errors=True)
 
-    rows = []
-    for name in args.runs:
-        if name.startswith("vips-") and shutil.which("vips") is None:
-            print("vips not found on PATH: skipping the vips row", file=sys.stderr)
-            continue
-        best = None
-        for _ in range(args.repeat):
+    runs = [name for name in args.runs if not (name.startswith("vips-") and shutil.which("vips") is None)]
+    if len(runs) < len(args.runs):
+        print("vips not found on PATH: skipping the vips shell-loop rows", file=sys.stderr)
+    if args.compare_tree is not None:
+        runs.insert(1, "imgconv-2-other")
+        LABELS["imgconv-2-other"] = f"imgconv batch --jobs 2, {args.compare_tree}"
+    sources = [p for p, _ in files]
+    timings = {name: [] for name in runs}
+    cpu_seconds = {name: [] for name in runs}
+    commands = {}
+    for round_ in range(args.repeat):
+        for name in runs:
             out_dir = Path(tempfile.mkdtemp(prefix="imgconv-bench-out-"))
             try:
-                t0 = time.perf_counter()
-                if name == "imgconv-1-one-thread":
+                t0, used0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
+                if name == "imgconv-2-other":
+                    command, result = run_imgconv(data, out_dir, 2, tree=args.compare_tree)
+                elif name == "imgconv-1-one-thread":
                     command, result = run_imgconv(data, out_dir, 1, threads=1)
                 elif name.startswith("imgconv-"):
                     command, result = run_imgconv(data, out_dir, int(name.split("-")[1]))
+                elif name.startswith("pyvips-pool"):
+                    command, result = run_pyvips(sources, data, out_dir, "float" if name.endswith("float") else "default")
                 elif name == "vips-loop":
-                    command, result = run_vips([p for p, _ in files], data, out_dir)
+                    command, result = run_vips(sources, data, out_dir)
                 elif name == "vips-loop-float":
-                    command, result = run_vips([p for p, _ in files], data, out_dir, VIPS_LIKE_IMGCONV)
+                    command, result = run_vips(sources, data, out_dir, VIPS_LIKE_IMGCONV)
                 else:
-                    command, result = run_pillow([p for p, _ in files], data, out_dir)
+                    command, result = run_pillow(sources, data, out_dir)
                 seconds = time.perf_counter() - t0
+                used1 = resource.getrusage(resource.RUSAGE_CHILDREN)  # every process it waited for, workers too
+                cpu = (used1.ru_utime - used0.ru_utime) + (used1.ru_stime - used0.ru_stime)
                 written = sum(1 for p in out_dir.rglob("*.jpg"))
             finally:
                 shutil.rmtree(out_dir, ignore_errors=True)
             if result.returncode != 0 or written != len(files):
                 raise SystemExit(f"{name} failed ({result.returncode}, {written} of {len(files)} written): {result.stderr[-2000:]}")
-            best = seconds if best is None else min(best, seconds)
-        rows.append((name, " ".join(command), best))
-        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-        print(f"{name}: {best:.1f} s, {len(files) / best:.2f} images/s, {total_mp / best:.1f} MP/s (load {load:.1f})", file=sys.stderr)
-        print(f"  {' '.join(command)}", file=sys.stderr)
+            timings[name].append(seconds)
+            cpu_seconds[name].append(cpu)
+            commands[name] = " ".join(command)
+            load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+            print(f"round {round_ + 1} {name}: {seconds:.2f} s, {cpu:.2f} CPU s, {total_mp / seconds:.1f} MP/s (load {load:.1f})", file=sys.stderr)
 
     today = datetime.date.today().isoformat()
-    print(f"\n{today}, {machine()}; {len(files)} JPEGs, {total_mp:.0f} MP, Gaussian sigma {SIGMA:g}, JPEG quality {QUALITY}")
-    by_name = {name: seconds for name, _, seconds in rows}
+    print(f"\n{today}, {machine()}; {len(files)} JPEGs, {total_mp:.0f} MP, Gaussian sigma {SIGMA:g}, JPEG quality {QUALITY}; "
+          f"medians of {args.repeat} interleaved rounds")
+    median = {name: statistics.median(values) for name, values in timings.items()}
+    cpu_median = {name: statistics.median(values) for name, values in cpu_seconds.items()}
+    # The ratios of imgconv's throughput to each: from each round's own pair (the machine's load
+    # changes between rounds), then the median.
+    def ratios(name):
+        if "imgconv-2" not in timings:
+            return "-", "-"
+        wall = statistics.median(b / a for a, b in zip(timings["imgconv-2"], timings[name]))
+        cpu = statistics.median(b / a for a, b in zip(cpu_seconds["imgconv-2"], cpu_seconds[name]))
+        return f"{wall:.2f}", f"{cpu:.2f}"
+
     if args.markdown:
-        print("\n| run | seconds | images/s | MP/s | vs --jobs 1 |\n| --- | ---: | ---: | ---: | ---: |")
-    for name, command, seconds in rows:
-        ratio = f"{by_name['imgconv-1'] / seconds:.2f}x" if "imgconv-1" in by_name else "-"
-        label = LABELS[name]
+        print("\n| run | seconds (median) | range | MP/s | CPU seconds | imgconv --jobs 2 throughput / this | the same in CPU time |")
+        print("| --- | ---: | --- | ---: | ---: | ---: | ---: |")
+    for name in runs:
+        seconds = median[name]
+        wall_ratio, cpu_ratio = ratios(name)
+        spread = f"{min(timings[name]):.2f}-{max(timings[name]):.2f}"
         if args.markdown:
-            print(f"| {label} | {seconds:.1f} | {len(files) / seconds:.2f} | {total_mp / seconds:.1f} | {ratio} |")
+            print(f"| {LABELS[name]} | {seconds:.2f} | {spread} | {total_mp / seconds:.1f} | {cpu_median[name]:.2f} | {wall_ratio} | {cpu_ratio} |")
         else:
-            print(f"{label:<30} {seconds:7.1f} s {len(files) / seconds:7.2f} images/s {total_mp / seconds:7.1f} MP/s  {ratio}")
+            print(
+                f"{LABELS[name]:<75} {seconds:6.2f} s ({spread}) {total_mp / seconds:6.1f} MP/s "
+                f"{cpu_median[name]:6.2f} CPU s  ratio {wall_ratio} (CPU {cpu_ratio})"
+            )
+    for name in runs:
+        print(f"  {name}: {commands[name]}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -673,6 +673,8 @@ def _read_stream(name, stream, limit):
         if im.format == "TIFF":
             metadata = _metadata_or_warn(name, im)
             orientation = _pillow_orientation(im)
+        # A single image decoded straight into numpy's memory (no copy for most modes).
+        storage = _numpy_storage(im) if frame_count == 1 else None
         try:
             pillow_limit = Image.MAX_IMAGE_PIXELS
             if pillow_limit is not None and im.width * im.height > pillow_limit:
@@ -691,7 +693,7 @@ def _read_stream(name, stream, limit):
         if metadata is None:
             metadata = _metadata_or_warn(name, im)  # PNG may keep EXIF after the pixels
         try:
-            pixels, mode, notes = _canonical_pixels(im, rawmode, metadata)
+            pixels, mode, notes = _canonical_pixels(im, rawmode, metadata, storage)
         except (ValueError, OSError) as exc:
             raise ImageError(f"cannot read '{name}': unsupported pixel mode {im.mode} ({_one_line(exc)})") from exc
         frames = {}
@@ -829,14 +831,15 @@ _UNDO_ORIENTATION = {
 }
 
 
-def _canonical_pixels(im, rawmode, metadata):
-    """(pixels, mode, notes) in one of the canonical layouts, from a loaded image."""
+def _canonical_pixels(im, rawmode, metadata, storage=None):
+    """(pixels, mode, notes) in one of the canonical layouts, from a loaded image
+    (``storage``: what :func:`_numpy_storage` gave it before loading, if anything)."""
     mode = im.mode
     notes = []
     if mode in ("I;16", "I;16L", "I;16B", "I;16N"):
         if "transparency" in im.info:
             notes.append("the transparent grey level of a 16-bit image is ignored")
-        return _owned(_pixels_of(im).astype(np.uint16, copy=False)), "I;16", notes
+        return _owned(_pixels_of(im, storage).astype(np.uint16, copy=False)), "I;16", notes
     if mode == "I":
         values = np.array(im)
         if values.size == 0 or (values.min() >= 0 and values.max() <= 65535):
@@ -870,10 +873,84 @@ def _canonical_pixels(im, rawmode, metadata):
         im = im.convert("RGB")
     elif mode not in ("L", "LA", "RGB", "RGBA"):
         raise ValueError("no conversion to L, LA, RGB or RGBA")
-    return _owned(_pixels_of(im)), im.mode, notes
+    return _owned(_pixels_of(im, storage)), im.mode, notes
 
 
-def _pixels_of(im):
+# Decoding into numpy's memory.  Pillow keeps an image in its own memory, a row of
+# 1 (L), 2 (I;16) or 4 bytes a pixel (everything else: RGB as R, G, B and a pad
+# byte, LA as L, L, L, A); numpy's array of the same pixels is packed (RGB: 3
+# bytes a pixel).  Given that memory by numpy (``Image.core.map_buffer``, which
+# ``Image.frombuffer`` uses; set as ``im.im`` before loading, where the loader's
+# ``load_prepare`` keeps it), the decoder writes into an array: for the modes
+# whose rows Pillow lays out as numpy does, that array is the pixels, with no
+# copy; for the others one packing pass makes them.  numpy's large arrays are
+# also backed by huge pages where the system offers them (madvise), which
+# Pillow's are not: a 12-megapixel RGB image in Pillow's memory costs 11,700
+# page faults, 20-35 ms, before any pixel is written (docs/performance.md,
+# "The per-file path without the avoidable copies").
+
+#: The loaders that decode into ``im.im`` as set before ``load()`` (ImageFile's own
+#: ``load_prepare``), one image a file (an MPO is read as its first image, a JPEG).
+#: Not TIFF (its loader sizes its memory by tiles and turns it by the orientation),
+#: GIF or WebP (their own loaders).
+_DECODE_INTO_FORMATS = ("JPEG", "MPO", "PNG", "BMP")
+
+#: Pillow's memory per mode: (numpy dtype of a sample, samples per pixel in Pillow's
+#: row, in numpy's array), for the modes decoded into numpy's memory and encoded from it.
+_PILLOW_STORAGE = {
+    "L": ("u1", 1, 1),
+    "LA": ("u1", 4, 2),
+    "RGB": ("u1", 4, 3),
+    "RGBA": ("u1", 4, 4),
+    "I;16": ("<u2", 1, 1),
+    "F": ("=f4", 1, 1),
+}
+
+
+@dataclass(frozen=True)
+class _Storage:
+    """Pillow's image memory, allocated by numpy: the Pillow core and its array."""
+
+    core: object
+    array: np.ndarray
+
+
+def _numpy_storage(im):
+    """Give the opened, not yet loaded ``im`` numpy's memory to decode into.
+
+    Returns a :class:`_Storage` (``im.im`` is set to its core), or None where
+    ``im``'s loader or mode is not one decoded this way, or Pillow's internals
+    are not as expected (then Pillow allocates, as before)."""
+    layout = _PILLOW_STORAGE.get(im.mode)
+    width, height = im.size
+    if layout is None or im.format not in _DECODE_INTO_FORMATS or width == 0 or height == 0:
+        return None
+    if getattr(im, "_im", None) is not None or len(im.tile) != 1:
+        return None
+    dtype, samples, _ = layout
+    # zeros, as Pillow's own memory is: calloc, so the pages are touched by the decoder only
+    array = np.zeros((height, width) if samples == 1 else (height, width, samples), dtype)
+    core = _map_array(array, im.mode)
+    if core is None:
+        return None
+    im.im = core
+    return _Storage(core, array)
+
+
+def _map_array(array, mode):
+    """A Pillow core of ``mode`` whose rows are ``array``'s memory (C-contiguous,
+    Pillow's layout for ``mode``), or None where Pillow cannot map it."""
+    width, height = array.shape[1], array.shape[0]
+    try:
+        core = Image.core.map_buffer(array, (width, height), "raw", 0, (mode, 0, 1))
+    except (AttributeError, TypeError, ValueError, OSError):
+        return None
+    if core.mode != mode or tuple(core.size) != (width, height):
+        return None
+    return core
+
+
+def _pixels_of(im, storage=None):
     """``np.array(im)`` of a loaded image, without its full-size intermediates.
 
     ``np.array(im)`` goes through ``im.tobytes()``, which collects the raw
@@ -881,9 +958,18 @@ def _pixels_of(im):
     the joined bytes (then the array) are all held, 3.3 times an 8-bit RGB
     image's size.  Here each chunk goes straight into the array, so reading
     holds Pillow's image and the array only (measured: docs/performance.md,
-    "Memory"), and is faster too.  The same bytes, so the same array.
+    "Memory"), and is faster too; the chunks are small (256 KiB), so the
+    allocator reuses one chunk's memory for the next (4 MiB chunks were
+    fresh pages each, 9,400 page faults for a 12-megapixel RGB image).  Where
+    ``im`` was decoded into numpy's memory (``storage``, still its memory) in
+    the array's own layout, that array is returned as it is.  The same bytes,
+    so the same array.
     """
     width, height = im.size
+    if storage is not None and im.im is storage.core and im.mode == storage.core.mode:
+        _, pillow, numpy = _PILLOW_STORAGE[im.mode]
+        if pillow == numpy:
+            return storage.array  # Pillow's rows are the array's: nothing to pack
     if width == 0 or height == 0 or im.mode == "1":
         return np.array(im)
     probe = np.asarray(im.crop((0, 0, 1, 1)))  # the dtype and channels np.array would give
@@ -897,7 +983,7 @@ def _pixels_of(im):
         encoder.setimage(im.im, (0, 0, width, height))
         done, code = 0, 0
         while not code:
-            _, code, data = encoder.encode(max(1 << 22, width * 16))  # at least one row a chunk
+            _, code, data = encoder.encode(max(1 << 18, width * 16))  # at least one row a chunk
             if done + len(data) > view.size:
                 code = -1
                 break
@@ -2020,4 +2106,55 @@ def _image_for(array):
     mode = _MODE_OF.get((_channels(array), array.dtype))
     if mode in codec.MODES:
         return codec.CodecImage(_owned(array), mode)
-    return Image.fromarray(_owned(array))
+    array = _owned(array)
+    if mode in _UNPACKED_FOR_PILLOW:
+        image = _in_numpy_storage(array, mode)
+        if image is not None:
+            return image
+    return Image.fromarray(array)  # L, RGBA and I;16: Pillow shares the array's memory
+
+
+#: The modes whose images for the encoder are made in numpy's memory: those
+#: ``Image.fromarray`` copies into memory of its own (RGB and LA, Pillow's rows
+#: being 4 bytes a pixel; F, which it maps only through another raw mode).
+_UNPACKED_FOR_PILLOW = ("RGB", "LA", "F")
+
+
+def _in_numpy_storage(array, mode):
+    """The Pillow image ``Image.fromarray(array)`` gives (``mode``), its memory
+    numpy's: ``array``'s own where Pillow's rows are laid out as numpy's (F),
+    else a new array that Pillow's raw decoder unpacks ``array`` into, as
+    ``fromarray`` does.  None where Pillow cannot do it (then fromarray does)."""
+    dtype, pillow, numpy = _PILLOW_STORAGE[mode]
+    if array.dtype != np.dtype(dtype):
+        return None
+    height, width = array.shape[:2]
+    if pillow == numpy:
+        core = _map_array(array, mode)
+    else:
+        storage = np.empty((height, width, pillow), dtype)  # every byte is unpacked into
+        core = _map_array(storage, mode)
+        if core is not None and not _unpack_into(core, array, mode):
+            core = None
+    if core is None:
+        return None
+    image = Image.new(mode, (0, 0))._new(core)  # as Image.frombuffer wraps a mapped core
+    image.readonly = 1  # its memory is shared: Pillow copies it before any change
+    return image
+
+
+def _unpack_into(core, array, mode):
+    """Unpack ``array``'s packed rows into ``core`` with Pillow's raw decoder (what
+    ``Image.frombytes`` runs); False where it did not take exactly all of them."""
+    try:
+        decoder = Image._getdecoder(mode, "raw", (mode, 0, 1))
+    except (AttributeError, OSError, TypeError, ValueError):
+        return False
+    try:
+        decoder.setimage(core, (0, 0) + tuple(core.size))
+        consumed, code = decoder.decode(array.reshape(-1).view(np.uint8))
+    except (OSError, TypeError, ValueError):
+        return False
+    finally:
+        decoder.cleanup()
+    return consumed < 0 and code == 0  # as frombytes checks: all rows done, no error

@@ -1,0 +1,303 @@
+"""imgconv.io decoding into numpy's memory and encoding from it (no copies between
+Pillow and the kernels where Pillow's rows are numpy's).
+
+Every read is checked against pixels known independently of Pillow's decoders
+(PNGs written by hand, lossless files of known arrays, OpenCV for JPEG), against
+the plain path (Pillow's own memory, then a copy), and for the path it took;
+every write against the file the plain path writes, byte for byte.
+"""
+
+import contextlib
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from imgconv import io
+from imgconv.chain import parse_chain
+from imgconv.kernels import load_catalog
+from imgconv.pipeline import Job, filter_file
+
+SHAPE = (29, 43)  # odd: no row padding hides a stride bug
+
+
+def chunk(kind, data):
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def handmade_png(array, color_type, bit_depth=8, interlace=False):
+    """A PNG written without Pillow (filter 0 rows; Adam7 passes when ``interlace``)."""
+    h, w = array.shape[:2]
+    sample = ">u2" if bit_depth == 16 else "u1"
+    ihdr = struct.pack(">IIBBBBB", w, h, bit_depth, color_type, 0, 0, 1 if interlace else 0)
+    if interlace:
+        passes = ((0, 0, 8, 8), (0, 4, 8, 8), (4, 0, 8, 4), (0, 2, 4, 4), (2, 0, 4, 2), (0, 1, 2, 2), (1, 0, 2, 1))
+        raw = b""
+        for y0, x0, dy, dx in passes:  # (start row, start column, row step, column step)
+            part = array[y0::dy, x0::dx]
+            if part.shape[0] and part.shape[1]:
+                raw += b"".join(b"\x00" + row.astype(sample).tobytes() for row in part)
+    else:
+        raw = b"".join(b"\x00" + array[y].astype(sample).tobytes() for y in range(h))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
+@pytest.fixture
+def storages(monkeypatch):
+    """What io._numpy_storage gave each read (None where it declined)."""
+    given = []
+    original = io._numpy_storage
+
+    def spy(im):
+        storage = original(im)
+        given.append(storage)
+        return storage
+
+    monkeypatch.setattr(io, "_numpy_storage", spy)
+    return given
+
+
+def plain_read(monkeypatch, path):
+    """read_image by Pillow's own memory (the path before decoding into numpy's)."""
+    with monkeypatch.context() as patch:
+        patch.setattr(io, "_numpy_storage", lambda im: None)
+        return io.read_image(path)
+
+
+def check_canonical(pixels):
+    assert type(pixels) is np.ndarray
+    assert pixels.flags.c_contiguous and pixels.flags.writeable and pixels.dtype.isnative
+    assert pixels.flags.aligned
+
+
+def test_pixels_read_into_numpy_have_the_kernels_one_signature(tmp_path, rng):
+    """The kernels compile one signature per numba type: a pixel array decoded into numpy's
+    memory must be typed as a plain new array (C order, writable, aligned), never readonly."""
+    numba = pytest.importorskip("numba")
+    for mode, color_type, bits, channels in PNG_CASES:
+        array = rng.integers(0, 2**bits, size=SHAPE + channels).astype(np.uint16 if bits == 16 else np.uint8)
+        path = tmp_path / f"{color_type}-{bits}.png"
+        path.write_bytes(handmade_png(array, color_type, bits))
+        pixels = io.read_image(path).pixels
+        assert numba.typeof(pixels) == numba.typeof(np.empty_like(array)), mode
+
+
+# PNG colour types: 0 grey, 2 RGB, 4 grey + alpha, 6 RGBA
+PNG_CASES = [
+    ("L", 0, 8, ()),
+    ("LA", 4, 8, (2,)),
+    ("RGB", 2, 8, (3,)),
+    ("RGBA", 6, 8, (4,)),
+    ("I;16", 0, 16, ()),
+]
+ZERO_COPY = ("L", "RGBA", "I;16")  # Pillow's rows are numpy's: the decoded array is the pixels
+
+
+@pytest.mark.parametrize("interlace", [False, True], ids=["plain", "interlaced"])
+@pytest.mark.parametrize("mode, color_type, bits, channels", PNG_CASES, ids=[c[0] for c in PNG_CASES])
+def test_png_decoded_into_numpy_is_the_written_array(tmp_path, rng, storages, monkeypatch, mode, color_type, bits, channels, interlace):
+    top = 65536 if bits == 16 else 256
+    array = rng.integers(0, top, size=SHAPE + channels).astype(np.uint16 if bits == 16 else np.uint8)
+    path = tmp_path / "x.png"
+    path.write_bytes(handmade_png(array, color_type, bits, interlace))
+    data = io.read_image(path)
+    assert data.mode == mode
+    check_canonical(data.pixels)
+    np.testing.assert_array_equal(data.pixels, array)
+    assert data.pixels.dtype == array.dtype
+    (storage,) = storages
+    assert storage is not None, "decoded into numpy's memory"
+    if mode in ZERO_COPY:
+        assert data.pixels is storage.array  # no copy at all
+    else:
+        assert not np.shares_memory(data.pixels, storage.array)  # packed out of Pillow's 4-byte rows
+    plain = plain_read(monkeypatch, path)
+    np.testing.assert_array_equal(data.pixels, plain.pixels)
+    assert (data.mode, data.has_alpha, data.format) == (plain.mode, plain.has_alpha, plain.format)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB"])
+def test_jpeg_decoded_into_numpy_matches_opencv_and_the_plain_path(tmp_path, rng, storages, monkeypatch, mode):
+    base = rng.integers(0, 256, size=(61, 87, 3), dtype=np.uint8)
+    path = tmp_path / "x.jpg"
+    Image.fromarray(base).convert(mode).save(path, quality=90)
+    data = io.read_image(path)
+    check_canonical(data.pixels)
+    (storage,) = storages
+    assert storage is not None
+    assert (data.pixels is storage.array) == (mode == "L")
+    plain = plain_read(monkeypatch, path)
+    np.testing.assert_array_equal(data.pixels, plain.pixels)
+    cv2 = pytest.importorskip("cv2")
+    decoded = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if mode == "RGB":
+        decoded = cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
+    np.testing.assert_array_equal(data.pixels, decoded)
+
+
+def test_mpo_first_image_decoded_into_numpy(tmp_path, rng, storages, monkeypatch):
+    """A camera's MPO (a JPEG with previews after it) is read as its first image."""
+    first, second = (rng.integers(0, 256, size=(61, 87, 3), dtype=np.uint8) for _ in range(2))
+    path = tmp_path / "x.mpo"
+    Image.fromarray(first).save(path, format="MPO", save_all=True, append_images=[Image.fromarray(second)])
+    data = io.read_image(path)
+    assert storages[0] is not None and data.format == "JPEG"
+    plain = plain_read(monkeypatch, path)
+    np.testing.assert_array_equal(data.pixels, plain.pixels)
+    cv2 = pytest.importorskip("cv2")
+    np.testing.assert_array_equal(data.pixels, cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB))
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA"])
+def test_bmp_decoded_into_numpy_is_the_written_array(tmp_path, rng, storages, monkeypatch, mode):
+    channels = {"L": (), "RGB": (3,), "RGBA": (4,)}[mode]
+    array = rng.integers(0, 256, size=SHAPE + channels, dtype=np.uint8)
+    path = tmp_path / "x.bmp"
+    Image.fromarray(array).save(path)
+    data = io.read_image(path)
+    plain = plain_read(monkeypatch, path)
+    np.testing.assert_array_equal(data.pixels, plain.pixels)
+    expected = array[..., :3] if mode == "RGBA" else array  # Pillow writes BMP without alpha
+    np.testing.assert_array_equal(data.pixels, expected)
+    assert storages[0] is not None
+
+
+@pytest.mark.parametrize(
+    "make, ext",
+    [
+        (lambda a: Image.fromarray(a).convert("P"), "png"),  # palette: converted after decoding
+        (lambda a: Image.fromarray(a).convert("1"), "png"),
+        (lambda a: Image.fromarray(a).convert("1"), "bmp"),
+        (lambda a: Image.fromarray(a).convert("CMYK"), "jpg"),
+        (lambda a: Image.fromarray(a[..., 0]), "tif"),  # TIFF: Pillow's own memory
+        (lambda a: Image.fromarray(a), "gif"),
+        (lambda a: Image.fromarray(a), "webp"),
+    ],
+    ids=["P-png", "1-png", "1-bmp", "CMYK-jpg", "L-tif", "gif", "webp"],
+)
+@pytest.mark.filterwarnings("ignore::imgconv.errors.ImgconvWarning")  # CMYK without a profile
+def test_other_modes_and_formats_read_as_before(tmp_path, rng, storages, monkeypatch, make, ext):
+    array = rng.integers(0, 256, size=SHAPE + (3,), dtype=np.uint8)
+    path = tmp_path / f"x.{ext}"
+    params = {"lossless": True} if ext == "webp" else {}
+    make(array).save(path, **params)
+    data = io.read_image(path)
+    check_canonical(data.pixels)
+    plain = plain_read(monkeypatch, path)
+    np.testing.assert_array_equal(data.pixels, plain.pixels)
+    assert data.mode == plain.mode
+    assert storages and all(s is None for s in storages)  # Pillow's own memory, as before
+
+
+def test_png_with_a_transparent_colour_and_l_with_transparency(tmp_path, rng, storages, monkeypatch):
+    array = rng.integers(0, 256, size=SHAPE + (3,), dtype=np.uint8)
+    path = tmp_path / "key.png"
+    Image.fromarray(array).save(path, transparency=tuple(int(v) for v in array[0, 0]))
+    data = io.read_image(path)
+    assert data.mode == "RGBA" and data.pixels[0, 0, 3] == 0
+    np.testing.assert_array_equal(data.pixels[..., :3], array)
+    np.testing.assert_array_equal(data.pixels, plain_read(monkeypatch, path).pixels)
+    assert storages[0] is not None  # decoded into numpy's memory, then converted by Pillow
+
+
+def test_animated_png_frames_are_not_decoded_into_numpy(tmp_path, rng, storages, monkeypatch):
+    frames = [Image.fromarray(rng.integers(0, 256, size=SHAPE + (3,), dtype=np.uint8)) for _ in range(3)]
+    path = tmp_path / "anim.png"
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=50)
+    data = io.read_image(path)
+    assert data.frame_count == 3
+    assert storages == []  # APNG frames are composited in Pillow's memory
+    plain = plain_read(monkeypatch, path)
+    for got, want in zip(data.all_frames(), plain.all_frames()):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_without_map_buffer_reading_and_writing_fall_back(tmp_path, rng, monkeypatch):
+    array = rng.integers(0, 256, size=SHAPE + (3,), dtype=np.uint8)
+    path = tmp_path / "x.png"
+    path.write_bytes(handmade_png(array, 2))
+
+    def refuse(*args):
+        raise ValueError("no mapping here")
+
+    monkeypatch.setattr(Image.core, "map_buffer", refuse)
+    data = io.read_image(path)
+    np.testing.assert_array_equal(data.pixels, array)
+    io.write_image(tmp_path / "y.png", array)
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "y.png")), array)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "LA", "F"])
+def test_images_for_the_encoder_match_fromarray(rng, mode):
+    shape = SHAPE + {"RGB": (3,), "LA": (2,), "F": ()}[mode]
+    array = rng.random(shape, dtype=np.float32) if mode == "F" else rng.integers(0, 256, size=shape, dtype=np.uint8)
+    image = io._image_for(array)
+    reference = Image.fromarray(array)
+    assert image.mode == reference.mode == mode
+    assert image.size == reference.size
+    assert image.tobytes() == reference.tobytes()
+    np.testing.assert_array_equal(np.asarray(image), array)
+    assert image.im is not reference.im
+    # made in numpy's memory, not fromarray's
+    assert io._in_numpy_storage(io._owned(array), mode) is not None
+
+
+WRITE_CASES = [
+    ("RGB", np.uint8, "jpg"),
+    ("RGB", np.uint8, "png"),
+    ("RGB", np.uint8, "bmp"),
+    ("RGB", np.uint8, "webp"),
+    ("RGB", np.uint8, "tif"),
+    ("LA", np.uint8, "png"),
+    ("LA", np.uint8, "tif"),
+    ("LA", np.uint8, "webp"),
+    ("F", np.float32, "tif"),
+    ("F", np.float32, "png"),
+    ("L", np.uint8, "jpg"),
+    ("RGBA", np.uint8, "png"),
+    ("I;16", np.uint16, "png"),
+]
+
+
+@pytest.mark.parametrize("mode, dtype, ext", WRITE_CASES, ids=[f"{m}-{e}" for m, _, e in WRITE_CASES])
+def test_written_files_are_those_of_the_plain_path(tmp_path, rng, monkeypatch, mode, dtype, ext):
+    shape = SHAPE + {"RGB": (3,), "LA": (2,), "RGBA": (4,)}.get(mode, ())
+    if dtype == np.float32:
+        array = rng.random(shape, dtype=np.float32)
+    else:
+        array = rng.integers(0, np.iinfo(dtype).max + 1, size=shape).astype(dtype)
+    fast, plain = tmp_path / f"fast.{ext}", tmp_path / f"plain.{ext}"
+    lossy = mode == "F" and ext == "png"  # float written as 16-bit, with a warning
+    with pytest.warns(io.ImgconvWarning) if lossy else contextlib.nullcontext():
+        io.write_image(fast, array)
+    with monkeypatch.context() as patch:
+        patch.setattr(io, "_in_numpy_storage", lambda array, mode: None)
+        with pytest.warns(io.ImgconvWarning) if lossy else contextlib.nullcontext():
+            io.write_image(plain, array)
+    assert fast.read_bytes() == plain.read_bytes()
+
+
+@pytest.mark.parametrize(
+    "name, ext, make",
+    [
+        ("rgb", "jpg", lambda a: Image.fromarray(a)),
+        ("grey", "jpg", lambda a: Image.fromarray(a[..., 0])),
+        ("rgba", "png", lambda a: Image.fromarray(np.dstack([a, a[..., :1]]))),
+        ("la", "png", lambda a: Image.fromarray(np.dstack([a[..., 0], a[..., 1]]))),
+        ("grey16", "png", lambda a: Image.fromarray(a[..., 0].astype(np.uint16) * 257)),
+        ("rgb", "bmp", lambda a: Image.fromarray(a)),
+    ],
+)
+def test_filter_file_writes_the_plain_paths_bytes(tmp_path, rng, monkeypatch, name, ext, make):
+    array = rng.integers(0, 256, size=(37, 45, 3), dtype=np.uint8)
+    source = tmp_path / f"{name}.{ext}"
+    make(array).save(source, **({"quality": 92} if ext == "jpg" else {}))
+    job = Job(chain=parse_chain(["gaussian"], load_catalog(), params=["sigma=1.5"]))
+    filter_file(job, source, tmp_path / f"fast.{ext}")
+    with monkeypatch.context() as patch:
+        patch.setattr(io, "_numpy_storage", lambda im: None)
+        patch.setattr(io, "_in_numpy_storage", lambda array, mode: None)
+        filter_file(job, source, tmp_path / f"plain.{ext}")
+    assert (tmp_path / f"fast.{ext}").read_bytes() == (tmp_path / f"plain.{ext}").read_bytes()
