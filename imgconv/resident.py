@@ -294,6 +294,14 @@ class _Forwarder:
     def restore(self):
         for number, handler in self.previous.items():
             signal.signal(number, handler)
+        self.previous = {}
+
+    def run_here(self):
+        """No worker runs the command: end as a signal caught meanwhile says, else run it here."""
+        self.restore()
+        for number in self.pending:
+            _die_like(number)
+        return None
 
 
 def _die_like(number: int) -> None:
@@ -303,6 +311,13 @@ def _die_like(number: int) -> None:
         pass  # SIGKILL and SIGSTOP have no handler to reset
     os.kill(os.getpid(), number)
     os._exit(128 + number)
+
+
+def _ignored(number) -> bool:
+    try:
+        return signal.getsignal(number) is signal.SIG_IGN
+    except (OSError, ValueError):
+        return False
 
 
 def serve_call(args):
@@ -318,10 +333,12 @@ def serve_call(args):
         return None  # a closed standard descriptor: run here, where it is handled as ever
     import marshal
     import socket
+    import time
 
     try:
         mine = _remember_start()
-        payload = marshal.dumps((_PROTOCOL, mine, list(sys.argv), dict(os.environ)))
+        ignored = [int(n) for n in signal.valid_signals() if _ignored(n)]
+        payload = marshal.dumps((_PROTOCOL, mine, list(sys.argv), dict(os.environ), ignored))
         paths = _paths(_digest(mine))
     except (OSError, ValueError):
         return None
@@ -342,32 +359,32 @@ def serve_call(args):
             ready = connection.recv(1)
         except OSError:  # no worker, a stale socket, a stopped or busy one (a timeout)
             ready = b""
-        if ready != b"?" or forwarder.pending:
-            # Not taken (another identity, a worker stopping) or interrupted before "go":
-            # nothing has run the command.
-            for number in forwarder.pending:
-                _die_like(number)
-            return None
+        if ready != b"?":
+            return forwarder.run_here()  # not taken (a stale socket, another identity, a worker stopping)
         try:
             # The descriptors go with "go", not before: a worker that stalls before its "?"
             # must not hold the caller's pipes open (a reader waiting for their end).
-            if socket.send_fds(connection, [b"g"], [0, 1, 2, here]) != 1:
-                return None
+            if forwarder.pending or socket.send_fds(connection, [b"g"], [0, 1, 2, here]) != 1:
+                return forwarder.run_here()
         except OSError:
-            return None  # the worker went away before it could fork: run here
+            return forwarder.run_here()  # the worker went away before it could fork
         connection.settimeout(0.1)
-        while True:  # "+": the copy runs; a signal before it ends the wait (and the copy)
+        deadline = time.monotonic() + _HANDSHAKE_SECONDS
+        started = b""
+        while True:  # "+": the copy runs
             try:
                 started = connection.recv(1)
                 break
             except TimeoutError:
                 for number in forwarder.pending:
-                    _die_like(number)  # closing the connection kills a copy forked meanwhile
+                    _die_like(number)  # (closing the connection ends a copy forked meanwhile)
+                if time.monotonic() > deadline:
+                    break  # a stalled worker: forks nothing for a caller that has hung up
             except OSError:
-                started = b""
                 break
-        if started == b"-":
-            return None  # the worker could not fork: nothing ran the command
+        if started in (b"", b"-"):
+            connection.close()  # before running here: the worker must see this caller gone
+            return forwarder.run_here()
         if started == b"+":
             connection.settimeout(None)
             forwarder.attach(connection)
@@ -474,9 +491,13 @@ def _make_room(paths) -> None:
         _ask_to_stop(path)
     for name in os.listdir(folder):
         stem, kind = os.path.splitext(os.path.join(folder, name))
-        if kind != ".uses" or time.time() - os.stat(stem + kind).st_mtime < FORGET_SECONDS:
-            continue
-        with open(stem + ".lock", "a") as handle:
+        try:
+            if kind != ".uses" or time.time() - os.stat(stem + kind).st_mtime < FORGET_SECONDS:
+                continue
+            handle = open(stem + ".lock", "r")  # never made here: only a worker makes its lock
+        except OSError:
+            continue  # removed meanwhile by another caller, or no lock to take
+        with handle:
             if not _lock(handle):
                 continue  # its worker still runs
             for leftover in (".sock", ".log", ".failed", ".uses", ".lock"):
@@ -496,12 +517,14 @@ def _ask_to_stop(path) -> bool:
         connection.connect(path)
         _send_message(connection, marshal.dumps((_PROTOCOL, b"stop")))
         return connection.recv(1) == b"+"
-    except OSError:
+    except (ConnectionRefusedError, FileNotFoundError):
         try:
             os.unlink(path)  # nobody listens: a worker that died without cleaning up
         except OSError:
             pass
         return False
+    except OSError:
+        return False  # a slow or stopped worker: it may still serve
     finally:
         connection.close()
 
@@ -683,15 +706,17 @@ class _Worker:
                 self.selector.unregister(self.listener)
                 self.listener.close()
                 self.listener = None
-            if self.children or self.requests:
-                timeout = _REQUEST_SECONDS if self.requests else None
+            if self.children:
+                timeout = None  # busy: its copies end it (the idle time counts from then)
             elif self.stopping:
                 return
-            else:
+            else:  # requests that never came to a command do not keep it alive
                 timeout = self.last + idle - time.monotonic()
                 if timeout <= 0 or not self._reachable():
                     return
                 timeout = min(timeout, _RECHECK_SECONDS)
+            if self.requests:
+                timeout = _REQUEST_SECONDS if timeout is None else min(timeout, _REQUEST_SECONDS)
             for key, _ in self.selector.select(timeout):
                 if key.data == "listen":
                     self._accept()
@@ -714,6 +739,7 @@ class _Worker:
         try:
             connection, _ = self.listener.accept()
         except OSError:
+            time.sleep(0.05)  # out of descriptors (EMFILE): the listener stays readable; do not spin
             return
         try:
             if not self._same_user(connection):
@@ -726,7 +752,14 @@ class _Worker:
         self.selector.register(connection, 1, "request")
 
     def _drop_request(self, connection) -> None:
+        """Forget a request that will not run; a caller that was told "?" hears "-" (it then
+        runs the command itself)."""
         request = self.requests.pop(connection, None)
+        if request is not None and request.message is not None:
+            try:
+                connection.send(b"-")
+            except OSError:
+                pass
         if request is not None:
             for fd in request.fds:
                 os.close(fd)
@@ -739,7 +772,7 @@ class _Worker:
     def _drop_stale_requests(self) -> None:
         import time
 
-        now = time.monotonic()
+        now = time.monotonic()  # (since the last byte: a request arriving slowly is not stale)
         for connection in [c for c, r in self.requests.items() if now - r.since > _REQUEST_SECONDS]:
             self._drop_request(connection)
 
@@ -749,6 +782,8 @@ class _Worker:
         import socket
         import struct
 
+        import time
+
         request = self.requests[connection]
         try:
             data, fds, _, _ = socket.recv_fds(connection, 1 << 16, 4)
@@ -757,6 +792,7 @@ class _Worker:
         except OSError:
             data, fds = b"", []
         request.fds.extend(fds)
+        request.since = time.monotonic()
         if not data:
             self._drop_request(connection)  # the caller gave up (or was never one)
             return
@@ -777,16 +813,27 @@ class _Worker:
                 self.stopping = True
                 connection.sendall(b"+")
                 raise ValueError("asked to stop")
-            _, theirs, args, environment = message
+            _, theirs, args, environment, ignored = message
             if theirs != self.identity or request.fds:
                 connection.sendall(b"-")
                 raise ValueError("a caller this worker does not serve")
-            request.message = (args, environment)
+            request.message = (args, environment, ignored)
             connection.sendall(b"?")
         except (OSError, ValueError, EOFError, TypeError, IndexError):
             self._drop_request(connection)
 
     def _fork(self, connection, request) -> None:
+        import socket
+
+        try:
+            gone = connection.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            gone = False
+        except OSError:
+            gone = True
+        if gone:  # the caller gave up after its "go" (a worker that stalled): no copy for nobody
+            self._drop_request(connection)
+            return
         del self.requests[connection]
         self.selector.unregister(connection)
         # Signals are held until the copy has Python's own handlers (not the worker's).
@@ -872,7 +919,7 @@ class _Worker:
                 pass
             connection.close()
 
-    def _run_in_copy(self, connection, fds, args, environment, held) -> None:
+    def _run_in_copy(self, connection, fds, args, environment, ignored, held) -> None:
         """In the forked copy: become the caller's process, run the command, exit."""
         global _served
         try:
@@ -891,6 +938,11 @@ class _Worker:
             for name in ("SIGPIPE", "SIGXFSZ", "SIGXFZ"):
                 if hasattr(signal, name):
                     signal.signal(getattr(signal, name), signal.SIG_IGN)
+            for number in ignored:  # what the caller inherited ignored (nohup, a background job)
+                try:
+                    signal.signal(number, signal.SIG_IGN)
+                except (OSError, ValueError):
+                    pass
             self.selector.close()
             if self.listener is not None:
                 self.listener.close()

@@ -315,7 +315,7 @@ def test_a_worker_refuses_another_identity(env, files):
     (path,) = _folder(env).glob("*.sock")
     connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     connection.connect(str(path))
-    payload = marshal.dumps((resident._PROTOCOL, b"someone else", ["imgconv", "apply"], dict(env)))
+    payload = marshal.dumps((resident._PROTOCOL, b"someone else", ["imgconv", "apply"], dict(env), []))
     resident._send_message(connection, payload)
     assert connection.recv(1) == b"-"
     connection.close()
@@ -436,7 +436,7 @@ def test_an_early_ctrl_c_is_never_lost(env, files):
         time.sleep(delay)
         process.send_signal(signal.SIGINT)
         _, err = process.communicate(timeout=60)
-        interpreter_starting = process.returncode == 1 and b"init_import_site" in err  # Python's own start-up
+        interpreter_starting = process.returncode == 1 and b"Fatal Python error" in err  # Python's own start-up
         assert process.returncode in (130, -signal.SIGINT) or interpreter_starting, (delay, process.returncode, err)
         assert b"could not run" not in err
         assert not (files / "early.png").exists()
@@ -490,3 +490,33 @@ def test_files_of_long_unused_identities_are_removed(monkeypatch, tmp_path):
     os.utime(f"{old}.uses", (stale, stale))
     resident._make_room(resident._paths("aaaaaaaaaaaaaaaa"))
     assert sorted(path.name for path in folder.iterdir()) == sorted(f"{recent.name}{kind}" for kind in (".uses", ".log", ".lock", ".failed"))
+
+
+def _ignore_interrupts():
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a shell does for a background job
+
+
+def _ignored_signals(pid) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        return int(next(line for line in status if line.startswith("SigIgn:")).split()[1], 16)
+
+
+@pytest.mark.slow
+def test_signals_the_caller_ignores_are_ignored_by_the_command(env, files):
+    for _ in range(2):
+        assert _run(["apply", "sharpen", "rgb.png", "warm-up.png"], env, files, preexec_fn=_ignore_interrupts).returncode == 0
+    assert _wait(lambda: _workers(env)), _log(env)
+    masks = []
+    for kind, environment in (("direct", _direct(env)), ("served", env)):
+        served = _served(env)
+        process = subprocess.Popen(
+            [*IMGCONV, "apply", "--kernel", "big.npy", "large.png", f"{kind}.png", "--strategy", "direct", "--threads", "1"],
+            env=environment, cwd=files, stderr=subprocess.PIPE, preexec_fn=_ignore_interrupts,
+        )
+        if kind == "served":
+            assert _wait(lambda: _served(env) == served + 1, 30)
+        time.sleep(1.5)
+        masks.append(_ignored_signals(_copies(env)[-1] if kind == "served" else process.pid))
+        process.kill()
+        process.wait()
+    assert masks[0] == masks[1] and masks[1] & (1 << (signal.SIGINT - 1))
