@@ -65,6 +65,8 @@ if "NUMBA_CACHE_DIR" not in os.environ:
 # The tests exercise the compiled kernels; engine/vector.py (the numpy route used while
 # they compile in the background) is tested against them explicitly.
 os.environ.setdefault("IMGCONV_COMPILE", "foreground")
+# Resident workers started by the commands the tests run (imgconv/resident.py) leave soon after.
+os.environ.setdefault("IMGCONV_RESIDENT_IDLE", "60")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
