@@ -423,6 +423,11 @@ def apply_chain(
     has_alpha = filtering.check_has_alpha(has_alpha, channels)
     cval = filtering.check_cval(cval)
 
+    streamed = _stream_chain(array, chain, mode, cval, alpha, has_alpha, out_range, backend, strategy, threads)
+    if streamed is not None:
+        result, ran = streamed
+        return (result, ran) if explain else result
+
     scale = filtering.full_scale(array.dtype)
     work = array.astype(np.float32)  # always a copy
     if scale != 1.0:
@@ -450,6 +455,173 @@ def apply_chain(
         work *= np.float32(scale)
     result = to_dtype(work, array.dtype)
     return (result, passes) if explain else result
+
+
+class _Decode:
+    """sRGB-encoded rows to linear light (float32, 0..1) as they enter: a table lookup for
+    8 and 16 bits (the table holds what ``srgb_to_linear`` gives each level, so it is the
+    whole-image decoding exactly); alpha scaled to 0..1."""
+
+    passes = ()
+
+    def __init__(self, dtype, channels, has_alpha, scale):
+        from imgconv.colour import srgb_to_linear
+
+        self.dtype, self.channels, self.has_alpha = np.dtype(dtype), channels, has_alpha
+        self.inverse = np.float32(1.0 / scale)
+        if self.dtype.kind == "u":
+            levels = np.arange(np.iinfo(self.dtype).max + 1, dtype=np.float32) * self.inverse
+            self.table, self.alpha_table = srgb_to_linear(levels), levels
+        else:
+            self.table = None
+
+    def needs(self, r0, r1):
+        return np.arange(r0, r1, dtype=np.int64)
+
+    def decode(self, rows, out):
+        """``rows`` (source dtype) decoded into ``out`` (float32, the same shape)."""
+        from imgconv.colour import srgb_to_linear
+
+        n = rows.shape[0]
+        source = rows.reshape(n, -1, self.channels)
+        target = out.reshape(n, -1, self.channels)
+        colour = slice(0, self.channels - 1) if self.has_alpha else slice(None)
+        if self.table is not None:
+            if self.has_alpha:
+                np.take(self.table, source[..., colour], out=target[..., colour])
+                np.take(self.alpha_table, source[..., -1], out=target[..., -1])
+            else:
+                np.take(self.table, rows, out=out)
+        else:
+            work = source.astype(np.float32)
+            if self.inverse != 1:
+                work *= self.inverse
+            work[..., colour] = srgb_to_linear(work[..., colour])
+            target[...] = work
+
+    def compute(self, prev, index, r0, r1, out):
+        from imgconv.engine.stream import rows_of
+
+        self.decode(rows_of(prev, index, r0, r1), out)
+
+
+class _Leave:
+    """The chain's last per-row layer: the blend with the original rows (``strength``), alpha
+    clipped, sRGB encoding (``linear``), the image's dtype: what :func:`apply_chain` does to
+    the whole image after the last step, to each band of rows."""
+
+    passes = ()
+
+    def __init__(self, source, chain, dtype, channels, has_alpha, scale, decode):
+        self.source, self.strength, self.linear = source, np.float32(chain.strength), chain.linear
+        self.dtype, self.channels, self.has_alpha, self.scale, self.decode = np.dtype(dtype), channels, has_alpha, scale, decode
+
+    def needs(self, r0, r1):
+        return np.arange(r0, r1, dtype=np.int64)
+
+    def compute(self, prev, index, r0, r1, out):
+        from imgconv.colour import linear_to_srgb
+        from imgconv.engine.finish import to_dtype
+        from imgconv.engine.stream import rows_of
+
+        work = rows_of(prev, index, r0, r1)  # this band's rows of the last step, changed in place
+        n = r1 - r0
+        unit = 1.0 if self.linear else self.scale  # full intensity in the work's units
+        if self.strength != 1.0:
+            original = np.empty(work.shape, np.float32)
+            if self.decode is not None:
+                self.decode.decode(self.source[r0:r1], original)
+            else:
+                original[...] = self.source[r0:r1]
+            np.subtract(work, original, out=work)
+            work *= self.strength
+            work += original
+            if self.has_alpha:
+                alpha = work.reshape(n, -1, self.channels)[..., -1]
+                np.clip(alpha, 0.0, unit, out=alpha)
+        if self.linear and self.dtype == np.uint8:  # 8 bits: encoded by table, exactly
+            from imgconv.colour import srgb_encoder
+
+            cells, target = work.reshape(n, -1, self.channels), out.reshape(n, -1, self.channels)
+            if self.has_alpha:
+                target[..., :-1] = srgb_encoder().encode(cells[..., :-1])
+                target[..., -1] = to_dtype(cells[..., -1] * np.float32(self.scale), self.dtype)
+            else:
+                srgb_encoder().encode(work, out=out)
+            return
+        if self.linear:
+            cells = work.reshape(n, -1, self.channels)
+            colour = cells[..., : self.channels - 1] if self.has_alpha else cells
+            colour[...] = linear_to_srgb(colour)
+            if self.scale != 1.0:
+                work *= np.float32(self.scale)
+        out[...] = to_dtype(work, self.dtype)
+
+
+def _stream_chain(array, chain, mode, cval, alpha, has_alpha, out_range, backend, strategy, threads):
+    """:func:`apply_chain` row by row, band by band (``engine/stream.py``): ``(result, passes)``,
+    or None where a step needs the whole image (several kernels combined, ``normalize``), an
+    image is of another dtype than uint8, uint16 or float32, or a plan is not the band
+    driver's (the GPU, the FFT); then the whole-image route below runs.
+
+    The work is in the image's own units (uint8 rows are read by the first step as they
+    are), or in linear light 0..1; results equal the whole-image route's to float32 round-off.
+    """
+    from imgconv import choices, filtering
+    from imgconv.colour import srgb_to_linear
+    from imgconv.engine.finish import Finish
+    from imgconv.engine.plan import check_request, make_plan
+    from imgconv.engine.run import canonical_rows, thread_count
+    from imgconv.engine.stream import ConvLayer, run_layers, streams
+
+    filtering.check_choice(alpha, filtering.ALPHA_POLICIES, "alpha")
+    if out_range is not None:
+        filtering.check_choice(out_range, filtering.OUT_RANGES, "out_range")
+    check_request(backend, strategy)
+    mode = choices.canonical_mode(mode)
+    last = len(chain.steps) - 1
+    for index, step in enumerate(chain.steps):
+        filtering.resolve_filter(step.filter)
+        step_range = out_range if (index == last and out_range is not None) else step.filter.out_range
+        if filtering.streamable(step.filter, step_range, array.dtype) is not None:
+            return None
+    rows, channels = canonical_rows(array)
+    height, width = array.shape[:2]
+    shape = (height, width, channels)
+    count = thread_count(threads)
+    scale = filtering.full_scale(array.dtype)
+    unit = 1.0 if chain.linear else scale  # full intensity in the work's units
+    work_cval = float(srgb_to_linear(cval / scale)) if chain.linear else cval
+    options = filtering._Options(mode, work_cval, backend, strategy, threads)
+    leaves = chain.strength != 1.0 or chain.linear
+    decode = _Decode(array.dtype, channels, has_alpha, scale) if chain.linear else None
+    layers = [decode] if decode is not None else []
+    total = chain.repeat * len(chain.steps)
+    for number in range(total):
+        index = number % len(chain.steps)
+        step = chain.steps[index]
+        flt = step.filter
+        step_range = out_range if (index == last and out_range is not None) else flt.out_range
+        dtype = array.dtype if (number == total - 1 and not leaves) else np.float32
+        if has_alpha:
+            layer = filtering.AlphaLayer(flt, shape, options, alpha, unit, step_range, dtype, count, step.text)
+            plans = [plan for _, plan in layer.plans]
+        else:
+            kernel = flt.kernels[0]
+            plan = make_plan(kernel.matrix, shape, backend=backend, strategy=strategy, factors=kernel.factors)
+            finish = Finish(dtype, *filtering.pixel_mapping(flt.bias, step_range, unit))
+            layer = ConvLayer(plan, shape, mode, work_cval, finish, count, filtering.Pass(step.text, 1, 1, "all", plan))
+            plans = [plan]
+        if not all(streams(plan) for plan in plans):
+            return None
+        layers.append(layer)
+    if leaves:
+        layers.append(_Leave(rows, chain, array.dtype, channels, has_alpha, scale, decode))
+    out = np.empty(rows.shape, array.dtype)
+    run_layers(layers, rows, out, threads=threads)
+    first_round = layers[1 if decode is not None else 0 :][: len(chain.steps)]  # a repeat runs the same plans
+    passes = [p for layer in first_round for p in layer.passes]
+    return out.reshape(array.shape), passes
 
 
 def float_copies(chain, *, has_alpha: bool, dtype, out_range: str | None = None, alpha: str = "premultiplied") -> float:

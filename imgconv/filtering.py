@@ -15,7 +15,7 @@ import numpy as np
 from imgconv import choices
 from imgconv.errors import shorten
 from imgconv.engine.finish import Finish, clip_to_range, shift, to_dtype
-from imgconv.engine.plan import Plan, check_request
+from imgconv.engine.plan import Plan, check_request, make_plan
 from imgconv.engine.run import convolve_planned
 
 ALPHA_POLICIES = choices.ALPHA_POLICIES
@@ -292,6 +292,25 @@ def _filter_array(flt, image, options, channels, cval=None):
     raise ValueError(f"filter {flt.name!r}: unknown combine {flt.combine!r}")
 
 
+def _stream_alpha(array, flt, options, alpha, scale, out_range):
+    """:func:`_apply` with alpha, band by band (``engine/stream.py``); None where a plan is
+    not one the band driver runs (the GPU, the FFT): then the whole image, as before."""
+    from imgconv.engine.run import canonical_rows, thread_count
+    from imgconv.engine.stream import run_layers, streams
+
+    rows, channels = canonical_rows(array)
+    height, width = array.shape[:2]
+    threads = thread_count(options.threads)
+    layer = AlphaLayer(flt, (height, width, channels), options, alpha, scale, out_range, array.dtype, threads, flt.name)
+    if not all(streams(plan) for _, plan in layer.plans):
+        return None
+    out = np.empty(rows.shape, array.dtype)
+    run_layers([layer], rows, out, threads=options.threads)
+    if options.passes is not None:
+        options.passes.extend(layer.passes)
+    return out.reshape(array.shape)
+
+
 def resolve_filter(flt, catalog=None, params=None):
     """A :class:`~imgconv.kernels.Filter` from a catalog name (with ``params``) or a resolved filter."""
     params = params or {}
@@ -388,6 +407,115 @@ def apply_filter(
     return (result, options.passes) if explain else result
 
 
+def streamable(flt, out_range, dtype) -> str | None:
+    """None when ``flt`` can run row by row (``engine/stream.py``) on an image of ``dtype``,
+    else why not (for ``--explain``): several kernels combined, or ``normalize``, need
+    every result at once; other dtypes than uint8, uint16, float32 a float copy."""
+    if flt.combine != "single":
+        return f"combining {len(flt.kernels)} kernels by {flt.combine} keeps their whole-image float32 results"
+    if out_range == "normalize":
+        return "out-range normalize needs the whole image's float32 result (its minimum and maximum)"
+    if np.dtype(dtype) not in choices.NATIVE_DTYPES:
+        return f"a {np.dtype(dtype)} image is filtered as a whole-image float32 copy"
+    return None
+
+
+class AlphaLayer:
+    """One filter over rows with an alpha channel, by an alpha policy, as a layer of the band
+    driver (``engine/stream.py``): what :func:`_apply` does to the whole image, row by row.
+
+    Rows hold interleaved colour and alpha in units of ``scale`` (full intensity); the
+    output rows are ``dtype`` (float32 for a chain's later steps).  ``premultiplied``: the
+    colour rows a band needs are multiplied by their opacity as they enter, the sums divided
+    by the filtered opacity as they leave; ``separate``: every channel filtered at once,
+    alpha clipped; ``ignore``: colour filtered, alpha copied.
+    """
+
+    def __init__(self, flt, shape, options, alpha, scale, out_range, dtype, threads, label):
+        from imgconv.engine.stream import Kernel
+
+        height, width, channels = shape
+        kernel = flt.kernels[0]
+        self.flt, self.alpha, self.scale, self.dtype = flt, alpha, scale, np.dtype(dtype)
+        self.height, self.width, self.channels = height, width, channels
+        self.offset, self.absolute = pixel_mapping(flt.bias, out_range, scale)
+        self.preserves = preserves_flat_areas(flt)
+
+        def plan(group):
+            return make_plan(kernel.matrix, (height, width, group), backend=options.backend, strategy=options.strategy, factors=kernel.factors)
+
+        self.plans = []
+        if alpha == "separate":
+            self.plans.append(("all", plan(channels)))
+            self.all = Kernel(self.plans[-1][1], height, width, channels, options.mode, options.cval, threads)
+        else:
+            self.plans.append(("colour", plan(channels - 1)))
+            self.colour = Kernel(self.plans[-1][1], height, width, channels - 1, options.mode, options.cval, threads)
+            if alpha == "premultiplied" and self.preserves:
+                self.plans.append(("alpha", plan(1)))
+                # Beyond the image the border colour is opaque (as in _apply).
+                self.opacity = Kernel(self.plans[-1][1], height, width, 1, options.mode, 1.0, threads)
+        self.passes = tuple(Pass(label, 1, 1, group, p) for group, p in self.plans)
+
+    def needs(self, r0, r1):
+        return (self.all if self.alpha == "separate" else self.colour).needs(r0, r1)
+
+    def compute(self, prev, index, r0, r1, out):
+        from imgconv.engine.finish import FLOAT32
+        from imgconv.engine.stream import rows_of
+
+        n, width, channels = r1 - r0, self.width, self.channels
+        if self.alpha == "separate":
+            if self.dtype.kind in "iu" and not self.offset and not self.absolute:
+                # Clipping alpha to 0..scale is the integer finish's own clip.
+                self.all.run(prev, index, r0, r1, out, Finish(self.dtype))
+                return
+            result = np.empty((n, width * channels), np.float32)
+            self.all.run(prev, index, r0, r1, result, FLOAT32)
+            result = result.reshape(n, width, channels)
+            shift(result[..., :-1], self.offset, self.absolute)
+            clip_to_range(result[..., :-1], self.dtype)
+            np.clip(result[..., -1:], 0.0, self.scale, out=result[..., -1:])
+            out[...] = to_dtype(result.reshape(n, -1), self.dtype)
+            return
+        rows = self.colour.needs(r0, r1)
+        block = (prev[rows] if index is None else prev[index[rows]]).reshape(len(rows), width, channels)
+        local = np.full(self.height, -1, np.int64)  # image row -> row of block
+        local[rows] = np.arange(len(rows))
+        colour = block[..., :-1]
+        own = rows_of(prev, index, r0, r1).reshape(n, width, channels)  # the rows themselves
+        filtered = np.empty((n, width * (channels - 1)), np.float32)
+        if self.alpha == "premultiplied":
+            opacity = block[..., -1:].astype(np.float32) * np.float32(1.0 / self.scale)
+            premultiplied = np.ascontiguousarray((colour * opacity).reshape(len(rows), -1))
+            self.colour.run(premultiplied, local, r0, r1, filtered, FLOAT32)
+            if self.preserves:
+                new_opacity = np.empty((n, width), np.float32)
+                self.opacity.run(np.ascontiguousarray(opacity.reshape(len(rows), width)), local, r0, r1, new_opacity, FLOAT32)
+                np.clip(new_opacity, 0.0, 1.0, out=new_opacity)
+                new_opacity = new_opacity.reshape(n, width, 1)
+            else:
+                new_opacity = opacity[local[r0] : local[r0] + n]
+            filtered = filtered.reshape(n, width, channels - 1)
+            visible = new_opacity > choices.TRANSPARENT_OPACITY
+            if visible.all():
+                filtered /= new_opacity
+            else:  # as _apply: the fully transparent result's colour filtered straight
+                straight = np.empty((n, width * (channels - 1)), np.float32)
+                self.colour.run(np.ascontiguousarray(colour.reshape(len(rows), -1)), local, r0, r1, straight, FLOAT32)
+                straight = straight.reshape(n, width, channels - 1)
+                filtered = np.where(visible, filtered / np.where(visible, new_opacity, np.float32(1.0)), straight)
+            new_alpha = new_opacity * np.float32(self.scale)
+        else:  # ignore
+            self.colour.run(np.ascontiguousarray(colour.reshape(len(rows), -1)), local, r0, r1, filtered, FLOAT32)
+            filtered = filtered.reshape(n, width, channels - 1)
+            new_alpha = own[..., -1:]
+        shift(filtered, self.offset, self.absolute)
+        clip_to_range(filtered, self.dtype)
+        mapped = np.concatenate([filtered, new_alpha.astype(np.float32)], axis=-1)
+        out[...] = to_dtype(mapped.reshape(n, -1), self.dtype)
+
+
 def _apply(array, flt, options, alpha, has_alpha, out_range):
     """apply_filter on validated arguments."""
     scale = full_scale(array.dtype)
@@ -395,6 +523,10 @@ def _apply(array, flt, options, alpha, has_alpha, out_range):
         # One kernel and a per-pixel mapping: the kernels store final pixels directly.
         finish = Finish(array.dtype, *pixel_mapping(flt.bias, out_range, scale))
         return options.convolve(array, flt.kernels[0], 1, flt, "all", finish=finish)
+    if has_alpha and streamable(flt, out_range, array.dtype) is None:
+        streamed = _stream_alpha(array, flt, options, alpha, scale, out_range)
+        if streamed is not None:
+            return streamed
     colour = array[..., :-1] if has_alpha else array
     part = "colour" if has_alpha else "all"
 

@@ -118,6 +118,36 @@ def _entry(plan: Plan, rows: np.ndarray):
     return getattr(importlib.import_module(module), name), routes is _ROUTES
 
 
+def band_route(plan: Plan, elements: float):
+    """The entry point that runs ``plan`` for the band driver (``engine/stream.py``), chosen
+    once for an image of ``elements`` elements as :func:`run` would choose it, and whether it
+    is a compiled one.  The entry points take ``row_map``, ``out`` and ``bands``."""
+
+    class _Size:  # what _work reads of the rows
+        size = elements
+
+    return _entry(plan, _Size())
+
+
+def run_work(work, compiled: bool, count: int):
+    """``work()`` (the band driver's loop) under ``count`` numba threads when it runs compiled
+    kernels, where Ctrl-C can still interrupt the wait for it (as :func:`run`)."""
+
+    def execute():
+        if not compiled:
+            return work()
+        import numba
+
+        previous = numba.get_num_threads()
+        numba.set_num_threads(count)
+        try:
+            return work()
+        finally:
+            numba.set_num_threads(previous)
+
+    return _interruptible(execute)
+
+
 def run(
     plan: Plan,
     rows: np.ndarray,

@@ -101,10 +101,11 @@ class _Extended:
     element ``col_map[e]``; -1 in either reads ``cval`` (float32), as ``cpu._fill_line``.
     """
 
-    def __init__(self, rows, channels, kh, kw, mode, cval):
+    def __init__(self, rows, channels, kh, kw, mode, cval, row_map=None):
         self.rows = rows
         self.width = rows.shape[1]
-        self.row_map, col_map, self.lead = borders.extended_maps(rows.shape[0], self.width // channels, channels, kh, kw, mode)
+        full_map, col_map, self.lead = borders.extended_maps(rows.shape[0], self.width // channels, channels, kh, kw, mode)
+        self.row_map = full_map if row_map is None else row_map  # the band driver's map (cpu.run_direct)
         self.line_len = len(col_map)
         self.cval = np.float32(cval)
         # The elements beyond the row's ends, where they read from, and those that read cval.
@@ -265,10 +266,10 @@ class _Bands:
     """The bands of output rows of one call of ``passes``, and each thread's buffers (made
     on its first band)."""
 
-    def __init__(self, rows, passes, threads):
-        self.height, self.width = rows.shape
+    def __init__(self, out, passes, threads):
+        self.height, self.width = out.shape
         line_len, kh = max(spec.line_len for spec in passes), max(spec.kh for spec in passes)
-        self.threads = threads if rows.size >= PARALLEL_MIN_ELEMENTS else 1
+        self.threads = threads if out.size >= PARALLEL_MIN_ELEMENTS else 1
         # Several threads: fewer, longer ufunc calls (each takes the GIL).
         elements = CHUNK_ELEMENTS if self.threads == 1 else PARALLEL_CHUNK_ELEMENTS
         chunk = max(1, elements // line_len)  # (extended rows: a long kernel on a narrow image)
@@ -326,32 +327,34 @@ class _Bands:
 # --- entry points: engine.run's signature (plan, rows, channels, mode, cval, finish, threads) -> (out, finished)
 
 
-def run_direct(plan, rows, channels, mode, cval, finish, threads):
+def run_direct(plan, rows, channels, mode, cval, finish, threads, *, row_map=None, out=None, bands=None):
     """Every non-zero tap of ``plan.kernel`` per output element, finished as the sums are
-    stored: ``cpu.run_direct`` in numpy."""
-    out = np.empty(rows.shape, finish.dtype)
-    if rows.size == 0:
+    stored: ``cpu.run_direct`` in numpy (``row_map``, ``out`` as there; ``bands`` is the
+    compiled kernel's and changes no bit: ignored)."""
+    if out is None:
+        out = np.empty(rows.shape, finish.dtype)
+    if out.size == 0:
         return out, True
     flipped = plan.kernel[::-1, ::-1]
     kh, kw = flipped.shape
-    extended = _Extended(rows, channels, kh, kw, mode, cval)
+    extended = _Extended(rows, channels, kh, kw, mode, cval, row_map)
     taps_u, taps_v = np.nonzero(flipped)  # zero taps cost nothing (non-zero in float64 counts)
     weights = np.ascontiguousarray(flipped[taps_u, taps_v], dtype=np.float32)
     taps = [(int(u), int(v) * channels, w) for u, v, w in zip(taps_u, taps_v, weights)]
     line_len = extended.line_len
     spec = _Pass(taps, kh, lambda lines, p0, p1, buffers: extended.gather(lines, p0, p1), line_len, line_len, (weights,))
     output = _Output(out, finish, _may_be_nan(rows, cval, weights))
-    bands = _Bands(rows, [spec], threads)
+    bands = _Bands(out, [spec], threads)
     bands.run(lambda first, last, buffers: bands.sweep(spec, output, first, last, buffers))
     return out, True
 
 
-def _separable_pass(rows, channels, column, row, mode, cval):
+def _separable_pass(rows, channels, column, row, mode, cval, row_map=None):
     """The rank-1 kernel ``outer(column, row)`` (``cpu._separable_pass``): its column pass,
     as a ``_Pass`` whose rows are filled with row-pass results."""
     row = np.asarray(row, np.float64)
     column = np.asarray(column, np.float64)
-    extended = _Extended(rows, channels, len(column), len(row), mode, cval)
+    extended = _Extended(rows, channels, len(column), len(row), mode, cval, row_map)
     row_weights = np.ascontiguousarray(row[::-1], dtype=np.float32)
     column_weights = np.ascontiguousarray(column[::-1], dtype=np.float32)
     # Rows beyond the image hold cval in every column: their row pass gives cval * sum(row).
@@ -374,16 +377,17 @@ def _separable_pass(rows, channels, column, row, mode, cval):
     return _Pass(column_taps, len(column), fill, width, extended.line_len, (row_weights, column_weights))
 
 
-def run_separable(plan, rows, channels, mode, cval, finish, threads):
+def run_separable(plan, rows, channels, mode, cval, finish, threads, *, row_map=None, out=None, bands=None):
     """The sum of ``plan.factors``' rank-1 passes (``cpu.run_separable`` in numpy): one pair
     is finished as it is stored; several are summed in float32 and left to the shared
-    finish (``finished`` False)."""
+    finish (``finished`` False); ``row_map``, ``out``, ``bands`` as for :func:`run_direct`."""
     single = len(plan.factors) == 1
-    out = np.empty(rows.shape, finish.dtype if single else np.float32)
-    if rows.size == 0:
+    if out is None:
+        out = np.empty(rows.shape, finish.dtype if single else np.float32)
+    if out.size == 0:
         return out, single
-    passes = [_separable_pass(rows, channels, column, row, mode, cval) for column, row in plan.factors]
-    bands = _Bands(rows, passes, threads)
+    passes = [_separable_pass(rows, channels, column, row, mode, cval, row_map) for column, row in plan.factors]
+    bands = _Bands(out, passes, threads)
     if single:
         outputs = [_Output(out, finish, _may_be_nan(rows, cval, *passes[0].weights))]
     else:  # total, then total += part for each later pair, band by band

@@ -1,0 +1,197 @@
+"""The band driver (engine/stream.py): chains, repeat, strength, linear light and alpha
+row by row.  Against scipy in float64 in every mode, with kernels larger than the image;
+the bands change no bit; the numpy route gives the compiled kernels' bits; no full-size
+float image is made."""
+
+import dataclasses
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from conftest import MODES, scipy_convolve
+
+from imgconv import choices, tunables
+from imgconv.chain import Chain, apply_chain, parse_chain
+from imgconv.colour import linear_to_srgb, srgb_to_linear
+from imgconv.engine import compiled
+from imgconv.kernels import Filter, Kernel, load_catalog
+
+
+@pytest.fixture(scope="module")
+def catalog():
+    return load_catalog(use_env=False)
+
+
+def kernel_step(matrix, bias=0.0, out_range="clip"):
+    return Filter("k", "test", {}, (Kernel(np.asarray(matrix, float)),), "single", bias, out_range)
+
+
+def image_of(rng, dtype, shape):
+    if np.dtype(dtype).kind == "f":
+        return rng.random(shape).astype(dtype)
+    return rng.integers(0, np.iinfo(dtype).max + 1, shape, dtype=dtype)
+
+
+def reference(image, chain, mode, cval, alpha="premultiplied", has_alpha=False):
+    """What apply_chain computes, in float64 with scipy, step by step (0..1 units)."""
+    scale = float(np.iinfo(image.dtype).max) if image.dtype.kind in "iu" else 1.0
+    work = image.astype(np.float64) / scale
+    cval = cval / scale
+    colour = (Ellipsis, slice(0, -1)) if has_alpha else Ellipsis
+    if chain.linear:
+        work[colour] = srgb_to_linear(work[colour]).astype(np.float64)
+        cval = float(srgb_to_linear(cval))
+    original = work.copy()
+    for _ in range(chain.repeat):
+        for step in chain.steps:
+            flt = step.filter
+            k = flt.kernels[0].matrix
+            offset = flt.bias + (0.5 if flt.out_range == "offset" else 0.0)
+            if not has_alpha:
+                work = scipy_convolve(work, k, mode, cval) + offset
+                if flt.out_range == "abs":
+                    work = np.abs(work)
+                continue
+            c, a = work[..., :-1], work[..., -1:]
+            if alpha == "premultiplied":
+                filtered = scipy_convolve(c * a, k, mode, cval)
+                new_a = np.clip(scipy_convolve(a, k, mode, 1.0), 0, 1)
+                c = filtered / new_a
+            elif alpha == "separate":
+                c = scipy_convolve(c, k, mode, cval)
+                new_a = np.clip(scipy_convolve(a, k, mode, cval), 0, 1)
+            else:
+                c, new_a = scipy_convolve(c, k, mode, cval), a
+            work = np.concatenate([c + offset, new_a], axis=-1)
+    work = original + chain.strength * (work - original)
+    if has_alpha:
+        work[..., -1] = np.clip(work[..., -1], 0, 1)
+    if chain.linear:
+        work[colour] = linear_to_srgb(work[colour]).astype(np.float64)
+    work = work * scale
+    if image.dtype.kind in "iu":
+        work = np.clip(np.rint(work), 0, scale)
+    return work
+
+
+def assert_matches(got, expected, dtype, gain=1.0):
+    assert got.dtype == dtype and got.shape == expected.shape
+    # Integers: float32 round-off may move a value across a rounding boundary (1 level);
+    # floats: round-off of the largest sum (gain: what the chain can multiply a value by).
+    atol = 1 if np.dtype(dtype).kind in "iu" else 2e-5 * gain
+    np.testing.assert_allclose(got.astype(np.float64), expected, rtol=0, atol=atol)
+
+
+STEPS = {
+    "odd, even, non-square": ([[0, -1, 0], [-1, 5, -1], [0, -1, 0]], np.full((2, 2), 0.25), [[1, 2, 1, 0, 0]]),
+    "larger than the image": (np.full((15, 3), 1 / 45), np.full((2, 23), 1 / 46)),
+}
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+@pytest.mark.parametrize("steps", sorted(STEPS))
+def test_chains_match_scipy(rng, mode, dtype, steps):
+    image = image_of(rng, dtype, (11, 9, 3))
+    chain = Chain(tuple(kernel_step(k) for k in STEPS[steps]))
+    cval = 0.25 * (np.iinfo(dtype).max if np.dtype(dtype).kind == "u" else 1)
+    gain = 10.0
+    for options in ({}, {"repeat": 2}, {"strength": 0.4}, {"strength": 1.5, "repeat": 2}):
+        one = dataclasses.replace(chain, **options)
+        assert_matches(apply_chain(image, one, mode=mode, cval=cval), reference(image, one, mode, cval), dtype, gain)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_linear_light_matches_scipy(rng, mode, dtype):
+    image = image_of(rng, dtype, (10, 13, 3))
+    chain = Chain((kernel_step(np.full((3, 4), 1 / 12)), kernel_step([[0.25, 0.5, 0.25]])), linear=True)
+    for options in ({}, {"strength": 0.5}, {"repeat": 3}):
+        one = dataclasses.replace(chain, **options)
+        assert_matches(apply_chain(image, one, mode=mode, cval=0), reference(image, one, mode, 0), dtype)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("alpha", choices.ALPHA_POLICIES)
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_alpha_matches_scipy(rng, mode, alpha, dtype):
+    image = image_of(rng, dtype, (12, 10, 4))
+    top = np.iinfo(dtype).max if np.dtype(dtype).kind == "u" else 1.0
+    # Opaque enough everywhere that no result is fully transparent (that fallback has its own test).
+    image[..., 3] = (0.2 + 0.8 * rng.random((12, 10))) * top
+    blur, small = kernel_step(np.full((3, 3), 1 / 9)), kernel_step(np.full((1, 2), 0.5))
+    for chain in (Chain((blur, small)), Chain((blur,), repeat=2, strength=0.5), Chain((small,), linear=True)):
+        expected = reference(image, chain, mode, 0.0, alpha, has_alpha=True)
+        assert_matches(apply_chain(image, chain, mode=mode, alpha=alpha), expected, dtype, gain=4.0)
+
+
+def test_a_fully_transparent_result_keeps_the_straight_colour(rng):
+    image = rng.integers(0, 256, (9, 12, 4), dtype=np.uint8)
+    image[:, :6, 3] = 0  # left half transparent: its colour filtered straight
+    image[:, 6:, 3] = 255
+    box = kernel_step(np.full((1, 3), 1 / 3))
+    got = apply_chain(image, Chain((box, box)))
+    straight = scipy_convolve(scipy_convolve(image[..., :3], box.kernels[0].matrix, "reflect"), box.kernels[0].matrix, "reflect")
+    np.testing.assert_allclose(got[:, :4, :3], np.rint(straight[:, :4]), atol=1)
+    assert (got[:, :4, 3] == 0).all() and (got[:, 8:, 3] == 255).all()
+
+
+CASES = [
+    ("gaussian:sigma=1.5,sharpen", {}),
+    ("gaussian:sigma=1,[1 2; 3 4]:normalize=true", {"repeat": 2}),
+    ("sharpen", {"strength": 0.6}),
+    ("box:size=4", {"linear": True, "strength": 1.3}),
+    ("emboss,blur", {}),
+]
+
+
+def _run_cases(rng, catalog, shape, dtype, modes=MODES):
+    image = image_of(np.random.default_rng(rng.integers(1 << 30)), dtype, shape)
+    results = []
+    for text, options in CASES:
+        chain = dataclasses.replace(parse_chain(text, catalog), **options)
+        for mode in modes:
+            for alpha in (choices.ALPHA_POLICIES if shape[-1] == 4 else ("premultiplied",)):
+                results.append(apply_chain(image, chain, mode=mode, cval=7, alpha=alpha))
+    return results
+
+
+@pytest.mark.parametrize("dtype, shape", [(np.uint8, (23, 17, 3)), (np.uint16, (19, 21)), (np.float32, (17, 15, 4)), (np.uint8, (20, 9, 4))])
+def test_bands_change_no_bit(rng, catalog, monkeypatch, dtype, shape):
+    seed = rng.integers(1 << 30)
+    monkeypatch.setattr(tunables, "STREAM_BAND_ELEMENTS", 10**9)  # one band: the whole image
+    whole = _run_cases(np.random.default_rng(seed), catalog, shape, dtype)
+    monkeypatch.setattr(tunables, "STREAM_BAND_ELEMENTS", 2 * shape[1])  # bands of 2 rows, halos recomputed
+    monkeypatch.setattr(tunables, "STREAM_MAX_RECOMPUTE", float("inf"))
+    banded = _run_cases(np.random.default_rng(seed), catalog, shape, dtype)
+    for a, b in zip(whole, banded):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype, shape", [(np.uint8, (29, 31, 3)), (np.float32, (17, 15, 4)), (np.uint16, (18, 20, 2))])
+def test_numpy_route_gives_the_compiled_bits(rng, catalog, monkeypatch, dtype, shape):
+    seed = rng.integers(1 << 30)
+    monkeypatch.setattr(tunables, "STREAM_BAND_ELEMENTS", 5 * shape[1])
+    compiled_results = _run_cases(np.random.default_rng(seed), catalog, shape, dtype)
+    monkeypatch.setattr(compiled, "use_vector", lambda strategy, work: True)
+    vector_results = _run_cases(np.random.default_rng(seed), catalog, shape, dtype)
+    for a, b in zip(compiled_results, vector_results):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("options, channels", [({"repeat": 2}, 3), ({"strength": 0.5}, 3), ({"linear": True}, 3), ({}, 4), ({"linear": True, "strength": 2.0}, 4)])
+def test_no_full_size_float_image(catalog, monkeypatch, options, channels):
+    monkeypatch.setattr(tunables, "STREAM_BAND_ELEMENTS", 40_000)
+    image = np.random.default_rng(0).integers(0, 256, (1200, 300, channels), dtype=np.uint8)
+    chain = dataclasses.replace(parse_chain("gaussian:sigma=2,sharpen", catalog), **options)
+    apply_chain(image, chain)  # plans, tables and kernels made before measuring
+    tracemalloc.start()
+    try:
+        result = apply_chain(image, chain)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    float_image = 4 * image.size
+    # The output (a quarter of a float32 image) and band buffers, never a float image.
+    assert peak - result.nbytes < 0.5 * float_image, (peak, float_image)
