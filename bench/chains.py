@@ -83,12 +83,13 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--before", help="a checkout of the revision to compare with")
+    parser.add_argument("--after", default=str(REPO), help="the checkout to measure (default: this one)")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="imgconv-chains-"))
     inputs = make_inputs(work)
     env = dict(os.environ, IMGCONV_COMPILE="foreground")
-    versions = {"after": dict(env, PYTHONPATH=str(REPO))}
+    versions = {"after": dict(env, PYTHONPATH=str(Path(args.after).resolve()))}
     if args.before:
         versions["before"] = dict(env, PYTHONPATH=str(Path(args.before).resolve()))
     out = {"jpg": str(work / "out.jpg"), "png": str(work / "out.png")}

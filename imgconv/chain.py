@@ -408,10 +408,11 @@ def apply_chain(
             return result
         result, ran = result
         if not recorded:
-            passes.extend(dataclasses.replace(p, filter=step.text) for p in ran)
+            passes.extend(dataclasses.replace(p, filter=step.text, note=why or p.note) for p in ran)
         return result
 
     recorded = False
+    why = ""  # why the whole-image route runs (for --explain)
     if chain.is_plain:
         result = step_filter(image, chain.steps[0], cval, out_range)
         return (result, passes) if explain else result
@@ -423,7 +424,7 @@ def apply_chain(
     has_alpha = filtering.check_has_alpha(has_alpha, channels)
     cval = filtering.check_cval(cval)
 
-    streamed = _stream_chain(array, chain, mode, cval, alpha, has_alpha, out_range, backend, strategy, threads)
+    streamed, why = _stream_chain(array, chain, mode, cval, alpha, has_alpha, out_range, backend, strategy, threads)
     if streamed is not None:
         result, ran = streamed
         return (result, ran) if explain else result
@@ -559,10 +560,10 @@ class _Leave:
 
 
 def _stream_chain(array, chain, mode, cval, alpha, has_alpha, out_range, backend, strategy, threads):
-    """:func:`apply_chain` row by row, band by band (``engine/stream.py``): ``(result, passes)``,
-    or None where a step needs the whole image (several kernels combined, ``normalize``), an
-    image is of another dtype than uint8, uint16 or float32, or a plan is not the band
-    driver's (the GPU, the FFT); then the whole-image route below runs.
+    """:func:`apply_chain` row by row, band by band (``engine/stream.py``):
+    ``((result, passes), None)``, or ``(None, why not)`` where the image is of another dtype
+    than uint8, uint16 or float32, or a plan is not the band driver's (the GPU, the FFT);
+    then the whole-image route below runs, and ``--explain`` says why on each pass.
 
     The work is in the image's own units (uint8 rows are read by the first step as they
     are), or in linear light 0..1; results equal the whole-image route's to float32 round-off.
@@ -580,11 +581,11 @@ def _stream_chain(array, chain, mode, cval, alpha, has_alpha, out_range, backend
     check_request(backend, strategy)
     mode = choices.canonical_mode(mode)
     last = len(chain.steps) - 1
-    for index, step in enumerate(chain.steps):
+    for step in chain.steps:
         filtering.resolve_filter(step.filter)
-        step_range = out_range if (index == last and out_range is not None) else step.filter.out_range
-        if filtering.streamable(step.filter, step_range, array.dtype) is not None:
-            return None
+    why = filtering.streamable(array.dtype)
+    if why is not None:
+        return None, why
     rows, channels = canonical_rows(array)
     height, width = array.shape[:2]
     shape = (height, width, channels)
@@ -605,15 +606,16 @@ def _stream_chain(array, chain, mode, cval, alpha, has_alpha, out_range, backend
         dtype = array.dtype if (number == total - 1 and not leaves) else np.float32
         if has_alpha:
             layer = filtering.AlphaLayer(flt, shape, options, alpha, unit, step_range, dtype, count, step.text)
-            plans = [plan for _, plan in layer.plans]
+        elif flt.combine != "single" or step_range == "normalize":
+            layer = filtering.FilterLayer(flt, shape, options, unit, step_range, dtype, count, step.text)
         else:
             kernel = flt.kernels[0]
             plan = make_plan(kernel.matrix, shape, backend=backend, strategy=strategy, factors=kernel.factors)
             finish = Finish(dtype, *filtering.pixel_mapping(flt.bias, step_range, unit))
-            layer = ConvLayer(plan, shape, mode, work_cval, finish, count, filtering.Pass(step.text, 1, 1, "all", plan))
-            plans = [plan]
-        if not all(streams(plan) for plan in plans):
-            return None
+            layer = ConvLayer(plan, shape, mode, work_cval, finish, count, filtering.Pass(step.text, 1, 1, "all", plan, filtering.STREAMED))
+        for plan in layer.plans:
+            if not streams(plan):
+                return None, f"whole image: '{step.text}' runs {plan.strategy} on {plan.backend}, which takes whole images"
         layers.append(layer)
     if leaves:
         layers.append(_Leave(rows, chain, array.dtype, channels, has_alpha, scale, decode))
@@ -621,7 +623,7 @@ def _stream_chain(array, chain, mode, cval, alpha, has_alpha, out_range, backend
     run_layers(layers, rows, out, threads=threads)
     first_round = layers[1 if decode is not None else 0 :][: len(chain.steps)]  # a repeat runs the same plans
     passes = [p for layer in first_round for p in layer.passes]
-    return out.reshape(array.shape), passes
+    return (out.reshape(array.shape), passes), None
 
 
 def float_copies(chain, *, has_alpha: bool, dtype, out_range: str | None = None, alpha: str = "premultiplied") -> float:

@@ -7,6 +7,7 @@ policy.  The compiled backends are imported only when there is work for them.
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
 from dataclasses import dataclass
 
@@ -90,6 +91,7 @@ class Pass:
     kernels: int
     channels: str  # "all", "colour", "alpha" or "colour, straight"
     plan: Plan
+    note: str = ""  # how the rows went: streamed band by band, or why as a whole image
 
     def describe(self) -> str:
         """``sobel: kernel 2 of 2, 3x3 on 512x512x3 (colour): direct on cpu: ...``."""
@@ -97,7 +99,8 @@ class Pass:
         kh, kw = self.plan.kernel_shape
         shape = "x".join(str(n) for n in self.plan.image_shape)
         part = "" if self.channels == "all" else f" ({self.channels})"
-        return f"{shorten(self.filter)}: kernel{which} {kh}x{kw} on {shape}{part}: {self.plan.explain()}"
+        note = f"; {self.note}" if self.note else ""
+        return f"{shorten(self.filter)}: kernel{which} {kh}x{kw} on {shape}{part}: {self.plan.explain()}{note}"
 
 
 def convolve(
@@ -272,6 +275,12 @@ class _Options:
 def _filter_array(flt, image, options, channels, cval=None):
     """Run every kernel of ``flt`` over ``image`` and combine the results (float32)."""
     results = [options.convolve(image, kernel, i, flt, channels, cval=cval) for i, kernel in enumerate(flt.kernels, 1)]
+    return _combine(flt, results)
+
+
+def _combine(flt, results):
+    """``flt``'s kernels' float32 results combined (the first is changed in place), element by
+    element: the same operations on a whole image and on a band of its rows."""
     if flt.combine == "single":
         return results[0]
     if flt.combine == "magnitude":
@@ -292,17 +301,22 @@ def _filter_array(flt, image, options, channels, cval=None):
     raise ValueError(f"filter {flt.name!r}: unknown combine {flt.combine!r}")
 
 
-def _stream_alpha(array, flt, options, alpha, scale, out_range):
-    """:func:`_apply` with alpha, band by band (``engine/stream.py``); None where a plan is
-    not one the band driver runs (the GPU, the FFT): then the whole image, as before."""
+def _stream(array, flt, options, alpha, has_alpha, scale, out_range):
+    """:func:`_apply` where the fused kernels do not do (alpha, several kernels combined,
+    ``normalize``), band by band (``engine/stream.py``); None where a plan is not one the
+    band driver runs (the GPU, the FFT): then the whole image, as before."""
     from imgconv.engine.run import canonical_rows, thread_count
     from imgconv.engine.stream import run_layers, streams
 
     rows, channels = canonical_rows(array)
     height, width = array.shape[:2]
     threads = thread_count(options.threads)
-    layer = AlphaLayer(flt, (height, width, channels), options, alpha, scale, out_range, array.dtype, threads, flt.name)
-    if not all(streams(plan) for _, plan in layer.plans):
+    shape = (height, width, channels)
+    if has_alpha:
+        layer = AlphaLayer(flt, shape, options, alpha, scale, out_range, array.dtype, threads, flt.name)
+    else:
+        layer = FilterLayer(flt, shape, options, scale, out_range, array.dtype, threads, flt.name)
+    if not all(streams(plan) for plan in layer.plans):
         return None
     out = np.empty(rows.shape, array.dtype)
     run_layers([layer], rows, out, threads=options.threads)
@@ -407,17 +421,107 @@ def apply_filter(
     return (result, options.passes) if explain else result
 
 
-def streamable(flt, out_range, dtype) -> str | None:
-    """None when ``flt`` can run row by row (``engine/stream.py``) on an image of ``dtype``,
-    else why not (for ``--explain``): several kernels combined, or ``normalize``, need
-    every result at once; other dtypes than uint8, uint16, float32 a float copy."""
-    if flt.combine != "single":
-        return f"combining {len(flt.kernels)} kernels by {flt.combine} keeps their whole-image float32 results"
-    if out_range == "normalize":
-        return "out-range normalize needs the whole image's float32 result (its minimum and maximum)"
+def streamable(dtype) -> str | None:
+    """None when an image of ``dtype`` can run row by row (``engine/stream.py``), else why
+    not (for ``--explain``)."""
     if np.dtype(dtype) not in choices.NATIVE_DTYPES:
-        return f"a {np.dtype(dtype)} image is filtered as a whole-image float32 copy"
+        return f"whole image: a {np.dtype(dtype)} image is filtered as a float32 copy"
     return None
+
+
+STREAMED = "rows streamed band by band"
+MEASURED = "rows streamed twice (normalize: the first pass finds the minimum and maximum)"
+
+
+class _Group:
+    """Every kernel of a filter over one channel group of band rows, combined as
+    :func:`_filter_array` combines them (float32)."""
+
+    def __init__(self, flt, shape, options, cval, threads, label, channels_label):
+        from imgconv.engine.stream import Kernel
+
+        height, width, channels = shape
+        self.flt, self.elements = flt, width * channels
+        self.kernels, self.passes = [], []
+        for index, kernel in enumerate(flt.kernels, 1):
+            plan = make_plan(kernel.matrix, shape, backend=options.backend, strategy=options.strategy, factors=kernel.factors)
+            self.kernels.append(Kernel(plan, height, width, channels, options.mode, cval, threads))
+            self.passes.append(Pass(label, index, len(flt.kernels), channels_label, plan))
+
+    @property
+    def plans(self):
+        return [kernel.plan for kernel in self.kernels]
+
+    def needs(self, r0, r1):
+        parts = [kernel.needs(r0, r1) for kernel in self.kernels]
+        return parts[0] if len(parts) == 1 else np.unique(np.concatenate(parts))
+
+    def run(self, prev, index, r0, r1):
+        from imgconv.engine.finish import FLOAT32
+
+        results = []
+        for kernel in self.kernels:
+            result = np.empty((r1 - r0, self.elements), np.float32)
+            kernel.run(prev, index, r0, r1, result, FLOAT32)
+            results.append(result)
+        return _combine(self.flt, results)
+
+
+class _Mapping:
+    """The filter's bias and out-range on band rows (:func:`_map_range`).  ``normalize``
+    needs the whole image's minimum and maximum: the band driver runs the rows twice, the
+    first time (``measuring``) only to find them (``engine/stream.py``)."""
+
+    def __init__(self, bias, out_range, scale, dtype):
+        self.bias, self.out_range, self.scale, self.dtype = bias, out_range, scale, np.dtype(dtype)
+        self.measures = out_range == "normalize"
+        self.measuring = self.measures
+        self.lows, self.highs = [], []
+        self.extent = None
+
+    def done_measuring(self):
+        self.measuring = False
+        if self.lows:  # min / max of the band extremes (NaN, if any, as values.min() gives it)
+            self.extent = (float(np.min(self.lows)), float(np.max(self.highs)))
+
+    def apply(self, values):
+        """``values`` (float32, changed in place) mapped and clipped; None while measuring."""
+        if not self.measures:
+            shift(values, *pixel_mapping(self.bias, self.out_range, self.scale))
+            return clip_to_range(values, self.dtype)
+        values += np.float32(self.bias * self.scale)
+        if self.measuring:
+            if values.size:
+                self.lows.append(values.min())
+                self.highs.append(values.max())
+            return None
+        low, high = self.extent
+        if high > low:
+            values -= np.float32(low)
+            values *= np.float32(self.scale / (high - low))
+        else:
+            values.fill(0.0)
+        return clip_to_range(values, self.dtype)
+
+
+class FilterLayer:
+    """A filter over every channel of band rows, where the fused finish does not do:
+    several kernels combined, or out-range ``normalize`` (``engine/stream.py``)."""
+
+    def __init__(self, flt, shape, options, scale, out_range, dtype, threads, label):
+        self.group = _Group(flt, shape, options, options.cval, threads, label, "all")
+        self.mapping = _Mapping(flt.bias, out_range, scale, dtype)
+        self.plans = self.group.plans
+        note = MEASURED if self.mapping.measures else STREAMED
+        self.passes = tuple(dataclasses.replace(p, note=note) for p in self.group.passes)
+
+    def needs(self, r0, r1):
+        return self.group.needs(r0, r1)
+
+    def compute(self, prev, index, r0, r1, out):
+        mapped = self.mapping.apply(self.group.run(prev, index, r0, r1))
+        if mapped is not None:
+            out[...] = to_dtype(mapped, self.mapping.dtype)
 
 
 class AlphaLayer:
@@ -432,49 +536,41 @@ class AlphaLayer:
     """
 
     def __init__(self, flt, shape, options, alpha, scale, out_range, dtype, threads, label):
-        from imgconv.engine.stream import Kernel
-
         height, width, channels = shape
-        kernel = flt.kernels[0]
         self.flt, self.alpha, self.scale, self.dtype = flt, alpha, scale, np.dtype(dtype)
         self.height, self.width, self.channels = height, width, channels
-        self.offset, self.absolute = pixel_mapping(flt.bias, out_range, scale)
-        self.preserves = preserves_flat_areas(flt)
-
-        def plan(group):
-            return make_plan(kernel.matrix, (height, width, group), backend=options.backend, strategy=options.strategy, factors=kernel.factors)
-
-        self.plans = []
+        self.mapping = _Mapping(flt.bias, out_range, scale, dtype)
+        self.fused = alpha == "separate" and self.dtype.kind in "iu" and not self.mapping.measures and flt.combine == "single"
+        self.fused = self.fused and pixel_mapping(flt.bias, out_range, scale) == (0.0, False)
+        self.opacity = None
         if alpha == "separate":
-            self.plans.append(("all", plan(channels)))
-            self.all = Kernel(self.plans[-1][1], height, width, channels, options.mode, options.cval, threads)
+            self.all = _Group(flt, shape, options, options.cval, threads, label, "all")
+            groups = [self.all]
         else:
-            self.plans.append(("colour", plan(channels - 1)))
-            self.colour = Kernel(self.plans[-1][1], height, width, channels - 1, options.mode, options.cval, threads)
-            if alpha == "premultiplied" and self.preserves:
-                self.plans.append(("alpha", plan(1)))
+            self.colour = _Group(flt, (height, width, channels - 1), options, options.cval, threads, label, "colour")
+            groups = [self.colour]
+            if alpha == "premultiplied" and preserves_flat_areas(flt):
                 # Beyond the image the border colour is opaque (as in _apply).
-                self.opacity = Kernel(self.plans[-1][1], height, width, 1, options.mode, 1.0, threads)
-        self.passes = tuple(Pass(label, 1, 1, group, p) for group, p in self.plans)
+                self.opacity = _Group(flt, (height, width, 1), options, 1.0, threads, label, "alpha")
+                groups.append(self.opacity)
+        self.plans = [plan for group in groups for plan in group.plans]
+        note = MEASURED if self.mapping.measures else STREAMED
+        self.passes = tuple(dataclasses.replace(p, note=note) for group in groups for p in group.passes)
 
     def needs(self, r0, r1):
         return (self.all if self.alpha == "separate" else self.colour).needs(r0, r1)
 
     def compute(self, prev, index, r0, r1, out):
-        from imgconv.engine.finish import FLOAT32
         from imgconv.engine.stream import rows_of
 
         n, width, channels = r1 - r0, self.width, self.channels
         if self.alpha == "separate":
-            if self.dtype.kind in "iu" and not self.offset and not self.absolute:
-                # Clipping alpha to 0..scale is the integer finish's own clip.
-                self.all.run(prev, index, r0, r1, out, Finish(self.dtype))
+            if self.fused:  # clipping alpha to 0..scale is the integer finish's own clip
+                self.all.kernels[0].run(prev, index, r0, r1, out, Finish(self.dtype))
                 return
-            result = np.empty((n, width * channels), np.float32)
-            self.all.run(prev, index, r0, r1, result, FLOAT32)
-            result = result.reshape(n, width, channels)
-            shift(result[..., :-1], self.offset, self.absolute)
-            clip_to_range(result[..., :-1], self.dtype)
+            result = self.all.run(prev, index, r0, r1).reshape(n, width, channels)
+            if self.mapping.apply(result[..., :-1]) is None:
+                return
             np.clip(result[..., -1:], 0.0, self.scale, out=result[..., -1:])
             out[...] = to_dtype(result.reshape(n, -1), self.dtype)
             return
@@ -483,36 +579,32 @@ class AlphaLayer:
         local = np.full(self.height, -1, np.int64)  # image row -> row of block
         local[rows] = np.arange(len(rows))
         colour = block[..., :-1]
-        own = rows_of(prev, index, r0, r1).reshape(n, width, channels)  # the rows themselves
-        filtered = np.empty((n, width * (channels - 1)), np.float32)
         if self.alpha == "premultiplied":
             opacity = block[..., -1:].astype(np.float32) * np.float32(1.0 / self.scale)
             premultiplied = np.ascontiguousarray((colour * opacity).reshape(len(rows), -1))
-            self.colour.run(premultiplied, local, r0, r1, filtered, FLOAT32)
-            if self.preserves:
-                new_opacity = np.empty((n, width), np.float32)
-                self.opacity.run(np.ascontiguousarray(opacity.reshape(len(rows), width)), local, r0, r1, new_opacity, FLOAT32)
+            filtered = self.colour.run(premultiplied, local, r0, r1).reshape(n, width, channels - 1)
+            if self.opacity is not None:
+                new_opacity = self.opacity.run(np.ascontiguousarray(opacity.reshape(len(rows), width)), local, r0, r1)
                 np.clip(new_opacity, 0.0, 1.0, out=new_opacity)
                 new_opacity = new_opacity.reshape(n, width, 1)
             else:
                 new_opacity = opacity[local[r0] : local[r0] + n]
-            filtered = filtered.reshape(n, width, channels - 1)
             visible = new_opacity > choices.TRANSPARENT_OPACITY
             if visible.all():
                 filtered /= new_opacity
             else:  # as _apply: the fully transparent result's colour filtered straight
-                straight = np.empty((n, width * (channels - 1)), np.float32)
-                self.colour.run(np.ascontiguousarray(colour.reshape(len(rows), -1)), local, r0, r1, straight, FLOAT32)
+                straight = self.colour.run(np.ascontiguousarray(colour.reshape(len(rows), -1)), local, r0, r1)
                 straight = straight.reshape(n, width, channels - 1)
                 filtered = np.where(visible, filtered / np.where(visible, new_opacity, np.float32(1.0)), straight)
             new_alpha = new_opacity * np.float32(self.scale)
         else:  # ignore
-            self.colour.run(np.ascontiguousarray(colour.reshape(len(rows), -1)), local, r0, r1, filtered, FLOAT32)
+            filtered = self.colour.run(np.ascontiguousarray(colour.reshape(len(rows), -1)), local, r0, r1)
             filtered = filtered.reshape(n, width, channels - 1)
-            new_alpha = own[..., -1:]
-        shift(filtered, self.offset, self.absolute)
-        clip_to_range(filtered, self.dtype)
-        mapped = np.concatenate([filtered, new_alpha.astype(np.float32)], axis=-1)
+            new_alpha = rows_of(prev, index, r0, r1).reshape(n, width, channels)[..., -1:]
+        mapped = self.mapping.apply(filtered)
+        if mapped is None:
+            return
+        mapped = np.concatenate([mapped, new_alpha.astype(np.float32)], axis=-1)
         out[...] = to_dtype(mapped.reshape(n, -1), self.dtype)
 
 
@@ -523,8 +615,8 @@ def _apply(array, flt, options, alpha, has_alpha, out_range):
         # One kernel and a per-pixel mapping: the kernels store final pixels directly.
         finish = Finish(array.dtype, *pixel_mapping(flt.bias, out_range, scale))
         return options.convolve(array, flt.kernels[0], 1, flt, "all", finish=finish)
-    if has_alpha and streamable(flt, out_range, array.dtype) is None:
-        streamed = _stream_alpha(array, flt, options, alpha, scale, out_range)
+    if streamable(array.dtype) is None:
+        streamed = _stream(array, flt, options, alpha, has_alpha, scale, out_range)
         if streamed is not None:
             return streamed
     colour = array[..., :-1] if has_alpha else array

@@ -113,6 +113,7 @@ class ConvLayer:
     def __init__(self, plan, shape, mode, cval, finish, threads, label=None):
         height, width, channels = shape
         self.kernel = Kernel(plan, height, width, channels, mode, cval, threads)
+        self.plans = [plan]
         self.finish = finish
         self.passes = (label,) if label is not None else ()
 
@@ -156,35 +157,61 @@ def band_rows(layers, height, width) -> int:
 
 def run_layers(layers, source, out, *, threads: int | None = None, band: int | None = None):
     """Run ``layers`` over canonical ``source`` rows (H, W * C) into ``out`` (H, W * C, the
-    last layer's dtype), band by band; every earlier layer makes float32 rows."""
+    last layer's dtype), band by band; every earlier layer makes float32 rows.
+
+    A layer whose ``mapping`` ``measures`` (out-range ``normalize``: the whole image's
+    minimum and maximum) is first run alone, with the layers before it, to measure; then
+    every layer runs (so such a layer's rows are computed twice).
+    """
     from imgconv.engine.run import run_work, thread_count
 
     count = thread_count(threads)
     height, width = source.shape
     if height == 0 or width == 0:
         return out
-    band = band_rows(layers, height, width) if band is None else band
-    compiled = any(getattr(getattr(layer, "kernel", None), "compiled", False) or getattr(layer, "compiled", False) for layer in layers)
+    compiled = any(getattr(layer, "compiled", False) or any(k.compiled for k in _kernels(layer)) for layer in layers)
 
     def work():
-        buffers = [np.empty((0, width), np.float32) for _ in layers[:-1]]
-        for a in range(0, height, band):
-            b = min(height, a + band)
-            prev, index = source, None
-            for k, (layer, rows) in enumerate(zip(layers, _needed(layers, a, b))):
-                last = k == len(layers) - 1
-                if last:
-                    target = out[a:b]
-                else:
-                    if len(buffers[k]) < len(rows):
-                        buffers[k] = np.empty((len(rows), width), np.float32)
-                    target = buffers[k][: len(rows)]
-                for r0, r1, position in _runs(rows):
-                    layer.compute(prev, index, r0, r1, target[position : position + r1 - r0])
-                if not last:
-                    index = np.full(height, -1, np.int64)
-                    index[rows] = np.arange(len(rows))
-                    prev = target
-        return out
+        for k, layer in enumerate(layers):
+            mapping = getattr(layer, "mapping", None)
+            if mapping is not None and mapping.measures:
+                _sweep(layers[: k + 1], source, None, band)
+                mapping.done_measuring()
+        return _sweep(layers, source, out, band)
 
     return run_work(work, compiled, count)
+
+
+def _kernels(layer):
+    """The :class:`Kernel` objects of a layer (for the route: compiled or numpy)."""
+    found = [getattr(layer, "kernel", None)]
+    for name in ("group", "all", "colour", "opacity"):
+        group = getattr(layer, name, None)
+        found += getattr(group, "kernels", [])
+    return [k for k in found if isinstance(k, Kernel)]
+
+
+def _sweep(layers, source, out, band):
+    """One pass of ``layers`` over every band; ``out`` None: the last layer's rows go to a
+    scratch buffer (a measuring pass)."""
+    height, width = source.shape
+    band = band_rows(layers, height, width) if band is None else band
+    buffers = [np.empty((0, width), np.float32) for _ in layers]
+    for a in range(0, height, band):
+        b = min(height, a + band)
+        prev, index = source, None
+        for k, (layer, rows) in enumerate(zip(layers, _needed(layers, a, b))):
+            last = k == len(layers) - 1
+            if last and out is not None:
+                target = out[a:b]
+            else:
+                if len(buffers[k]) < len(rows):
+                    buffers[k] = np.empty((len(rows), width), np.float32)
+                target = buffers[k][: len(rows)]
+            for r0, r1, position in _runs(rows):
+                layer.compute(prev, index, r0, r1, target[position : position + r1 - r0])
+            if not last:
+                index = np.full(height, -1, np.int64)
+                index[rows] = np.arange(len(rows))
+                prev = target
+    return out
