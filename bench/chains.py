@@ -5,7 +5,7 @@
 Each path (a chain, ``--repeat``, ``--strength``, ``--linear``, alpha premultiplied)
 runs as its own ``imgconv apply`` process, interleaved with the others round by round;
 the table gives each path's median wall time and its peak resident memory (the child's
-own ``ru_maxrss``, from ``os.wait4``) as ratios to the single filter's
+peak, from ``/usr/bin/time -f %M``) as ratios to the single filter's
 (``gaussian:sigma=2`` on the JPEG; the alpha paths on an RGBA PNG of the same pixels,
 against ``--alpha separate`` there, which does no per-row arithmetic).  ``--before DIR``
 (a checkout of another revision, e.g. ``git archive main | tar -x -C DIR``) runs every
@@ -55,16 +55,14 @@ def make_inputs(work):
 
 
 def timed(command, env):
-    """(seconds, peak MiB) of one process."""
+    """(seconds, peak MiB) of one process (its peak from /usr/bin/time, whose own small
+    process forks it: a child forked from this one would start from this one's peak)."""
     start = time.perf_counter()
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    stderr = process.stderr.read()
-    _, status, usage = os.wait4(process.pid, 0)
+    result = subprocess.run(["/usr/bin/time", "-f", "%M", *command], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     seconds = time.perf_counter() - start
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0:
-        raise RuntimeError(f"{' '.join(map(str, command))} failed: {stderr.decode()[-500:]}")
-    return seconds, usage.ru_maxrss / 1024
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, command))} failed: {result.stderr[-500:]}")
+    return seconds, int(result.stderr.strip().splitlines()[-1]) / 1024
 
 
 def linear_round_trip(work, env):

@@ -464,6 +464,7 @@ class _Decode:
     whole-image decoding exactly); alpha scaled to 0..1."""
 
     passes = ()
+    compiled = False  # set by _stream_chain: the route of the convolutions
 
     def __init__(self, dtype, channels, has_alpha, scale):
         from imgconv.colour import srgb_to_linear
@@ -483,22 +484,18 @@ class _Decode:
         """``rows`` (source dtype) decoded into ``out`` (float32, the same shape)."""
         from imgconv.colour import srgb_to_linear
 
-        n = rows.shape[0]
-        source = rows.reshape(n, -1, self.channels)
-        target = out.reshape(n, -1, self.channels)
-        colour = slice(0, self.channels - 1) if self.has_alpha else slice(None)
         if self.table is not None:
-            if self.has_alpha:
-                np.take(self.table, source[..., colour], out=target[..., colour])
-                np.take(self.alpha_table, source[..., -1], out=target[..., -1])
-            else:
-                np.take(self.table, rows, out=out)
-        else:
-            work = source.astype(np.float32)
-            if self.inverse != 1:
-                work *= self.inverse
-            work[..., colour] = srgb_to_linear(work[..., colour])
-            target[...] = work
+            from imgconv.engine.stream import points_module
+
+            points_module(self.compiled).decode_rows(rows, self.table, self.alpha_table, self.channels, self.has_alpha, out)
+            return
+        n = rows.shape[0]
+        colour = slice(0, self.channels - 1) if self.has_alpha else slice(None)
+        work = rows.reshape(n, -1, self.channels).astype(np.float32)
+        if self.inverse != 1:
+            work *= self.inverse
+        work[..., colour] = srgb_to_linear(work[..., colour])
+        out.reshape(n, -1, self.channels)[...] = work
 
     def compute(self, prev, index, r0, r1, out):
         from imgconv.engine.stream import rows_of
@@ -512,50 +509,62 @@ class _Leave:
     the whole image after the last step, to each band of rows."""
 
     passes = ()
+    compiled = False  # set by _stream_chain: the route of the convolutions
 
     def __init__(self, source, chain, dtype, channels, has_alpha, scale, decode):
+        from imgconv.engine.finish import float32_range
+
         self.source, self.strength, self.linear = source, np.float32(chain.strength), chain.linear
         self.dtype, self.channels, self.has_alpha, self.scale, self.decode = np.dtype(dtype), channels, has_alpha, scale, decode
+        self.unit = np.float32(1.0 if chain.linear else scale)  # full intensity in the work's units
+        if self.dtype.kind == "u":
+            self.finish = np.array([*float32_range(self.dtype), 1], np.float32)
+            levels = np.arange(np.iinfo(self.dtype).max + 1, dtype=np.float32)
+            # Each level of an original row in the work's units: decoded, or as it is.
+            self.table, self.alpha_table = (decode.table, decode.alpha_table) if decode is not None else (levels, levels)
+        else:
+            self.finish = np.array([-np.inf, np.inf, 0], np.float32)
+            self.table = self.alpha_table = np.empty(0, np.float32)
 
     def needs(self, r0, r1):
         return np.arange(r0, r1, dtype=np.int64)
 
     def compute(self, prev, index, r0, r1, out):
-        from imgconv.colour import linear_to_srgb
+        from imgconv.colour import linear_to_srgb, srgb_encoder
         from imgconv.engine.finish import to_dtype
-        from imgconv.engine.stream import rows_of
+        from imgconv.engine.stream import points_module, rows_of
 
+        points = points_module(self.compiled)
         work = rows_of(prev, index, r0, r1)  # this band's rows of the last step, changed in place
         n = r1 - r0
-        unit = 1.0 if self.linear else self.scale  # full intensity in the work's units
+        source = self.source[r0:r1]
         if self.strength != 1.0:
-            original = np.empty(work.shape, np.float32)
-            if self.decode is not None:
-                self.decode.decode(self.source[r0:r1], original)
+            target = work if self.linear else out
+            finish = np.array([-np.inf, np.inf, 0], np.float32) if self.linear else self.finish
+            blend = (self.strength, self.channels, self.has_alpha, self.unit, finish, target)
+            if source.dtype != np.float32:
+                points.blend_rows(work, source, self.table, self.alpha_table, *blend)
             else:
-                original[...] = self.source[r0:r1]
-            np.subtract(work, original, out=work)
-            work *= self.strength
-            work += original
-            if self.has_alpha:
-                alpha = work.reshape(n, -1, self.channels)[..., -1]
-                np.clip(alpha, 0.0, unit, out=alpha)
-        if self.linear and self.dtype == np.uint8:  # 8 bits: encoded by table, exactly
-            from imgconv.colour import srgb_encoder
-
-            cells, target = work.reshape(n, -1, self.channels), out.reshape(n, -1, self.channels)
-            if self.has_alpha:
-                target[..., :-1] = srgb_encoder().encode(cells[..., :-1])
-                target[..., -1] = to_dtype(cells[..., -1] * np.float32(self.scale), self.dtype)
-            else:
-                srgb_encoder().encode(work, out=out)
+                if self.decode is not None:  # float32 in linear light: decoded here
+                    decoded = np.empty(work.shape, np.float32)
+                    self.decode.decode(source, decoded)
+                    source = decoded
+                points.blend_float_rows(work, source, *blend)
+            if not self.linear:
+                return
+        if self.dtype == np.uint8:  # 8 bits: encoded by table, exactly
+            encoder = srgb_encoder()
+            alpha_scale = np.float32(self.scale) if self.has_alpha else np.float32(0.0)
+            points.encode_rows(
+                work, work.view(np.int32), encoder.levels, encoder.limits, encoder.SHIFT, encoder.offset, encoder.count,
+                self.channels, alpha_scale, out,
+            )
             return
-        if self.linear:
-            cells = work.reshape(n, -1, self.channels)
-            colour = cells[..., : self.channels - 1] if self.has_alpha else cells
-            colour[...] = linear_to_srgb(colour)
-            if self.scale != 1.0:
-                work *= np.float32(self.scale)
+        cells = work.reshape(n, -1, self.channels)
+        colour = cells[..., : self.channels - 1] if self.has_alpha else cells
+        colour[...] = linear_to_srgb(colour)
+        if self.scale != 1.0:
+            work *= np.float32(self.scale)
         out[...] = to_dtype(work, self.dtype)
 
 
@@ -573,7 +582,7 @@ def _stream_chain(array, chain, mode, cval, alpha, has_alpha, out_range, backend
     from imgconv.engine.finish import Finish
     from imgconv.engine.plan import check_request, make_plan
     from imgconv.engine.run import canonical_rows, thread_count
-    from imgconv.engine.stream import ConvLayer, run_layers, streams
+    from imgconv.engine.stream import ConvLayer, kernels_of, run_layers, streams
 
     filtering.check_choice(alpha, filtering.ALPHA_POLICIES, "alpha")
     if out_range is not None:
@@ -619,6 +628,10 @@ def _stream_chain(array, chain, mode, cval, alpha, has_alpha, out_range, backend
         layers.append(layer)
     if leaves:
         layers.append(_Leave(rows, chain, array.dtype, channels, has_alpha, scale, decode))
+        compiled_route = any(kernel.compiled for layer in layers for kernel in kernels_of(layer))
+        for layer in (layers[0], layers[-1]):
+            if isinstance(layer, (_Decode, _Leave)):
+                layer.compiled = compiled_route
     out = np.empty(rows.shape, array.dtype)
     run_layers(layers, rows, out, threads=threads)
     first_round = layers[1 if decode is not None else 0 :][: len(chain.steps)]  # a repeat runs the same plans
@@ -631,8 +644,9 @@ def float_copies(chain, *, has_alpha: bool, dtype, out_range: str | None = None,
     holds at its peak, beyond the input and the output (for the memory guard,
     :func:`imgconv.memory.memory_needed`).
 
-    A plain chain is its one filter (:func:`imgconv.filtering.float_copies`).
-    Otherwise, from the code above: the float32 work image, and each step's
+    A plain chain is its one filter (:func:`imgconv.filtering.float_copies`).  A chain on
+    a uint8, uint16 or float32 image runs band by band (``_stream_chain``): 0.
+    Otherwise (other dtypes), from the code above: the float32 work image, and each step's
     float32 result while the work image is still held (2), plus what the step
     itself holds filtering a float32 image; with a strength other than 1 the
     original is kept (1) and the blend makes 2 temporaries (2).  Linear light
@@ -648,6 +662,8 @@ def float_copies(chain, *, has_alpha: bool, dtype, out_range: str | None = None,
     last = len(chain.steps) - 1
     if chain.is_plain:
         return filtering.float_copies(chain.steps[0].filter, has_alpha=has_alpha, dtype=dtype, out_range=out_range, alpha=alpha)
+    if filtering.streamable(dtype) is None:
+        return 0  # streamed band by band (engine/stream.py): band buffers, not counted
     step_most = max(
         filtering.float_copies(
             step.filter, has_alpha=has_alpha, dtype=np.float32, out_range=out_range if index == last else None, alpha=alpha

@@ -94,11 +94,12 @@ class Encoder:
         inside = thresholds > starts[bucket].astype(np.int64)  # a threshold on a bucket's start is its start level
         if np.bincount(bucket[inside], minlength=count).max(initial=0) > 1:
             raise ValueError("sRGB encoding table: a bucket holds two thresholds")
-        limits = np.full(count, np.inf, np.float32)
+        # No threshold: NaN, which no value reaches (v >= NaN is false; +inf >= +inf is not).
+        limits = np.full(count, np.nan, np.float32)
         limits[bucket[inside]] = thresholds[inside].astype(np.int32).view(np.float32)
         # Index 0: below the table (level 0); count + 1: above it (255).
         self.levels = np.concatenate([[0], start_levels, [self.TOP]]).astype(np.uint8)
-        self.limits = np.concatenate([[np.inf], limits, [np.inf]]).astype(np.float32)
+        self.limits = np.concatenate([[np.nan], limits, [np.nan]]).astype(np.float32)
         self.offset = first - 1
         self.count = count
         # Checked where the table could go wrong: every threshold and the value before it.

@@ -15,7 +15,7 @@ import numpy as np
 
 from imgconv import choices
 from imgconv.errors import shorten
-from imgconv.engine.finish import Finish, clip_to_range, shift, to_dtype
+from imgconv.engine.finish import Finish, clip_to_range, float32_range, shift, to_dtype
 from imgconv.engine.plan import Plan, check_request, make_plan
 from imgconv.engine.run import convolve_planned
 
@@ -211,7 +211,11 @@ def float_copies(flt, *, has_alpha: bool, dtype, out_range: str | None = None, a
       dtype): 0, the kernels write the output pixels directly; but a kernel the
       planner may split into 2 or 3 separable pairs sums them in 2 float32
       images (``engine/cpu.py`` ``run_separable``): 2.
-    - otherwise every kernel's float32 result is kept until they are combined
+    - every other filter of a native dtype (alpha, several kernels combined,
+      normalize) runs band by band (``engine/stream.py``): 0 (the band buffers,
+      a few MiB, are not counted; as for the fused path, an FFT or GPU plan's
+      whole-image float32 result is not counted either).
+    - otherwise (other dtypes) every kernel's float32 result is kept until they are combined
       (``_filter_array``), and a combination adds its total and one temporary
       (``r * r``): 1 for one kernel, 4 for sobel's two (measured 3.8).
     - with alpha the kernels run on the colour (3 of 4 channels: 0.75 each);
@@ -224,7 +228,10 @@ def float_copies(flt, *, has_alpha: bool, dtype, out_range: str | None = None, a
 
     out_range = flt.out_range if out_range is None else out_range
     single = flt.combine == "single"
-    if not has_alpha and single and out_range != "normalize" and np.dtype(dtype) in choices.NATIVE_DTYPES:
+    fused = not has_alpha and single and out_range != "normalize"
+    if not fused and np.dtype(dtype) in choices.NATIVE_DTYPES:
+        return 0  # streamed band by band (engine/stream.py): band buffers, not counted
+    if fused and np.dtype(dtype) in choices.NATIVE_DTYPES:
         kernel = flt.kernels[0]
         if kernel.factors is None and min(kernel.shape) > 1 and separable_cost(kernel.shape, 2) < direct_cost(kernel.matrix):
             factors = low_rank_factors(kernel.matrix)  # memoised; the planner asks the same
@@ -524,6 +531,14 @@ class FilterLayer:
             out[...] = to_dtype(mapped, self.mapping.dtype)
 
 
+def _store(values, target):
+    """float32 ``values`` (changed in place) into ``target`` as :func:`to_dtype` stores them."""
+    if target.dtype.kind in "iu":
+        np.rint(values, out=values)
+        clip_to_range(values, target.dtype)
+    target[...] = values
+
+
 class AlphaLayer:
     """One filter over rows with an alpha channel, by an alpha policy, as a layer of the band
     driver (``engine/stream.py``): what :func:`_apply` does to the whole image, row by row.
@@ -554,6 +569,11 @@ class AlphaLayer:
                 self.opacity = _Group(flt, (height, width, 1), options, 1.0, threads, label, "alpha")
                 groups.append(self.opacity)
         self.plans = [plan for group in groups for plan in group.plans]
+        self.compiled = any(kernel.compiled for group in groups for kernel in group.kernels)
+        if self.dtype.kind in "iu":  # how unpremultiply_rows stores: low, high, rounding
+            self.store_spec = np.array([*float32_range(self.dtype), 1], np.float32)
+        else:
+            self.store_spec = np.array([-np.inf, np.inf, 0], np.float32)
         note = MEASURED if self.mapping.measures else STREAMED
         self.passes = tuple(dataclasses.replace(p, note=note) for group in groups for p in group.passes)
 
@@ -580,22 +600,38 @@ class AlphaLayer:
         local[rows] = np.arange(len(rows))
         colour = block[..., :-1]
         if self.alpha == "premultiplied":
-            opacity = block[..., -1:].astype(np.float32) * np.float32(1.0 / self.scale)
-            premultiplied = np.ascontiguousarray((colour * opacity).reshape(len(rows), -1))
-            filtered = self.colour.run(premultiplied, local, r0, r1).reshape(n, width, channels - 1)
+            from imgconv.engine.stream import points_module
+
+            points = points_module(self.compiled)
+            m = len(rows)
+            opacity = np.empty((m, width), np.float32)
+            premultiplied = np.empty((m, width * (channels - 1)), np.float32)
+            points.premultiply_rows(block.reshape(m, -1), np.float32(1.0 / self.scale), channels, premultiplied, opacity)
+            filtered = self.colour.run(premultiplied, local, r0, r1)
             if self.opacity is not None:
-                new_opacity = self.opacity.run(np.ascontiguousarray(opacity.reshape(len(rows), width)), local, r0, r1)
+                new_opacity = self.opacity.run(opacity, local, r0, r1)
                 np.clip(new_opacity, 0.0, 1.0, out=new_opacity)
-                new_opacity = new_opacity.reshape(n, width, 1)
             else:
                 new_opacity = opacity[local[r0] : local[r0] + n]
-            visible = new_opacity > choices.TRANSPARENT_OPACITY
-            if visible.all():
-                filtered /= new_opacity
+            if (new_opacity > choices.TRANSPARENT_OPACITY).all():
+                straight = np.empty((0, 0), np.float32)
             else:  # as _apply: the fully transparent result's colour filtered straight
-                straight = self.colour.run(np.ascontiguousarray(colour.reshape(len(rows), -1)), local, r0, r1)
-                straight = straight.reshape(n, width, channels - 1)
-                filtered = np.where(visible, filtered / np.where(visible, new_opacity, np.float32(1.0)), straight)
+                straight = self.colour.run(np.ascontiguousarray(colour.reshape(m, -1)), local, r0, r1)
+            if not self.mapping.measures:  # divided, mapped and stored in one sweep
+                offset, absolute = pixel_mapping(self.flt.bias, self.mapping.out_range, self.scale)
+                points.unpremultiply_rows(
+                    filtered, new_opacity, straight, np.float32(choices.TRANSPARENT_OPACITY), np.float32(offset), absolute,
+                    np.float32(self.scale), self.store_spec, out,
+                )
+                return
+            filtered = filtered.reshape(n, width, channels - 1)
+            new_opacity = new_opacity.reshape(n, width, 1)
+            visible = new_opacity > choices.TRANSPARENT_OPACITY
+            if len(straight) == 0:
+                filtered /= new_opacity
+            else:
+                np.divide(filtered, np.where(visible, new_opacity, np.float32(1.0)), out=filtered)
+                np.copyto(filtered, straight.reshape(n, width, channels - 1), where=~visible)
             new_alpha = new_opacity * np.float32(self.scale)
         else:  # ignore
             filtered = self.colour.run(np.ascontiguousarray(colour.reshape(len(rows), -1)), local, r0, r1)
@@ -604,8 +640,9 @@ class AlphaLayer:
         mapped = self.mapping.apply(filtered)
         if mapped is None:
             return
-        mapped = np.concatenate([mapped, new_alpha.astype(np.float32)], axis=-1)
-        out[...] = to_dtype(mapped.reshape(n, -1), self.dtype)
+        cells = out.reshape(n, width, channels)
+        _store(mapped, cells[..., :-1])
+        _store(new_alpha.astype(np.float32), cells[..., -1:])
 
 
 def _apply(array, flt, options, alpha, has_alpha, out_range):

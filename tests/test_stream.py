@@ -195,3 +195,76 @@ def test_no_full_size_float_image(catalog, monkeypatch, options, channels):
     float_image = 4 * image.size
     # The output (a quarter of a float32 image) and band buffers, never a float image.
     assert peak - result.nbytes < 0.5 * float_image, (peak, float_image)
+
+
+def test_srgb_encoding_table_is_the_curve(rng):
+    from imgconv.colour import srgb_encoder
+
+    encoder = srgb_encoder()
+    # Around every bucket edge and threshold, and values everywhere (negatives, above 1, NaN-free).
+    edges = ((np.arange(encoder.count + 2) + encoder.offset) << encoder.SHIFT).astype(np.int64)
+    patterns = np.concatenate([edges - 1, edges, edges + 1]).clip(0, None).astype(np.int32)
+    values = np.concatenate([patterns.view(np.float32), rng.random(200_000).astype(np.float32) * 1.4 - 0.2, [0.0, -0.0, 1.0, np.inf, -np.inf]]).astype(np.float32)
+    exact = np.clip(np.rint(linear_to_srgb(values) * np.float32(255)), 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(encoder.encode(values), exact)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_point_transforms_match_their_numpy_twins(rng, dtype):
+    from imgconv.colour import srgb_encoder
+    from imgconv.engine import points, vector
+    from imgconv.engine.finish import float32_range
+
+    shape = (7, 4 * 5)
+    work = (rng.random(shape) * 1.6 - 0.3).astype(np.float32)
+    work[0, :3] = [np.nan, np.inf, -np.inf]
+    source = image_of(rng, dtype, shape)
+    top = np.iinfo(dtype).max if np.dtype(dtype).kind == "u" else 1
+    spec = np.array([*float32_range(dtype), 1], np.float32) if np.dtype(dtype).kind == "u" else np.array([-np.inf, np.inf, 0], np.float32)
+    for has_alpha in (False, True):
+        outputs = []
+        for module in (points, vector):
+            blended = np.empty(shape, dtype)
+            if np.dtype(dtype).kind == "u":
+                table = (np.arange(top + 1) * 0.9).astype(np.float32)
+                module.blend_rows(work.copy(), source, table, table * 2, np.float32(0.7), 4, has_alpha, np.float32(top), spec, blended)
+                decoded = np.empty(shape, np.float32)
+                module.decode_rows(source, table, table * 2, 4, has_alpha, decoded)
+            else:
+                module.blend_float_rows(work.copy(), source, np.float32(1.3), 4, has_alpha, np.float32(1), spec, blended)
+                decoded = np.empty(0)
+            encoded = np.empty(shape, np.uint8)
+            encoder, values = srgb_encoder(), work * np.float32(top)
+            module.encode_rows(values, values.view(np.int32), encoder.levels, encoder.limits, encoder.SHIFT, encoder.offset,
+                               encoder.count, 4, np.float32(255 if has_alpha else 0), encoded)
+            outputs.append((blended, decoded, encoded))
+        for a, b in zip(*outputs):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_alpha_transforms_match_their_numpy_twins(rng, dtype):
+    from imgconv.engine import points, vector
+    from imgconv.engine.finish import float32_range
+
+    width, channels, n = 6, 4, 5
+    block = image_of(rng, dtype, (n, width * channels))
+    top = np.iinfo(dtype).max if np.dtype(dtype).kind == "u" else 1
+    spec = np.array([*float32_range(dtype), 1], np.float32) if np.dtype(dtype).kind == "u" else np.array([-np.inf, np.inf, 0], np.float32)
+    filtered = (rng.random((n, width * 3)) * 1.5 * top - 0.2 * top).astype(np.float32)
+    filtered[0, :2] = [np.nan, np.inf]
+    opacity = rng.random((n, width)).astype(np.float32)
+    opacity[1, :3] = [0.0, 1e-7, np.nan]
+    straight = (rng.random((n, width * 3)) * top).astype(np.float32)
+    results = []
+    for module in (points, vector):
+        premultiplied, alphas = np.empty((n, width * 3), np.float32), np.empty((n, width), np.float32)
+        module.premultiply_rows(block, np.float32(1 / top), channels, premultiplied, alphas)
+        stored = []
+        for offset, absolute, given in ((0.0, False, straight), (0.5 * top, True, np.empty((0, 0), np.float32))):
+            out = np.empty((n, width * channels), dtype)
+            module.unpremultiply_rows(filtered.copy(), opacity, given, np.float32(1e-6), np.float32(offset), absolute, np.float32(top), spec, out)
+            stored.append(out)
+        results.append((premultiplied, alphas, *stored))
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)

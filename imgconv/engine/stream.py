@@ -44,6 +44,16 @@ from imgconv.engine.plan import Plan
 __all__ = ["streams", "ConvLayer", "PointLayer", "run_layers", "rows_of"]
 
 
+def points_module(compiled: bool):
+    """The band driver's per-element transforms: compiled (``engine/points.py``) where the
+    convolutions run compiled, else their numpy twins (``engine/vector.py``): the same bits."""
+    if compiled:
+        from imgconv.engine import points
+    else:
+        from imgconv.engine import vector as points
+    return points
+
+
 def streams(plan: Plan) -> bool:
     """Whether ``plan`` can run band by band here (CPU, direct or separable)."""
     return plan.backend == "cpu" and plan.strategy in ("direct", "separable")
@@ -169,7 +179,7 @@ def run_layers(layers, source, out, *, threads: int | None = None, band: int | N
     height, width = source.shape
     if height == 0 or width == 0:
         return out
-    compiled = any(getattr(layer, "compiled", False) or any(k.compiled for k in _kernels(layer)) for layer in layers)
+    compiled = any(getattr(layer, "compiled", False) or any(k.compiled for k in kernels_of(layer)) for layer in layers)
 
     def work():
         for k, layer in enumerate(layers):
@@ -182,7 +192,7 @@ def run_layers(layers, source, out, *, threads: int | None = None, band: int | N
     return run_work(work, compiled, count)
 
 
-def _kernels(layer):
+def kernels_of(layer):
     """The :class:`Kernel` objects of a layer (for the route: compiled or numpy)."""
     found = [getattr(layer, "kernel", None)]
     for name in ("group", "all", "colour", "opacity"):

@@ -431,3 +431,94 @@ def gather_region(src, row_map, col_map, channels, channel, cval, region):
 def run_fft(plan, rows, channels, mode, cval, finish, threads):
     """``fft.run_fft`` with this module's ``gather_region`` for the tiles (no numba)."""
     return fft.run_fft(plan, rows, channels, mode, cval, finish, threads, gather=gather_region)
+
+
+# --- the band driver's per-element transforms: engine/points.py in numpy -------------------------
+
+
+def decode_rows(source, table, alpha_table, channels, has_alpha, out):
+    """``points.decode_rows`` in numpy."""
+    if not has_alpha:
+        np.take(table, source, out=out)
+        return
+    cells, target = source.reshape(len(source), -1, channels), out.reshape(len(out), -1, channels)
+    np.take(table, cells[..., :-1], out=target[..., :-1])
+    np.take(alpha_table, cells[..., -1], out=target[..., -1])
+
+
+def blend_rows(work, source, table, alpha_table, strength, channels, has_alpha, unit, finish, out):
+    """``points.blend_rows`` in numpy (``work`` is changed)."""
+    original = np.empty(work.shape, np.float32)
+    decode_rows(source, table, alpha_table, channels, has_alpha, original)
+    blend_float_rows(work, original, strength, channels, has_alpha, unit, finish, out)
+
+
+def blend_float_rows(work, original, strength, channels, has_alpha, unit, finish, out):
+    """``points.blend_float_rows`` in numpy (``work`` is changed)."""
+    np.subtract(work, original, out=work)
+    np.multiply(work, strength, out=work)
+    np.add(original, work, out=work)
+    if has_alpha:
+        alpha = work.reshape(len(work), -1, channels)[..., -1]
+        np.minimum(np.maximum(alpha, np.float32(0.0)), unit, out=alpha)
+    if finish[2] != 0:
+        np.rint(work, out=work)
+        work[np.isnan(work)] = 0.0
+        np.minimum(np.maximum(work, finish[0]), finish[1], out=work)
+    out[...] = work
+
+
+def encode_rows(values, bits, levels, limits, shift, offset, count, channels, alpha_scale, out):
+    """``points.encode_rows`` in numpy."""
+    index = bits >> shift
+    index -= offset
+    np.clip(index, 0, count + 1, out=index)
+    step = values >= limits[index]
+    np.take(levels, index, out=out)
+    out += step
+    if alpha_scale > 0:
+        alpha = values.reshape(len(values), -1, channels)[..., -1] * np.float32(alpha_scale)
+        np.rint(alpha, out=alpha)
+        alpha[np.isnan(alpha)] = 0.0
+        out.reshape(len(out), -1, channels)[..., -1] = np.minimum(np.maximum(alpha, np.float32(0.0)), np.float32(255.0))
+
+
+def premultiply_rows(block, inverse, channels, premultiplied, opacity):
+    """``points.premultiply_rows`` in numpy."""
+    m, width = opacity.shape
+    cells = block.reshape(m, width, channels)
+    np.multiply(cells[..., -1], inverse, out=opacity, dtype=np.float32)
+    np.multiply(cells[..., :-1], opacity[..., None], out=premultiplied.reshape(m, width, channels - 1), dtype=np.float32)
+
+
+def unpremultiply_rows(filtered, opacity, straight, transparent, offset, absolute, scale, finish, out):
+    """``points.unpremultiply_rows`` in numpy (``filtered`` is changed)."""
+    n, width = opacity.shape
+    colours = filtered.shape[1] // width
+    values = filtered.reshape(n, width, colours)
+    alphas = opacity[..., None]
+    visible = alphas > transparent
+    with np.errstate(all="ignore"):  # as the compiled loop: x / 0 is inf, silently
+        if len(straight):
+            np.divide(values, np.where(visible, alphas, np.float32(1.0)), out=values)
+            np.copyto(values, straight.reshape(n, width, colours), where=~visible)
+        else:
+            np.divide(values, alphas, out=values)
+    if offset != 0:
+        values += offset
+    if absolute:
+        np.abs(values, out=values)
+    cells = out.reshape(n, width, colours + 1)
+    cells[..., :-1] = _stored(values, finish)
+    cells[..., -1:] = _stored(alphas * scale, finish)
+
+
+def _stored(values, finish):
+    """``points._stored`` in numpy (``values`` is changed)."""
+    if finish[2] != 0:
+        low, high = finish[0], finish[1]
+        np.minimum(np.maximum(values, low), high, out=values)
+        np.rint(values, out=values)
+        values[np.isnan(values)] = 0.0
+        np.minimum(np.maximum(values, low), high, out=values)
+    return values
