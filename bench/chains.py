@@ -56,9 +56,14 @@ def make_inputs(work):
 
 def timed(command, env):
     """(seconds, peak MiB) of one process (its peak from /usr/bin/time, whose own small
-    process forks it: a child forked from this one would start from this one's peak)."""
+    process forks it: a child forked from this one would start from this one's peak).
+    Run from the temporary folder: ``python -m`` puts the working folder first on
+    ``sys.path``, before ``PYTHONPATH``."""
     start = time.perf_counter()
-    result = subprocess.run(["/usr/bin/time", "-f", "%M", *command], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    result = subprocess.run(
+        ["/usr/bin/time", "-f", "%M", *command], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        cwd=tempfile.gettempdir(),
+    )
     seconds = time.perf_counter() - start
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(map(str, command))} failed: {result.stderr[-500:]}")
@@ -73,7 +78,8 @@ def linear_round_trip(work, env):
     pixels = rng.integers(0, 65536, (300, 400, 3), dtype=np.uint16)
     source, out = work / "deep.tif", work / "deep-out.tif"
     io.write_image(source, pixels)
-    subprocess.run([sys.executable, "-m", "imgconv", "apply", "identity", "--linear", str(source), str(out)], env=env, check=True)
+    command = [sys.executable, "-m", "imgconv", "apply", "identity", "--linear", str(source), str(out)]
+    subprocess.run(command, env=env, check=True, cwd=tempfile.gettempdir())
     return bool(np.array_equal(io.read_image(out).pixels, pixels))
 
 

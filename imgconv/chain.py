@@ -12,15 +12,19 @@ A ``KEY=VALUE`` item after a comma adds a parameter to the step before it, so
 ``sharpen``.  Commas inside ``[...]`` belong to the matrix.  Kernel steps take
 ``normalize=true`` (divide by the sum) and ``scale=X``.
 
-How a chain runs (:func:`apply_chain`): the image is converted once to float32
-in 0..1 (``--linear``: decoded from sRGB to linear light), every step runs on
-that with no rounding or clipping in between (so a chain of linear filters is
+How a chain runs (:func:`apply_chain`): band by band (``engine/stream.py``: each step
+makes the rows the next needs, so no full-size float image is made), in float32 in the
+image's own units (``--linear``: decoded from sRGB to linear light, 0..1, as rows enter),
+every step with no rounding or clipping in between (so a chain of linear filters is
 exactly its equivalent kernel, up to the borders), ``repeat`` runs the whole
 chain again, ``strength`` blends the result with the original
 (``original + strength * (result - original)``: 0 is the original, 1 the
 result, above 1 extrapolates as unsharp masking does), and only then is the
-result encoded, rounded and clipped back to the input's dtype.  A single step
-with no repeat, strength or linear light is exactly :func:`imgconv.apply_filter`.
+result encoded, rounded and clipped back to the input's dtype (as rows leave).  A
+single step with no repeat, strength or linear light is exactly
+:func:`imgconv.apply_filter`.  Images of other dtypes than uint8, uint16 and float32,
+and plans the band driver does not run (FFT, GPU), take the whole-image route: one
+float32 work image in 0..1, step after step.
 
 This module does not import numba; computing does.
 """

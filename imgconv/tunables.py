@@ -30,9 +30,10 @@ CPU_BANDS_PER_THREAD = 4
 # --- the band driver (engine/stream.py: chains, repeat, strength, linear light, alpha) ----------
 
 # Elements of a band's float32 rows (about 6 MiB): each step of a chain keeps one such
-# buffer (plus its halo rows), so a chain's extra memory is a few of them, and the halo
-# rows recomputed per band (kh - 1 of each later step) stay a few percent of the band
-# (125 rows of a 4000-pixel RGB image; a Gaussian of sigma 2 re-makes 12 rows a band).
+# buffer (plus its halo rows), so a chain's extra memory is a few of them, while the halo
+# rows recomputed per band (kh - 1 of each later step) stay a modest share of the band
+# (117 rows of a 4240-pixel RGB image; a later Gaussian of sigma 2, 17 taps, makes the
+# step before it compute 16 rows more a band: 14 % of that step's rows).
 STREAM_BAND_ELEMENTS = 1_500_000
 # When the rows recomputed for the halos of every band would exceed this share of the
 # rows computed once, bands grow (a kernel larger than the image, wrap mode on a short

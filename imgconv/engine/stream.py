@@ -12,10 +12,12 @@ or in ``wrap`` mode they may lie at the other end of the image), makes exactly t
 layer after layer, into band buffers, and the last layer writes the band's output rows
 in the image's dtype.  So the only full-size arrays are the input and the output.
 
-**What it costs.**  Each band recomputes the halo of each layer: ``kh - 1`` rows of every
-later convolution's kernel height, once per band and layer (``tunables.STREAM_BAND_ELEMENTS``
-sets the band; a Gaussian of sigma 2 repeated twice on a 4000-wide RGB image makes 12 rows
-more per 125-row band, about 10 %).  Where the halos would cost more than
+**What it costs.**  Each band recomputes the halo of each layer: ``kh - 1`` rows for every
+later convolution, once per band and layer (``tunables.STREAM_BAND_ELEMENTS`` sets the band;
+a Gaussian of sigma 2, 17 taps, repeated twice on a 4240-wide RGB image: the first pass makes
+133 rows for each 117-row band, 14 % more; and each kernel call's threads share its rows out
+in sub-bands, whose separable row passes re-make ``kh - 1`` rows each, as a whole-image
+call's bands do).  Buffers: one float32 band (plus halo) per layer, about 6 MiB each.  Where the halos would cost more than
 ``tunables.STREAM_MAX_RECOMPUTE`` of the work (kernels about as tall as the image), bands
 grow, up to one band of the whole image, where each layer keeps a full-size buffer (as
 before this driver).
