@@ -40,6 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from imgconv.choices import MAX_KERNEL_SIDE, MAX_REPEAT, parse_bool
+from imgconv.engine.stream import PointLayer  # numpy only: numba is imported where kernels run
 from imgconv.errors import CatalogError, shorten
 from imgconv.kernels import (
     Filter,
@@ -462,12 +463,11 @@ def apply_chain(
     return (result, passes) if explain else result
 
 
-class _Decode:
+class _Decode(PointLayer):
     """sRGB-encoded rows to linear light (float32, 0..1) as they enter: a table lookup for
     8 and 16 bits (the table holds what ``srgb_to_linear`` gives each level, so it is the
     whole-image decoding exactly); alpha scaled to 0..1."""
 
-    passes = ()
     compiled = False  # set by _stream_chain: the route of the convolutions
 
     def __init__(self, dtype, channels, has_alpha, scale):
@@ -480,9 +480,6 @@ class _Decode:
             self.table, self.alpha_table = srgb_to_linear(levels), levels
         else:
             self.table = None
-
-    def needs(self, r0, r1):
-        return np.arange(r0, r1, dtype=np.int64)
 
     def decode(self, rows, out):
         """``rows`` (source dtype) decoded into ``out`` (float32, the same shape)."""
@@ -507,12 +504,11 @@ class _Decode:
         self.decode(rows_of(prev, index, r0, r1), out)
 
 
-class _Leave:
+class _Leave(PointLayer):
     """The chain's last per-row layer: the blend with the original rows (``strength``), alpha
     clipped, sRGB encoding (``linear``), the image's dtype: what :func:`apply_chain` does to
     the whole image after the last step, to each band of rows."""
 
-    passes = ()
     compiled = False  # set by _stream_chain: the route of the convolutions
 
     def __init__(self, source, chain, dtype, channels, has_alpha, scale, decode):
@@ -529,9 +525,6 @@ class _Leave:
         else:
             self.finish = np.array([-np.inf, np.inf, 0], np.float32)
             self.table = self.alpha_table = np.empty(0, np.float32)
-
-    def needs(self, r0, r1):
-        return np.arange(r0, r1, dtype=np.int64)
 
     def compute(self, prev, index, r0, r1, out):
         from imgconv.colour import linear_to_srgb, srgb_encoder
