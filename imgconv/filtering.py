@@ -652,10 +652,21 @@ def _apply(array, flt, options, alpha, has_alpha, out_range):
         # One kernel and a per-pixel mapping: the kernels store final pixels directly.
         finish = Finish(array.dtype, *pixel_mapping(flt.bias, out_range, scale))
         return options.convolve(array, flt.kernels[0], 1, flt, "all", finish=finish)
-    if streamable(array.dtype) is None:
+    why = streamable(array.dtype)
+    if why is None:
         streamed = _stream(array, flt, options, alpha, has_alpha, scale, out_range)
         if streamed is not None:
             return streamed
+        why = "whole image: a plan runs where the band driver does not (FFT or GPU)"
+    first = len(options.passes) if options.passes is not None else 0
+    result = _whole_image(array, flt, options, alpha, has_alpha, out_range, scale)
+    if options.passes is not None:  # --explain says why these ran on the whole image
+        options.passes[first:] = [dataclasses.replace(p, note=why) for p in options.passes[first:]]
+    return result
+
+
+def _whole_image(array, flt, options, alpha, has_alpha, out_range, scale):
+    """:func:`_apply` on the whole image: float32 results of every kernel, alpha and mapping."""
     colour = array[..., :-1] if has_alpha else array
     part = "colour" if has_alpha else "all"
 

@@ -268,3 +268,17 @@ def test_alpha_transforms_match_their_numpy_twins(rng, dtype):
         results.append((premultiplied, alphas, *stored))
     for a, b in zip(*results):
         np.testing.assert_array_equal(a, b)
+
+
+def test_explain_says_how_the_rows_went(rng, catalog):
+    image = rng.integers(0, 256, (40, 30, 4), dtype=np.uint8)
+    _, passes = apply_chain(image, parse_chain("gaussian:sigma=1,sharpen", catalog), explain=True)
+    assert passes and all(p.note == "rows streamed band by band" for p in passes)
+    assert passes[0].describe().endswith("; rows streamed band by band")
+    _, passes = apply_chain(image, parse_chain("blur,sobel", catalog), out_range="normalize", explain=True)
+    assert "rows streamed twice (normalize" in passes[-1].describe()
+    # Plans the band driver does not run, and other dtypes, say why they took the whole image.
+    _, passes = apply_chain(image, parse_chain("gaussian:sigma=1,sharpen", catalog), strategy="fft", explain=True)
+    assert all(p.note.startswith("whole image: 'gaussian:sigma=1' runs fft on cpu") for p in passes)
+    _, passes = apply_chain(image.astype(np.float64), Chain.of(catalog.resolve("sobel"), repeat=2), explain=True)
+    assert all(p.note == "whole image: a float64 image is filtered as a float32 copy" for p in passes)
