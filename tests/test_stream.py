@@ -121,7 +121,8 @@ def test_alpha_matches_scipy(rng, mode, alpha, dtype):
     # Opaque enough everywhere that no result is fully transparent (that fallback has its own test).
     image[..., 3] = (0.2 + 0.8 * rng.random((12, 10))) * top
     blur, small = kernel_step(np.full((3, 3), 1 / 9)), kernel_step(np.full((1, 2), 0.5))
-    for chain in (Chain((blur, small)), Chain((blur,), repeat=2, strength=0.5), Chain((small,), linear=True)):
+    large = kernel_step(np.full((15, 13), 1 / 195))  # larger than the 12x10 image
+    for chain in (Chain((blur, small)), Chain((blur,), repeat=2, strength=0.5), Chain((small,), linear=True), Chain((large, small))):
         expected = reference(image, chain, mode, 0.0, alpha, has_alpha=True)
         assert_matches(apply_chain(image, chain, mode=mode, alpha=alpha), expected, dtype, gain=4.0)
 
