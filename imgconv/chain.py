@@ -12,15 +12,19 @@ A ``KEY=VALUE`` item after a comma adds a parameter to the step before it, so
 ``sharpen``.  Commas inside ``[...]`` belong to the matrix.  Kernel steps take
 ``normalize=true`` (divide by the sum) and ``scale=X``.
 
-How a chain runs (:func:`apply_chain`): the image is converted once to float32
-in 0..1 (``--linear``: decoded from sRGB to linear light), every step runs on
-that with no rounding or clipping in between (so a chain of linear filters is
+How a chain runs (:func:`apply_chain`): band by band (``engine/stream.py``: each step
+makes the rows the next needs, so no full-size float image is made), in float32 in the
+image's own units (``--linear``: decoded from sRGB to linear light, 0..1, as rows enter),
+every step with no rounding or clipping in between (so a chain of linear filters is
 exactly its equivalent kernel, up to the borders), ``repeat`` runs the whole
 chain again, ``strength`` blends the result with the original
 (``original + strength * (result - original)``: 0 is the original, 1 the
 result, above 1 extrapolates as unsharp masking does), and only then is the
-result encoded, rounded and clipped back to the input's dtype.  A single step
-with no repeat, strength or linear light is exactly :func:`imgconv.apply_filter`.
+result encoded, rounded and clipped back to the input's dtype (as rows leave).  A
+single step with no repeat, strength or linear light is exactly
+:func:`imgconv.apply_filter`.  Images of other dtypes than uint8, uint16 and float32,
+and plans the band driver does not run (FFT, GPU), take the whole-image route: one
+float32 work image in 0..1, step after step.
 
 This module does not import numba; computing does.
 """
@@ -36,6 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from imgconv.choices import MAX_KERNEL_SIDE, MAX_REPEAT, parse_bool
+from imgconv.engine.stream import PointLayer  # numpy only: numba is imported where kernels run
 from imgconv.errors import CatalogError, shorten
 from imgconv.kernels import (
     Filter,
@@ -408,10 +413,11 @@ def apply_chain(
             return result
         result, ran = result
         if not recorded:
-            passes.extend(dataclasses.replace(p, filter=step.text) for p in ran)
+            passes.extend(dataclasses.replace(p, filter=step.text, note=why or p.note) for p in ran)
         return result
 
     recorded = False
+    why = ""  # why the whole-image route runs (for --explain)
     if chain.is_plain:
         result = step_filter(image, chain.steps[0], cval, out_range)
         return (result, passes) if explain else result
@@ -422,6 +428,11 @@ def apply_chain(
     channels = 1 if array.ndim == 2 else array.shape[2]
     has_alpha = filtering.check_has_alpha(has_alpha, channels)
     cval = filtering.check_cval(cval)
+
+    streamed, why = _stream_chain(array, chain, mode, cval, alpha, has_alpha, out_range, backend, strategy, threads)
+    if streamed is not None:
+        result, ran = streamed
+        return (result, ran) if explain else result
 
     scale = filtering.full_scale(array.dtype)
     work = array.astype(np.float32)  # always a copy
@@ -452,13 +463,187 @@ def apply_chain(
     return (result, passes) if explain else result
 
 
+class _Decode(PointLayer):
+    """sRGB-encoded rows to linear light (float32, 0..1) as they enter: a table lookup for
+    8 and 16 bits (the table holds what ``srgb_to_linear`` gives each level, so it is the
+    whole-image decoding exactly); alpha scaled to 0..1."""
+
+    compiled = False  # set by _stream_chain: the route of the convolutions
+
+    def __init__(self, dtype, channels, has_alpha, scale):
+        from imgconv.colour import srgb_to_linear
+
+        self.dtype, self.channels, self.has_alpha = np.dtype(dtype), channels, has_alpha
+        self.inverse = np.float32(1.0 / scale)
+        if self.dtype.kind == "u":
+            levels = np.arange(np.iinfo(self.dtype).max + 1, dtype=np.float32) * self.inverse
+            self.table, self.alpha_table = srgb_to_linear(levels), levels
+        else:
+            self.table = None
+
+    def decode(self, rows, out):
+        """``rows`` (source dtype) decoded into ``out`` (float32, the same shape)."""
+        from imgconv.colour import srgb_to_linear
+
+        if self.table is not None:
+            from imgconv.engine.stream import points_module
+
+            points_module(self.compiled).decode_rows(rows, self.table, self.alpha_table, self.channels, self.has_alpha, out)
+            return
+        n = rows.shape[0]
+        colour = slice(0, self.channels - 1) if self.has_alpha else slice(None)
+        work = rows.reshape(n, -1, self.channels).astype(np.float32)
+        if self.inverse != 1:
+            work *= self.inverse
+        work[..., colour] = srgb_to_linear(work[..., colour])
+        out.reshape(n, -1, self.channels)[...] = work
+
+    def compute(self, prev, index, r0, r1, out):
+        from imgconv.engine.stream import rows_of
+
+        self.decode(rows_of(prev, index, r0, r1), out)
+
+
+class _Leave(PointLayer):
+    """The chain's last per-row layer: the blend with the original rows (``strength``), alpha
+    clipped, sRGB encoding (``linear``), the image's dtype: what :func:`apply_chain` does to
+    the whole image after the last step, to each band of rows."""
+
+    compiled = False  # set by _stream_chain: the route of the convolutions
+
+    def __init__(self, source, chain, dtype, channels, has_alpha, scale, decode):
+        from imgconv.engine.finish import float32_range
+
+        self.source, self.strength, self.linear = source, np.float32(chain.strength), chain.linear
+        self.dtype, self.channels, self.has_alpha, self.scale, self.decode = np.dtype(dtype), channels, has_alpha, scale, decode
+        self.unit = np.float32(1.0 if chain.linear else scale)  # full intensity in the work's units
+        if self.dtype.kind == "u":
+            self.finish = np.array([*float32_range(self.dtype), 1], np.float32)
+            levels = np.arange(np.iinfo(self.dtype).max + 1, dtype=np.float32)
+            # Each level of an original row in the work's units: decoded, or as it is.
+            self.table, self.alpha_table = (decode.table, decode.alpha_table) if decode is not None else (levels, levels)
+        else:
+            self.finish = np.array([-np.inf, np.inf, 0], np.float32)
+            self.table = self.alpha_table = np.empty(0, np.float32)
+
+    def compute(self, prev, index, r0, r1, out):
+        from imgconv.colour import linear_to_srgb, srgb_encoder
+        from imgconv.engine.finish import to_dtype
+        from imgconv.engine.stream import points_module, rows_of
+
+        points = points_module(self.compiled)
+        work = rows_of(prev, index, r0, r1)  # this band's rows of the last step, changed in place
+        n = r1 - r0
+        source = self.source[r0:r1]
+        if self.strength != 1.0:
+            target = work if self.linear else out
+            finish = np.array([-np.inf, np.inf, 0], np.float32) if self.linear else self.finish
+            blend = (self.strength, self.channels, self.has_alpha, self.unit, finish, target)
+            if source.dtype != np.float32:
+                points.blend_rows(work, source, self.table, self.alpha_table, *blend)
+            else:
+                if self.decode is not None:  # float32 in linear light: decoded here
+                    decoded = np.empty(work.shape, np.float32)
+                    self.decode.decode(source, decoded)
+                    source = decoded
+                points.blend_float_rows(work, source, *blend)
+            if not self.linear:
+                return
+        if self.dtype == np.uint8:  # 8 bits: encoded by table, exactly
+            encoder = srgb_encoder()
+            alpha_scale = np.float32(self.scale) if self.has_alpha else np.float32(0.0)
+            points.encode_rows(
+                work, work.view(np.int32), encoder.levels, encoder.limits, encoder.SHIFT, encoder.offset, encoder.count,
+                self.channels, alpha_scale, out,
+            )
+            return
+        cells = work.reshape(n, -1, self.channels)
+        colour = cells[..., : self.channels - 1] if self.has_alpha else cells
+        colour[...] = linear_to_srgb(colour)
+        if self.scale != 1.0:
+            work *= np.float32(self.scale)
+        out[...] = to_dtype(work, self.dtype)
+
+
+def _stream_chain(array, chain, mode, cval, alpha, has_alpha, out_range, backend, strategy, threads):
+    """:func:`apply_chain` row by row, band by band (``engine/stream.py``):
+    ``((result, passes), None)``, or ``(None, why not)`` where the image is of another dtype
+    than uint8, uint16 or float32, or a plan is not the band driver's (the GPU, the FFT);
+    then the whole-image route below runs, and ``--explain`` says why on each pass.
+
+    The work is in the image's own units (uint8 rows are read by the first step as they
+    are), or in linear light 0..1; results equal the whole-image route's to float32 round-off.
+    """
+    from imgconv import choices, filtering
+    from imgconv.colour import srgb_to_linear
+    from imgconv.engine.finish import Finish
+    from imgconv.engine.plan import check_request, make_plan
+    from imgconv.engine.run import canonical_rows, thread_count
+    from imgconv.engine.stream import ConvLayer, kernels_of, run_layers, streams
+
+    filtering.check_choice(alpha, filtering.ALPHA_POLICIES, "alpha")
+    if out_range is not None:
+        filtering.check_choice(out_range, filtering.OUT_RANGES, "out_range")
+    check_request(backend, strategy)
+    mode = choices.canonical_mode(mode)
+    last = len(chain.steps) - 1
+    for step in chain.steps:
+        filtering.resolve_filter(step.filter)
+    why = filtering.streamable(array.dtype)
+    if why is not None:
+        return None, why
+    rows, channels = canonical_rows(array)
+    height, width = array.shape[:2]
+    shape = (height, width, channels)
+    count = thread_count(threads)
+    scale = filtering.full_scale(array.dtype)
+    unit = 1.0 if chain.linear else scale  # full intensity in the work's units
+    work_cval = float(srgb_to_linear(cval / scale)) if chain.linear else cval
+    options = filtering._Options(mode, work_cval, backend, strategy, threads)
+    leaves = chain.strength != 1.0 or chain.linear
+    decode = _Decode(array.dtype, channels, has_alpha, scale) if chain.linear else None
+    layers = [decode] if decode is not None else []
+    total = chain.repeat * len(chain.steps)
+    for number in range(total):
+        index = number % len(chain.steps)
+        step = chain.steps[index]
+        flt = step.filter
+        step_range = out_range if (index == last and out_range is not None) else flt.out_range
+        dtype = array.dtype if (number == total - 1 and not leaves) else np.float32
+        if has_alpha:
+            layer = filtering.AlphaLayer(flt, shape, options, alpha, unit, step_range, dtype, count, step.text)
+        elif flt.combine != "single" or step_range == "normalize":
+            layer = filtering.FilterLayer(flt, shape, options, unit, step_range, dtype, count, step.text)
+        else:
+            kernel = flt.kernels[0]
+            plan = make_plan(kernel.matrix, shape, backend=backend, strategy=strategy, factors=kernel.factors)
+            finish = Finish(dtype, *filtering.pixel_mapping(flt.bias, step_range, unit))
+            layer = ConvLayer(plan, shape, mode, work_cval, finish, count, filtering.Pass(step.text, 1, 1, "all", plan, filtering.STREAMED))
+        for plan in layer.plans:
+            if not streams(plan):
+                return None, f"whole image: '{step.text}' runs {plan.strategy} on {plan.backend}, which takes whole images"
+        layers.append(layer)
+    if leaves:
+        layers.append(_Leave(rows, chain, array.dtype, channels, has_alpha, scale, decode))
+        compiled_route = any(kernel.compiled for layer in layers for kernel in kernels_of(layer))
+        for layer in (layers[0], layers[-1]):
+            if isinstance(layer, (_Decode, _Leave)):
+                layer.compiled = compiled_route
+    out = np.empty(rows.shape, array.dtype)
+    run_layers(layers, rows, out, threads=threads)
+    first_round = layers[1 if decode is not None else 0 :][: len(chain.steps)]  # a repeat runs the same plans
+    passes = [p for layer in first_round for p in layer.passes]
+    return (out.reshape(array.shape), passes), None
+
+
 def float_copies(chain, *, has_alpha: bool, dtype, out_range: str | None = None, alpha: str = "premultiplied") -> float:
     """How many full-size float32 copies of the image (all its channels) :func:`apply_chain`
     holds at its peak, beyond the input and the output (for the memory guard,
     :func:`imgconv.memory.memory_needed`).
 
-    A plain chain is its one filter (:func:`imgconv.filtering.float_copies`).
-    Otherwise, from the code above: the float32 work image, and each step's
+    A plain chain is its one filter (:func:`imgconv.filtering.float_copies`).  A chain on
+    a uint8, uint16 or float32 image runs band by band (``_stream_chain``): 0.
+    Otherwise (other dtypes), from the code above: the float32 work image, and each step's
     float32 result while the work image is still held (2), plus what the step
     itself holds filtering a float32 image; with a strength other than 1 the
     original is kept (1) and the blend makes 2 temporaries (2).  Linear light
@@ -474,6 +659,8 @@ def float_copies(chain, *, has_alpha: bool, dtype, out_range: str | None = None,
     last = len(chain.steps) - 1
     if chain.is_plain:
         return filtering.float_copies(chain.steps[0].filter, has_alpha=has_alpha, dtype=dtype, out_range=out_range, alpha=alpha)
+    if filtering.streamable(dtype) is None:
+        return 0  # streamed band by band (engine/stream.py): band buffers, not counted
     step_most = max(
         filtering.float_copies(
             step.filter, has_alpha=has_alpha, dtype=np.float32, out_range=out_range if index == last else None, alpha=alpha

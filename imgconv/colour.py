@@ -53,6 +53,83 @@ def linear_to_srgb(values):
     return (np.copysign(encoded, y)).astype(np.float32)
 
 
+class Encoder:
+    """Linear light (float32) to 8-bit sRGB levels, by table: exactly what
+    ``rint(clip(linear_to_srgb(v) * 255))`` gives (float32 products, as
+    ``chain.apply_chain`` computes it), without the float64 power per pixel.
+
+    The encoded level only changes at 255 thresholds (the curve rises).  The table is
+    indexed by the top bits of a value's float32 pattern (``SHIFT``: 8 bits of mantissa,
+    buckets narrow enough that each holds at most one threshold, which is checked); a
+    bucket stores its level at its start and its threshold: the level is ``start level +
+    (v >= threshold)``.  Values below the first threshold (negatives too) are level 0;
+    beyond the table (above 1), 255.
+    """
+
+    SHIFT = 15
+    TOP = 255
+
+    def __init__(self):
+        top = np.float32(self.TOP)
+
+        def exact(v):
+            encoded = linear_to_srgb(np.asarray(v, np.float32)) * top
+            return np.clip(np.rint(encoded), 0, top).astype(np.int64)
+
+        one = int(np.float32(1.0).view(np.int32))
+        low = np.zeros(self.TOP, np.int64)  # per level k = 1..255: bit patterns with exact < k
+        high = np.full(self.TOP, one, np.int64)  # ... and with exact >= k
+        levels = np.arange(1, self.TOP + 1)
+        while np.any(high - low > 1):
+            middle = (low + high) // 2
+            above = exact(middle.astype(np.int32).view(np.float32)) >= levels
+            high = np.where(above, middle, high)
+            low = np.where(above, low, middle)
+        thresholds = high  # the first pattern of each level
+        first = int(thresholds[0] >> self.SHIFT)
+        count = int((one >> self.SHIFT) - first + 1)
+        starts = ((np.arange(count) + first) << self.SHIFT).astype(np.int32)
+        start_levels = exact(starts.view(np.float32))
+        bucket = (thresholds >> self.SHIFT) - first
+        inside = thresholds > starts[bucket].astype(np.int64)  # a threshold on a bucket's start is its start level
+        if np.bincount(bucket[inside], minlength=count).max(initial=0) > 1:
+            raise ValueError("sRGB encoding table: a bucket holds two thresholds")
+        # No threshold: NaN, which no value reaches (v >= NaN is false; +inf >= +inf is not).
+        limits = np.full(count, np.nan, np.float32)
+        limits[bucket[inside]] = thresholds[inside].astype(np.int32).view(np.float32)
+        # Index 0: below the table (level 0); count + 1: above it (255).
+        self.levels = np.concatenate([[0], start_levels, [self.TOP]]).astype(np.uint8)
+        self.limits = np.concatenate([[np.nan], limits, [np.nan]]).astype(np.float32)
+        self.offset = first - 1
+        self.count = count
+        # Checked where the table could go wrong: every threshold and the value before it.
+        probe = np.concatenate([thresholds, thresholds - 1]).astype(np.int32).view(np.float32)
+        if not np.array_equal(self.encode(probe), exact(probe)):
+            raise ValueError("sRGB encoding table disagrees with the curve")
+
+    def encode(self, values, out=None):
+        """8-bit levels of float32 ``values`` (any shape) into ``out`` (uint8)."""
+        values = np.asarray(values, np.float32)
+        index = values.view(np.int32) >> self.SHIFT
+        index -= self.offset
+        np.clip(index, 0, self.count + 1, out=index)
+        step = values >= self.limits[index]
+        result = np.take(self.levels, index, out=out)
+        result += step
+        return result
+
+
+_encoder = None
+
+
+def srgb_encoder() -> Encoder:
+    """The one :class:`Encoder` (built on first use, a few milliseconds)."""
+    global _encoder
+    if _encoder is None:
+        _encoder = Encoder()
+    return _encoder
+
+
 # ---------------------------------------------------------------------------
 # ICC profiles: just enough of the format to read the tone curves and the name.
 

@@ -7,6 +7,7 @@ policy.  The compiled backends are imported only when there is work for them.
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
 from dataclasses import dataclass
 
@@ -14,8 +15,8 @@ import numpy as np
 
 from imgconv import choices
 from imgconv.errors import shorten
-from imgconv.engine.finish import Finish, clip_to_range, shift, to_dtype
-from imgconv.engine.plan import Plan, check_request
+from imgconv.engine.finish import Finish, clip_to_range, float32_range, shift, to_dtype
+from imgconv.engine.plan import Plan, check_request, make_plan
 from imgconv.engine.run import convolve_planned
 
 ALPHA_POLICIES = choices.ALPHA_POLICIES
@@ -90,6 +91,7 @@ class Pass:
     kernels: int
     channels: str  # "all", "colour", "alpha" or "colour, straight"
     plan: Plan
+    note: str = ""  # how the rows went: streamed band by band, or why as a whole image
 
     def describe(self) -> str:
         """``sobel: kernel 2 of 2, 3x3 on 512x512x3 (colour): direct on cpu: ...``."""
@@ -97,7 +99,8 @@ class Pass:
         kh, kw = self.plan.kernel_shape
         shape = "x".join(str(n) for n in self.plan.image_shape)
         part = "" if self.channels == "all" else f" ({self.channels})"
-        return f"{shorten(self.filter)}: kernel{which} {kh}x{kw} on {shape}{part}: {self.plan.explain()}"
+        note = f"; {self.note}" if self.note else ""
+        return f"{shorten(self.filter)}: kernel{which} {kh}x{kw} on {shape}{part}: {self.plan.explain()}{note}"
 
 
 def convolve(
@@ -208,7 +211,11 @@ def float_copies(flt, *, has_alpha: bool, dtype, out_range: str | None = None, a
       dtype): 0, the kernels write the output pixels directly; but a kernel the
       planner may split into 2 or 3 separable pairs sums them in 2 float32
       images (``engine/cpu.py`` ``run_separable``): 2.
-    - otherwise every kernel's float32 result is kept until they are combined
+    - every other filter of a native dtype (alpha, several kernels combined,
+      normalize) runs band by band (``engine/stream.py``): 0 (the band buffers,
+      a few MiB, are not counted; as for the fused path, an FFT or GPU plan's
+      whole-image float32 result is not counted either).
+    - otherwise (other dtypes) every kernel's float32 result is kept until they are combined
       (``_filter_array``), and a combination adds its total and one temporary
       (``r * r``): 1 for one kernel, 4 for sobel's two (measured 3.8).
     - with alpha the kernels run on the colour (3 of 4 channels: 0.75 each);
@@ -221,7 +228,10 @@ def float_copies(flt, *, has_alpha: bool, dtype, out_range: str | None = None, a
 
     out_range = flt.out_range if out_range is None else out_range
     single = flt.combine == "single"
-    if not has_alpha and single and out_range != "normalize" and np.dtype(dtype) in choices.NATIVE_DTYPES:
+    fused = not has_alpha and single and out_range != "normalize"
+    if not fused and np.dtype(dtype) in choices.NATIVE_DTYPES:
+        return 0  # streamed band by band (engine/stream.py): band buffers, not counted
+    if fused and np.dtype(dtype) in choices.NATIVE_DTYPES:
         kernel = flt.kernels[0]
         if kernel.factors is None and min(kernel.shape) > 1 and separable_cost(kernel.shape, 2) < direct_cost(kernel.matrix):
             factors = low_rank_factors(kernel.matrix)  # memoised; the planner asks the same
@@ -272,6 +282,12 @@ class _Options:
 def _filter_array(flt, image, options, channels, cval=None):
     """Run every kernel of ``flt`` over ``image`` and combine the results (float32)."""
     results = [options.convolve(image, kernel, i, flt, channels, cval=cval) for i, kernel in enumerate(flt.kernels, 1)]
+    return _combine(flt, results)
+
+
+def _combine(flt, results):
+    """``flt``'s kernels' float32 results combined (the first is changed in place), element by
+    element: the same operations on a whole image and on a band of its rows."""
     if flt.combine == "single":
         return results[0]
     if flt.combine == "magnitude":
@@ -290,6 +306,30 @@ def _filter_array(flt, image, options, channels, cval=None):
             np.maximum(total, r, out=total)
         return total
     raise ValueError(f"filter {flt.name!r}: unknown combine {flt.combine!r}")
+
+
+def _stream(array, flt, options, alpha, has_alpha, scale, out_range):
+    """:func:`_apply` where the fused kernels do not do (alpha, several kernels combined,
+    ``normalize``), band by band (``engine/stream.py``); None where a plan is not one the
+    band driver runs (the GPU, the FFT): then the whole image, as before."""
+    from imgconv.engine.run import canonical_rows, thread_count
+    from imgconv.engine.stream import run_layers, streams
+
+    rows, channels = canonical_rows(array)
+    height, width = array.shape[:2]
+    threads = thread_count(options.threads)
+    shape = (height, width, channels)
+    if has_alpha:
+        layer = AlphaLayer(flt, shape, options, alpha, scale, out_range, array.dtype, threads, flt.name)
+    else:
+        layer = FilterLayer(flt, shape, options, scale, out_range, array.dtype, threads, flt.name)
+    if not all(streams(plan) for plan in layer.plans):
+        return None
+    out = np.empty(rows.shape, array.dtype)
+    run_layers([layer], rows, out, threads=options.threads)
+    if options.passes is not None:
+        options.passes.extend(layer.passes)
+    return out.reshape(array.shape)
 
 
 def resolve_filter(flt, catalog=None, params=None):
@@ -388,6 +428,223 @@ def apply_filter(
     return (result, options.passes) if explain else result
 
 
+def streamable(dtype) -> str | None:
+    """None when an image of ``dtype`` can run row by row (``engine/stream.py``), else why
+    not (for ``--explain``)."""
+    if np.dtype(dtype) not in choices.NATIVE_DTYPES:
+        return f"whole image: a {np.dtype(dtype)} image is filtered as a float32 copy"
+    return None
+
+
+STREAMED = "rows streamed band by band"
+MEASURED = "rows streamed twice (normalize: the first pass finds the minimum and maximum)"
+
+
+class _Group:
+    """Every kernel of a filter over one channel group of band rows, combined as
+    :func:`_filter_array` combines them (float32)."""
+
+    def __init__(self, flt, shape, options, cval, threads, label, channels_label):
+        from imgconv.engine.stream import Kernel
+
+        height, width, channels = shape
+        self.flt, self.elements = flt, width * channels
+        self.kernels, self.passes = [], []
+        for index, kernel in enumerate(flt.kernels, 1):
+            plan = make_plan(kernel.matrix, shape, backend=options.backend, strategy=options.strategy, factors=kernel.factors)
+            self.kernels.append(Kernel(plan, height, width, channels, options.mode, cval, threads))
+            self.passes.append(Pass(label, index, len(flt.kernels), channels_label, plan))
+
+    @property
+    def plans(self):
+        return [kernel.plan for kernel in self.kernels]
+
+    def needs(self, r0, r1):
+        parts = [kernel.needs(r0, r1) for kernel in self.kernels]
+        return parts[0] if len(parts) == 1 else np.unique(np.concatenate(parts))
+
+    def run(self, prev, index, r0, r1):
+        from imgconv.engine.finish import FLOAT32
+
+        results = []
+        for kernel in self.kernels:
+            result = np.empty((r1 - r0, self.elements), np.float32)
+            kernel.run(prev, index, r0, r1, result, FLOAT32)
+            results.append(result)
+        return _combine(self.flt, results)
+
+
+class _Mapping:
+    """The filter's bias and out-range on band rows (:func:`_map_range`).  ``normalize``
+    needs the whole image's minimum and maximum: the band driver runs the rows twice, the
+    first time (``measuring``) only to find them (``engine/stream.py``)."""
+
+    def __init__(self, bias, out_range, scale, dtype):
+        self.bias, self.out_range, self.scale, self.dtype = bias, out_range, scale, np.dtype(dtype)
+        self.measures = out_range == "normalize"
+        self.measuring = self.measures
+        self.lows, self.highs = [], []
+        self.extent = None
+
+    def done_measuring(self):
+        self.measuring = False
+        if self.lows:  # min / max of the band extremes (NaN, if any, as values.min() gives it)
+            self.extent = (float(np.min(self.lows)), float(np.max(self.highs)))
+
+    def apply(self, values):
+        """``values`` (float32, changed in place) mapped and clipped; None while measuring."""
+        if not self.measures:
+            shift(values, *pixel_mapping(self.bias, self.out_range, self.scale))
+            return clip_to_range(values, self.dtype)
+        values += np.float32(self.bias * self.scale)
+        if self.measuring:
+            if values.size:
+                self.lows.append(values.min())
+                self.highs.append(values.max())
+            return None
+        low, high = self.extent
+        if high > low:
+            values -= np.float32(low)
+            values *= np.float32(self.scale / (high - low))
+        else:
+            values.fill(0.0)
+        return clip_to_range(values, self.dtype)
+
+
+class FilterLayer:
+    """A filter over every channel of band rows, where the fused finish does not do:
+    several kernels combined, or out-range ``normalize`` (``engine/stream.py``)."""
+
+    def __init__(self, flt, shape, options, scale, out_range, dtype, threads, label):
+        self.group = _Group(flt, shape, options, options.cval, threads, label, "all")
+        self.mapping = _Mapping(flt.bias, out_range, scale, dtype)
+        self.plans = self.group.plans
+        note = MEASURED if self.mapping.measures else STREAMED
+        self.passes = tuple(dataclasses.replace(p, note=note) for p in self.group.passes)
+
+    def needs(self, r0, r1):
+        return self.group.needs(r0, r1)
+
+    def compute(self, prev, index, r0, r1, out):
+        mapped = self.mapping.apply(self.group.run(prev, index, r0, r1))
+        if mapped is not None:
+            out[...] = to_dtype(mapped, self.mapping.dtype)
+
+
+def _store(values, target):
+    """float32 ``values`` (changed in place) into ``target`` as :func:`to_dtype` stores them."""
+    if target.dtype.kind in "iu":
+        np.rint(values, out=values)
+        clip_to_range(values, target.dtype)
+    target[...] = values
+
+
+class AlphaLayer:
+    """One filter over rows with an alpha channel, by an alpha policy, as a layer of the band
+    driver (``engine/stream.py``): what :func:`_apply` does to the whole image, row by row.
+
+    Rows hold interleaved colour and alpha in units of ``scale`` (full intensity); the
+    output rows are ``dtype`` (float32 for a chain's later steps).  ``premultiplied``: the
+    colour rows a band needs are multiplied by their opacity as they enter, the sums divided
+    by the filtered opacity as they leave; ``separate``: every channel filtered at once,
+    alpha clipped; ``ignore``: colour filtered, alpha copied.
+    """
+
+    def __init__(self, flt, shape, options, alpha, scale, out_range, dtype, threads, label):
+        height, width, channels = shape
+        self.flt, self.alpha, self.scale, self.dtype = flt, alpha, scale, np.dtype(dtype)
+        self.height, self.width, self.channels = height, width, channels
+        self.mapping = _Mapping(flt.bias, out_range, scale, dtype)
+        self.fused = alpha == "separate" and self.dtype.kind in "iu" and not self.mapping.measures and flt.combine == "single"
+        self.fused = self.fused and pixel_mapping(flt.bias, out_range, scale) == (0.0, False)
+        self.opacity = None
+        if alpha == "separate":
+            self.all = _Group(flt, shape, options, options.cval, threads, label, "all")
+            groups = [self.all]
+        else:
+            self.colour = _Group(flt, (height, width, channels - 1), options, options.cval, threads, label, "colour")
+            groups = [self.colour]
+            if alpha == "premultiplied" and preserves_flat_areas(flt):
+                # Beyond the image the border colour is opaque (as in _apply).
+                self.opacity = _Group(flt, (height, width, 1), options, 1.0, threads, label, "alpha")
+                groups.append(self.opacity)
+        self.plans = [plan for group in groups for plan in group.plans]
+        self.compiled = any(kernel.compiled for group in groups for kernel in group.kernels)
+        if self.dtype.kind in "iu":  # how unpremultiply_rows stores: low, high, rounding
+            self.store_spec = np.array([*float32_range(self.dtype), 1], np.float32)
+        else:
+            self.store_spec = np.array([-np.inf, np.inf, 0], np.float32)
+        note = MEASURED if self.mapping.measures else STREAMED
+        self.passes = tuple(dataclasses.replace(p, note=note) for group in groups for p in group.passes)
+
+    def needs(self, r0, r1):
+        return (self.all if self.alpha == "separate" else self.colour).needs(r0, r1)
+
+    def compute(self, prev, index, r0, r1, out):
+        from imgconv.engine.stream import rows_of
+
+        n, width, channels = r1 - r0, self.width, self.channels
+        if self.alpha == "separate":
+            if self.fused:  # clipping alpha to 0..scale is the integer finish's own clip
+                self.all.kernels[0].run(prev, index, r0, r1, out, Finish(self.dtype))
+                return
+            result = self.all.run(prev, index, r0, r1).reshape(n, width, channels)
+            if self.mapping.apply(result[..., :-1]) is None:
+                return
+            np.clip(result[..., -1:], 0.0, self.scale, out=result[..., -1:])
+            out[...] = to_dtype(result.reshape(n, -1), self.dtype)
+            return
+        rows = self.colour.needs(r0, r1)
+        block = (prev[rows] if index is None else prev[index[rows]]).reshape(len(rows), width, channels)
+        local = np.full(self.height, -1, np.int64)  # image row -> row of block
+        local[rows] = np.arange(len(rows))
+        colour = block[..., :-1]
+        if self.alpha == "premultiplied":
+            from imgconv.engine.stream import points_module
+
+            points = points_module(self.compiled)
+            m = len(rows)
+            opacity = np.empty((m, width), np.float32)
+            premultiplied = np.empty((m, width * (channels - 1)), np.float32)
+            points.premultiply_rows(block.reshape(m, -1), np.float32(1.0 / self.scale), channels, premultiplied, opacity)
+            filtered = self.colour.run(premultiplied, local, r0, r1)
+            if self.opacity is not None:
+                new_opacity = self.opacity.run(opacity, local, r0, r1)
+                np.clip(new_opacity, 0.0, 1.0, out=new_opacity)
+            else:
+                new_opacity = opacity[local[r0] : local[r0] + n]
+            if (new_opacity > choices.TRANSPARENT_OPACITY).all():
+                straight = np.empty((0, 0), np.float32)
+            else:  # as _apply: the fully transparent result's colour filtered straight
+                straight = self.colour.run(np.ascontiguousarray(colour.reshape(m, -1)), local, r0, r1)
+            if not self.mapping.measures:  # divided, mapped and stored in one sweep
+                offset, absolute = pixel_mapping(self.flt.bias, self.mapping.out_range, self.scale)
+                points.unpremultiply_rows(
+                    filtered, new_opacity, straight, np.float32(choices.TRANSPARENT_OPACITY), np.float32(offset), absolute,
+                    np.float32(self.scale), self.store_spec, out,
+                )
+                return
+            filtered = filtered.reshape(n, width, channels - 1)
+            new_opacity = new_opacity.reshape(n, width, 1)
+            visible = new_opacity > choices.TRANSPARENT_OPACITY
+            if len(straight) == 0:
+                filtered /= new_opacity
+            else:
+                np.divide(filtered, np.where(visible, new_opacity, np.float32(1.0)), out=filtered)
+                np.copyto(filtered, straight.reshape(n, width, channels - 1), where=~visible)
+            new_alpha = new_opacity * np.float32(self.scale)
+        else:  # ignore
+            filtered = self.colour.run(np.ascontiguousarray(colour.reshape(len(rows), -1)), local, r0, r1)
+            filtered = filtered.reshape(n, width, channels - 1)
+            new_alpha = rows_of(prev, index, r0, r1).reshape(n, width, channels)[..., -1:]
+        mapped = self.mapping.apply(filtered)
+        if mapped is None:
+            return
+        cells = out.reshape(n, width, channels)
+        _store(mapped, cells[..., :-1])
+        _store(new_alpha.astype(np.float32), cells[..., -1:])
+
+
 def _apply(array, flt, options, alpha, has_alpha, out_range):
     """apply_filter on validated arguments."""
     scale = full_scale(array.dtype)
@@ -395,6 +652,21 @@ def _apply(array, flt, options, alpha, has_alpha, out_range):
         # One kernel and a per-pixel mapping: the kernels store final pixels directly.
         finish = Finish(array.dtype, *pixel_mapping(flt.bias, out_range, scale))
         return options.convolve(array, flt.kernels[0], 1, flt, "all", finish=finish)
+    why = streamable(array.dtype)
+    if why is None:
+        streamed = _stream(array, flt, options, alpha, has_alpha, scale, out_range)
+        if streamed is not None:
+            return streamed
+        why = "whole image: a plan runs where the band driver does not (FFT or GPU)"
+    first = len(options.passes) if options.passes is not None else 0
+    result = _whole_image(array, flt, options, alpha, has_alpha, out_range, scale)
+    if options.passes is not None:  # --explain says why these ran on the whole image
+        options.passes[first:] = [dataclasses.replace(p, note=why) for p in options.passes[first:]]
+    return result
+
+
+def _whole_image(array, flt, options, alpha, has_alpha, out_range, scale):
+    """:func:`_apply` on the whole image: float32 results of every kernel, alpha and mapping."""
     colour = array[..., :-1] if has_alpha else array
     part = "colour" if has_alpha else "all"
 

@@ -27,6 +27,19 @@ CPU_IN_PLACE_EDGE_WORK = 0.25
 # re-reads kh - 1 rows at its top.
 CPU_BANDS_PER_THREAD = 4
 
+# --- the band driver (engine/stream.py: chains, repeat, strength, linear light, alpha) ----------
+
+# Elements of a band's float32 rows (about 6 MiB): each step of a chain keeps one such
+# buffer (plus its halo rows), so a chain's extra memory is a few of them, while the halo
+# rows recomputed per band (kh - 1 of each later step) stay a modest share of the band
+# (117 rows of a 4240-pixel RGB image; a later Gaussian of sigma 2, 17 taps, makes the
+# step before it compute 16 rows more a band: 14 % of that step's rows).
+STREAM_BAND_ELEMENTS = 1_500_000
+# When the rows recomputed for the halos of every band would exceed this share of the
+# rows computed once, bands grow (a kernel larger than the image, wrap mode on a short
+# image), up to one band of the whole image: then each step keeps a full-size result.
+STREAM_MAX_RECOMPUTE = 0.5
+
 # --- FFT (engine/fft.py) -----------------------------------------------------------------------
 
 # Measured cost of one tile, in ns per pixel of the N x N tile on one thread

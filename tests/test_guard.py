@@ -94,13 +94,20 @@ def test_memory_needed_follows_its_reasoning():
 def test_float_copies_by_route(catalog):
     gaussian = Chain.of(catalog.resolve("gaussian", {"sigma": 2}))
     assert float_copies(gaussian, has_alpha=False, dtype=np.uint8) == 0  # fused: output written directly
-    assert float_copies(gaussian, has_alpha=True, dtype=np.uint8) == 2.25  # premultiplied alpha (measured 2.6)
     sobel = Chain.of(catalog.resolve("sobel"))
-    assert float_copies(sobel, has_alpha=False, dtype=np.uint8) == 4  # two results, their total, r * r (measured 3.8)
     chain = parse_chain("blur,sharpen", catalog)
-    assert float_copies(chain, has_alpha=False, dtype=np.uint8) == 2  # the work image and a step's result
-    assert float_copies(dataclasses.replace(chain, strength=0.5), has_alpha=False, dtype=np.uint8) == 4
-    assert float_copies(dataclasses.replace(chain, linear=True), has_alpha=False, dtype=np.uint8) == 11
+    # Band by band (engine/stream.py): no full-size float image on uint8, uint16, float32.
+    for dtype in (np.uint8, np.uint16, np.float32):
+        assert float_copies(gaussian, has_alpha=True, dtype=dtype) == 0
+        assert float_copies(sobel, has_alpha=False, dtype=dtype) == 0
+        for options in ({}, {"strength": 0.5}, {"linear": True}, {"repeat": 3}):
+            assert float_copies(dataclasses.replace(chain, **options), has_alpha=True, dtype=dtype) == 0
+    # Other dtypes: the whole-image route.
+    assert float_copies(gaussian, has_alpha=True, dtype=np.float64) == 2.25  # premultiplied alpha (measured 2.6)
+    assert float_copies(sobel, has_alpha=False, dtype=np.float64) == 4  # two results, their total, r * r (measured 3.8)
+    assert float_copies(chain, has_alpha=False, dtype=np.float64) == 2  # the work image and a step's result
+    assert float_copies(dataclasses.replace(chain, strength=0.5), has_alpha=False, dtype=np.float64) == 4
+    assert float_copies(dataclasses.replace(chain, linear=True), has_alpha=False, dtype=np.float64) == 11
 
 
 def test_memory_is_read_from_the_platform():
@@ -160,16 +167,21 @@ def test_100_mp_refused_when_memory_is_short(tmp_path, machine):
 
 
 def test_the_filter_counts(tmp_path, machine, catalog):
-    """A chain's float32 copies count: the same image fits a single filter, not a chain."""
+    """A filter's float32 copies count: a kernel that may run as two separable pairs (summed
+    in two float32 images) is refused where a single filter, and a chain (band by band,
+    engine/stream.py), fit."""
     path = tmp_path / "photo.png"
     Image.fromarray(np.full((100, 100, 3), 90, np.uint8)).save(path)
     single = 100 * 100 * 7  # RGB: 7 bytes a pixel
-    chain = 100 * 100 * (3 + 3 + 2 * 12)  # and two float32 copies of 12 bytes
-    machine(int((256 * MiB + (single + chain) // 2) / 0.9) + 1)  # a budget between the two
+    pairs = 100 * 100 * (3 + 3 + 2 * 12)  # and two float32 copies of 12 bytes
+    machine(int((256 * MiB + (single + pairs) // 2) / 0.9) + 1)  # a budget between the two
     filter_file(Job(Chain.of(catalog.resolve("blur"))), path, tmp_path / "one.png")
+    filter_file(Job(parse_chain("blur,sharpen", catalog)), path, tmp_path / "two.png")
+    rank_two = np.outer(np.arange(1, 16), np.ones(15)) + np.outer(np.ones(15), np.arange(15, 0, -1) ** 2)
+    text = "[" + "; ".join(" ".join(str(int(v)) for v in row) for row in rank_two) + "]:normalize=true"
     with pytest.raises(ImageError, match="needs about 293 KiB of memory"):
-        filter_file(Job(parse_chain("blur,sharpen", catalog)), path, tmp_path / "two.png")
-    assert not (tmp_path / "two.png").exists()
+        filter_file(Job(parse_chain(text, catalog)), path, tmp_path / "three.png")
+    assert not (tmp_path / "three.png").exists()
 
 
 def test_65535_square_header_refused_fast(tmp_path, machine):

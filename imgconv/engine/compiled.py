@@ -251,11 +251,43 @@ def compile_kernels() -> list[str]:
     separable = make_plan(gaussian, (8, 8), strategy="separable")
     for dtype in (np.uint8, np.uint16, np.float32):
         rows = np.zeros((8, 8 * 3), dtype)
-        for finish in {Finish(dtype), FLOAT32}:
+        # float32 rows to 8 and 16 bits: the last step of a chain (engine/stream.py).
+        finishes = {Finish(dtype), FLOAT32} | ({Finish(np.uint8), Finish(np.uint16)} if dtype == np.float32 else set())
+        for finish in finishes:
             cpu.run_direct(direct, rows, 3, "reflect", 0.0, finish, 1)
             cpu.run_separable(separable, rows, 3, "reflect", 0.0, finish, 1)
         cpu.gather_region(rows, np.arange(8), np.arange(8), 3, 0, np.float32(0), np.empty((8, 8), np.float32))
-    return [str(signature) for kernel in (cpu._direct_rows, cpu._separable_rows, cpu.gather_region) for signature in kernel.signatures]
+    kernels = (cpu._direct_rows, cpu._separable_rows, cpu.gather_region) + _compile_points()
+    return [str(signature) for kernel in kernels for signature in kernel.signatures]
+
+
+def _compile_points():
+    """The band driver's per-element transforms (``engine/points.py``) for the dtypes they meet."""
+    import numpy as np
+
+    from imgconv.colour import srgb_encoder
+    from imgconv.engine import points
+
+    work = np.zeros((2, 6), np.float32)
+    spec = np.array([0, 255, 1], np.float32)
+    for dtype in (np.uint8, np.uint16):
+        rows = np.zeros((2, 6), dtype)
+        table = np.zeros(np.iinfo(dtype).max + 1, np.float32)
+        points.decode_rows(rows, table, table, 3, False, work)
+        points.blend_rows(work, rows, table, table, np.float32(0.5), 3, False, np.float32(1), spec, rows)
+        points.blend_rows(work, rows, table, table, np.float32(0.5), 3, False, np.float32(1), spec, work)
+    points.blend_float_rows(work, work, np.float32(0.5), 3, False, np.float32(1), spec, work)
+    encoder = srgb_encoder()
+    points.encode_rows(
+        work, work.view(np.int32), encoder.levels, encoder.limits, encoder.SHIFT, encoder.offset, encoder.count,
+        3, np.float32(0), np.zeros((2, 6), np.uint8),
+    )
+    opacity = np.zeros((2, 2), np.float32)
+    for dtype in (np.uint8, np.uint16, np.float32):
+        block = np.zeros((2, 8), dtype)
+        points.premultiply_rows(block, np.float32(1), 4, work, opacity)
+        points.unpremultiply_rows(work, opacity, np.empty((0, 0), np.float32), np.float32(0), np.float32(0), False, np.float32(1), spec, block)
+    return (points.decode_rows, points.blend_rows, points.blend_float_rows, points.encode_rows, points.premultiply_rows, points.unpremultiply_rows)
 
 
 def _write_marker(marker: Path, record: dict) -> None:

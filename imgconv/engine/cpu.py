@@ -581,12 +581,13 @@ def _pairing(kernel):
     return {(3, 3): PAIR_DENSE3X3, (5, 5): PAIR_DENSE5X5}.get((kh, kw), PAIR_NONE)
 
 
-def _separable_pass(rows, channels, column, row, mode, cval, out, finish):
-    """``out`` = the rank-1 kernel ``outer(column, row)`` over ``rows``, both passes in one sweep."""
+def _separable_pass(rows, channels, column, row, mode, cval, out, finish, row_map=None, bands=None):
+    """``out`` = the rank-1 kernel ``outer(column, row)`` over ``rows``, both passes in one sweep
+    (``row_map``, ``bands``: as for :func:`run_direct`)."""
     row = np.asarray(row, np.float64)
     column = np.asarray(column, np.float64)
     height, width = rows.shape[0], rows.shape[1] // channels
-    row_map, col_map, lead = borders.extended_maps(height, width, channels, len(column), len(row), mode)
+    full_map, col_map, lead = borders.extended_maps(height, width, channels, len(column), len(row), mode)
     fsrc, in_place = _float_rows(rows, channels, len(row), len(row))
     _separable_rows(
         rows,
@@ -594,14 +595,14 @@ def _separable_pass(rows, channels, column, row, mode, cval, out, finish):
         (np.arange(len(row)) * channels).astype(np.int64),
         np.ascontiguousarray(row[::-1], dtype=np.float32),
         np.ascontiguousarray(column[::-1], dtype=np.float32),
-        row_map,
+        full_map if row_map is None else row_map,
         col_map,
         np.float32(cval),
         # Rows beyond the image hold cval in every column: their row pass gives cval * sum(row).
         np.float32(cval * row.sum()),
         lead,
         in_place,
-        _bands(),
+        _bands() if bands is None else bands,
         tunables.CPU_COLUMN_TILE,
         finish.spec(),
         out,
@@ -613,15 +614,22 @@ def _separable_pass(rows, channels, column, row, mode, cval, out, finish):
 # (numba's thread count is set by engine.run around the call)
 
 
-def run_direct(plan, rows, channels, mode, cval, finish, threads):
-    """Every non-zero tap of ``plan.kernel`` per output element, finished in the kernel."""
+def run_direct(plan, rows, channels, mode, cval, finish, threads, *, row_map=None, out=None, bands=None):
+    """Every non-zero tap of ``plan.kernel`` per output element, finished in the kernel.
+
+    For the band driver (``engine/stream.py``): ``row_map`` (int64, ``len(out) + kh - 1``)
+    says which row of ``rows`` each extended row of the ``len(out)`` output rows reads
+    (-1: ``cval``), in place of the whole image's border map; ``out`` receives them;
+    ``bands`` is how many bands the kernel's threads share out (default: as for the image).
+    """
     flipped = plan.kernel[::-1, ::-1]
     kh, kw = flipped.shape
     height, width = rows.shape[0], rows.shape[1] // channels
-    row_map, col_map, lead = borders.extended_maps(height, width, channels, kh, kw, mode)
+    full_map, col_map, lead = borders.extended_maps(height, width, channels, kh, kw, mode)
     taps_u, taps_v = np.nonzero(flipped)  # zero taps cost nothing
     fsrc, in_place = _float_rows(rows, channels, kw, len(taps_u))
-    out = np.empty(rows.shape, finish.dtype)
+    if out is None:
+        out = np.empty(rows.shape, finish.dtype)
     _direct_rows(
         rows,
         fsrc,
@@ -629,13 +637,13 @@ def run_direct(plan, rows, channels, mode, cval, finish, threads):
         (taps_v * channels).astype(np.int64),
         np.ascontiguousarray(flipped[taps_u, taps_v], dtype=np.float32),
         kh,
-        row_map,
+        full_map if row_map is None else row_map,
         col_map,
         np.float32(cval),
         lead,
         in_place,
         _pairing(flipped),
-        _bands(),
+        _bands() if bands is None else bands,
         tunables.CPU_COLUMN_TILE,
         finish.spec(),
         out,
@@ -644,20 +652,24 @@ def run_direct(plan, rows, channels, mode, cval, finish, threads):
     return out, True
 
 
-def run_separable(plan, rows, channels, mode, cval, finish, threads):
+def run_separable(plan, rows, channels, mode, cval, finish, threads, *, row_map=None, out=None, bands=None):
     """The sum of ``plan.factors``' rank-1 passes; one pair is finished in the
-    kernel, several are summed in float32 and left to the shared finish."""
+    kernel, several are summed in float32 and left to the shared finish
+    (``row_map``, ``out``, ``bands``: as for :func:`run_direct`; ``out`` is then
+    float32 for several pairs)."""
     from imgconv.engine.finish import FLOAT32
 
+    shape = rows.shape if out is None else out.shape
     if len(plan.factors) == 1:
         (column, row), = plan.factors
-        out = np.empty(rows.shape, finish.dtype)
-        _separable_pass(rows, channels, column, row, mode, cval, out, finish)
+        if out is None:
+            out = np.empty(shape, finish.dtype)
+        _separable_pass(rows, channels, column, row, mode, cval, out, finish, row_map, bands)
         return out, True
-    total = np.empty(rows.shape, np.float32)
-    part = np.empty(rows.shape, np.float32)
+    total = np.empty(shape, np.float32) if out is None else out
+    part = np.empty(shape, np.float32)
     for index, (column, row) in enumerate(plan.factors):
-        _separable_pass(rows, channels, column, row, mode, cval, total if index == 0 else part, FLOAT32)
+        _separable_pass(rows, channels, column, row, mode, cval, total if index == 0 else part, FLOAT32, row_map, bands)
         if index:
             total += part
     return total, False

@@ -97,25 +97,52 @@ def _default_thread_limit() -> int:
     return int(value) if value is not None else usable_cores()
 
 
-def _work(plan: Plan, rows: np.ndarray) -> float:
-    """Multiply-adds the plan takes over ``rows`` (for choosing numpy or numba)."""
+def _work(plan: Plan, elements: float) -> float:
+    """Multiply-adds the plan takes over ``elements`` row elements (for choosing numpy or numba)."""
     if plan.strategy == "separable":
         taps = sum(len(column) + len(row) for column, row in plan.factors)
     else:
         taps = np.count_nonzero(plan.kernel)
-    return float(rows.size) * taps
+    return float(elements) * taps
 
 
-def _entry(plan: Plan, rows: np.ndarray):
+def _entry(plan: Plan, elements: float):
     """The route's entry point, and whether it is a compiled one (run under numba's thread setting)."""
     routes = _ROUTES
     if plan.backend == "cpu":
         from imgconv.engine import compiled
 
-        if compiled.use_vector(plan.strategy, _work(plan, rows)):
+        if compiled.use_vector(plan.strategy, _work(plan, elements)):
             routes = _VECTOR_ROUTES
     module, name = routes[(plan.backend, plan.strategy)]
     return getattr(importlib.import_module(module), name), routes is _ROUTES
+
+
+def band_route(plan: Plan, elements: float):
+    """The entry point that runs ``plan`` for the band driver (``engine/stream.py``), chosen
+    once for an image of ``elements`` elements as :func:`run` would choose it, and whether it
+    is a compiled one.  The entry points take ``row_map``, ``out`` and ``bands``."""
+
+    return _entry(plan, elements)
+
+
+def run_work(work, compiled: bool, count: int):
+    """``work()`` (the band driver's loop) under ``count`` numba threads when it runs compiled
+    kernels, where Ctrl-C can still interrupt the wait for it (as :func:`run`)."""
+
+    def execute():
+        if not compiled:
+            return work()
+        import numba
+
+        previous = numba.get_num_threads()
+        numba.set_num_threads(count)
+        try:
+            return work()
+        finally:
+            numba.set_num_threads(previous)
+
+    return _interruptible(execute)
 
 
 def run(
@@ -136,7 +163,7 @@ def run(
     count = thread_count(threads)
     if rows.size == 0:
         return np.zeros(rows.shape, finish.dtype)
-    entry, compiled_route = _entry(plan, rows)
+    entry, compiled_route = _entry(plan, rows.size)
 
     def execute():
         if not compiled_route:  # numpy: no numba to import or set up

@@ -101,10 +101,11 @@ class _Extended:
     element ``col_map[e]``; -1 in either reads ``cval`` (float32), as ``cpu._fill_line``.
     """
 
-    def __init__(self, rows, channels, kh, kw, mode, cval):
+    def __init__(self, rows, channels, kh, kw, mode, cval, row_map=None):
         self.rows = rows
         self.width = rows.shape[1]
-        self.row_map, col_map, self.lead = borders.extended_maps(rows.shape[0], self.width // channels, channels, kh, kw, mode)
+        full_map, col_map, self.lead = borders.extended_maps(rows.shape[0], self.width // channels, channels, kh, kw, mode)
+        self.row_map = full_map if row_map is None else row_map  # the band driver's map (cpu.run_direct)
         self.line_len = len(col_map)
         self.cval = np.float32(cval)
         # The elements beyond the row's ends, where they read from, and those that read cval.
@@ -265,10 +266,10 @@ class _Bands:
     """The bands of output rows of one call of ``passes``, and each thread's buffers (made
     on its first band)."""
 
-    def __init__(self, rows, passes, threads):
-        self.height, self.width = rows.shape
+    def __init__(self, out, passes, threads):
+        self.height, self.width = out.shape
         line_len, kh = max(spec.line_len for spec in passes), max(spec.kh for spec in passes)
-        self.threads = threads if rows.size >= PARALLEL_MIN_ELEMENTS else 1
+        self.threads = threads if out.size >= PARALLEL_MIN_ELEMENTS else 1
         # Several threads: fewer, longer ufunc calls (each takes the GIL).
         elements = CHUNK_ELEMENTS if self.threads == 1 else PARALLEL_CHUNK_ELEMENTS
         chunk = max(1, elements // line_len)  # (extended rows: a long kernel on a narrow image)
@@ -326,32 +327,34 @@ class _Bands:
 # --- entry points: engine.run's signature (plan, rows, channels, mode, cval, finish, threads) -> (out, finished)
 
 
-def run_direct(plan, rows, channels, mode, cval, finish, threads):
+def run_direct(plan, rows, channels, mode, cval, finish, threads, *, row_map=None, out=None, bands=None):
     """Every non-zero tap of ``plan.kernel`` per output element, finished as the sums are
-    stored: ``cpu.run_direct`` in numpy."""
-    out = np.empty(rows.shape, finish.dtype)
-    if rows.size == 0:
+    stored: ``cpu.run_direct`` in numpy (``row_map``, ``out`` as there; ``bands`` is the
+    compiled kernel's and changes no bit: ignored)."""
+    if out is None:
+        out = np.empty(rows.shape, finish.dtype)
+    if out.size == 0:
         return out, True
     flipped = plan.kernel[::-1, ::-1]
     kh, kw = flipped.shape
-    extended = _Extended(rows, channels, kh, kw, mode, cval)
+    extended = _Extended(rows, channels, kh, kw, mode, cval, row_map)
     taps_u, taps_v = np.nonzero(flipped)  # zero taps cost nothing (non-zero in float64 counts)
     weights = np.ascontiguousarray(flipped[taps_u, taps_v], dtype=np.float32)
     taps = [(int(u), int(v) * channels, w) for u, v, w in zip(taps_u, taps_v, weights)]
     line_len = extended.line_len
     spec = _Pass(taps, kh, lambda lines, p0, p1, buffers: extended.gather(lines, p0, p1), line_len, line_len, (weights,))
     output = _Output(out, finish, _may_be_nan(rows, cval, weights))
-    bands = _Bands(rows, [spec], threads)
+    bands = _Bands(out, [spec], threads)
     bands.run(lambda first, last, buffers: bands.sweep(spec, output, first, last, buffers))
     return out, True
 
 
-def _separable_pass(rows, channels, column, row, mode, cval):
+def _separable_pass(rows, channels, column, row, mode, cval, row_map=None):
     """The rank-1 kernel ``outer(column, row)`` (``cpu._separable_pass``): its column pass,
     as a ``_Pass`` whose rows are filled with row-pass results."""
     row = np.asarray(row, np.float64)
     column = np.asarray(column, np.float64)
-    extended = _Extended(rows, channels, len(column), len(row), mode, cval)
+    extended = _Extended(rows, channels, len(column), len(row), mode, cval, row_map)
     row_weights = np.ascontiguousarray(row[::-1], dtype=np.float32)
     column_weights = np.ascontiguousarray(column[::-1], dtype=np.float32)
     # Rows beyond the image hold cval in every column: their row pass gives cval * sum(row).
@@ -374,16 +377,17 @@ def _separable_pass(rows, channels, column, row, mode, cval):
     return _Pass(column_taps, len(column), fill, width, extended.line_len, (row_weights, column_weights))
 
 
-def run_separable(plan, rows, channels, mode, cval, finish, threads):
+def run_separable(plan, rows, channels, mode, cval, finish, threads, *, row_map=None, out=None, bands=None):
     """The sum of ``plan.factors``' rank-1 passes (``cpu.run_separable`` in numpy): one pair
     is finished as it is stored; several are summed in float32 and left to the shared
-    finish (``finished`` False)."""
+    finish (``finished`` False); ``row_map``, ``out``, ``bands`` as for :func:`run_direct`."""
     single = len(plan.factors) == 1
-    out = np.empty(rows.shape, finish.dtype if single else np.float32)
-    if rows.size == 0:
+    if out is None:
+        out = np.empty(rows.shape, finish.dtype if single else np.float32)
+    if out.size == 0:
         return out, single
-    passes = [_separable_pass(rows, channels, column, row, mode, cval) for column, row in plan.factors]
-    bands = _Bands(rows, passes, threads)
+    passes = [_separable_pass(rows, channels, column, row, mode, cval, row_map) for column, row in plan.factors]
+    bands = _Bands(out, passes, threads)
     if single:
         outputs = [_Output(out, finish, _may_be_nan(rows, cval, *passes[0].weights))]
     else:  # total, then total += part for each later pair, band by band
@@ -427,3 +431,94 @@ def gather_region(src, row_map, col_map, channels, channel, cval, region):
 def run_fft(plan, rows, channels, mode, cval, finish, threads):
     """``fft.run_fft`` with this module's ``gather_region`` for the tiles (no numba)."""
     return fft.run_fft(plan, rows, channels, mode, cval, finish, threads, gather=gather_region)
+
+
+# --- the band driver's per-element transforms: engine/points.py in numpy -------------------------
+
+
+def decode_rows(source, table, alpha_table, channels, has_alpha, out):
+    """``points.decode_rows`` in numpy."""
+    if not has_alpha:
+        np.take(table, source, out=out)
+        return
+    cells, target = source.reshape(len(source), -1, channels), out.reshape(len(out), -1, channels)
+    np.take(table, cells[..., :-1], out=target[..., :-1])
+    np.take(alpha_table, cells[..., -1], out=target[..., -1])
+
+
+def blend_rows(work, source, table, alpha_table, strength, channels, has_alpha, unit, finish, out):
+    """``points.blend_rows`` in numpy (``work`` is changed)."""
+    original = np.empty(work.shape, np.float32)
+    decode_rows(source, table, alpha_table, channels, has_alpha, original)
+    blend_float_rows(work, original, strength, channels, has_alpha, unit, finish, out)
+
+
+def blend_float_rows(work, original, strength, channels, has_alpha, unit, finish, out):
+    """``points.blend_float_rows`` in numpy (``work`` is changed)."""
+    np.subtract(work, original, out=work)
+    np.multiply(work, strength, out=work)
+    np.add(original, work, out=work)
+    if has_alpha:
+        alpha = work.reshape(len(work), -1, channels)[..., -1]
+        np.minimum(np.maximum(alpha, np.float32(0.0)), unit, out=alpha)
+    if finish[2] != 0:
+        np.rint(work, out=work)
+        work[np.isnan(work)] = 0.0
+        np.minimum(np.maximum(work, finish[0]), finish[1], out=work)
+    out[...] = work
+
+
+def encode_rows(values, bits, levels, limits, shift, offset, count, channels, alpha_scale, out):
+    """``points.encode_rows`` in numpy."""
+    index = bits >> shift
+    index -= offset
+    np.clip(index, 0, count + 1, out=index)
+    step = values >= limits[index]
+    np.take(levels, index, out=out)
+    out += step
+    if alpha_scale > 0:
+        alpha = values.reshape(len(values), -1, channels)[..., -1] * np.float32(alpha_scale)
+        np.rint(alpha, out=alpha)
+        alpha[np.isnan(alpha)] = 0.0
+        out.reshape(len(out), -1, channels)[..., -1] = np.minimum(np.maximum(alpha, np.float32(0.0)), np.float32(255.0))
+
+
+def premultiply_rows(block, inverse, channels, premultiplied, opacity):
+    """``points.premultiply_rows`` in numpy."""
+    m, width = opacity.shape
+    cells = block.reshape(m, width, channels)
+    np.multiply(cells[..., -1], inverse, out=opacity, dtype=np.float32)
+    np.multiply(cells[..., :-1], opacity[..., None], out=premultiplied.reshape(m, width, channels - 1), dtype=np.float32)
+
+
+def unpremultiply_rows(filtered, opacity, straight, transparent, offset, absolute, scale, finish, out):
+    """``points.unpremultiply_rows`` in numpy (``filtered`` is changed)."""
+    n, width = opacity.shape
+    colours = filtered.shape[1] // width
+    values = filtered.reshape(n, width, colours)
+    alphas = opacity[..., None]
+    visible = alphas > transparent
+    with np.errstate(all="ignore"):  # as the compiled loop: x / 0 is inf, silently
+        if len(straight):
+            np.divide(values, np.where(visible, alphas, np.float32(1.0)), out=values)
+            np.copyto(values, straight.reshape(n, width, colours), where=~visible)
+        else:
+            np.divide(values, alphas, out=values)
+    if offset != 0:
+        values += offset
+    if absolute:
+        np.abs(values, out=values)
+    cells = out.reshape(n, width, colours + 1)
+    cells[..., :-1] = _stored(values, finish)
+    cells[..., -1:] = _stored(alphas * scale, finish)
+
+
+def _stored(values, finish):
+    """``points._stored`` in numpy (``values`` is changed)."""
+    if finish[2] != 0:
+        low, high = finish[0], finish[1]
+        np.minimum(np.maximum(values, low), high, out=values)
+        np.rint(values, out=values)
+        values[np.isnan(values)] = 0.0
+        np.minimum(np.maximum(values, low), high, out=values)
+    return values
