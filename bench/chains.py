@@ -92,7 +92,8 @@ def main():
 
     work = Path(tempfile.mkdtemp(prefix="imgconv-chains-"))
     inputs = make_inputs(work)
-    env = dict(os.environ, IMGCONV_COMPILE="foreground")
+    # IMGCONV_RESIDENT=off: the process measured is the one that filters (its peak memory is the command's).
+    env = dict(os.environ, IMGCONV_COMPILE="foreground", IMGCONV_RESIDENT="off")
     versions = {"after": dict(env, PYTHONPATH=str(Path(args.after).resolve()))}
     if args.before:
         versions["before"] = dict(env, PYTHONPATH=str(Path(args.before).resolve()))
