@@ -67,8 +67,9 @@ _SERVED_COMMANDS = ("apply",)
 # Environment entries a shell changes from one command to the next, which neither
 # imgconv nor its libraries read: a worker serves callers that differ only in them.
 _VOLATILE_ENV = ("PWD", "OLDPWD", "SHLVL", "_", "PYTEST_CURRENT_TEST")
-# Signals whose default action ends the process: passed on to the copy running the command.
-_FORWARDED = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM", "SIGPIPE")
+# Signals whose default action ends the process: passed on to the copy running the command
+# (not SIGPIPE: Python ignores it, and a closed pipe shows as EPIPE in the copy too).
+_FORWARDED = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM")
 _LIMITS = ("RLIMIT_AS", "RLIMIT_DATA", "RLIMIT_FSIZE", "RLIMIT_NOFILE", "RLIMIT_STACK", "RLIMIT_CPU", "RLIMIT_CORE", "RLIMIT_NPROC")
 _PACKAGES = ("numba", "numpy", "PIL", "click", "yaml", "llvmlite")
 
@@ -211,26 +212,11 @@ def _paths(key: str):
 # --- the caller's side ---------------------------------------------------------------------------
 
 
-def _send_message(connection, payload: bytes, fds=()) -> None:
-    import socket
+def _send_message(connection, payload: bytes) -> None:
+    """``payload`` after its length (the worker reads requests in pieces, as they come)."""
     import struct
 
-    data = struct.pack("!I", len(payload)) + payload
-    if fds:
-        data = data[socket.send_fds(connection, [data], list(fds)) :]
-    if data:  # (an empty send to a worker that has already answered and hung up fails)
-        connection.sendall(data)
-
-
-def _receive_exactly(connection, count: int) -> bytes:
-    chunks = []
-    while count:
-        chunk = connection.recv(count)
-        if not chunk:
-            raise ConnectionError("the other side closed the connection")
-        chunks.append(chunk)
-        count -= len(chunk)
-    return b"".join(chunks)
+    connection.sendall(struct.pack("!I", len(payload)) + payload)
 
 
 _start = None  # (identity, environment, sys.path) as this process started, before any import changed them
@@ -254,14 +240,8 @@ class _Forwarder:
         self.previous = {}
         for name in _FORWARDED:
             number = getattr(signal, name, None)
-            if number is None:
-                continue
-            current = signal.getsignal(number)
-            if current is signal.SIG_IGN:
-                continue  # ignored here, so never delivered to a direct run either
-            if number == signal.SIGPIPE:
-                continue  # Python ignores it; a closed pipe shows as EPIPE in the copy too
-            self.previous[number] = signal.signal(number, self._forward)
+            if number is not None and not _ignored(number):  # (ignored: a direct run never gets it either)
+                self.previous[number] = signal.signal(number, self._forward)
         if signal.getsignal(signal.SIGTSTP) is signal.SIG_DFL:
             self.previous[signal.SIGTSTP] = signal.signal(signal.SIGTSTP, self._suspend)
 
@@ -452,13 +432,9 @@ def note_use(args) -> None:
 
 
 def _lock(handle) -> bool:
-    import fcntl
+    from imgconv.engine.compiled import _lock as take_lock  # the compile lock's helper
 
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return False
-    return True
+    return take_lock(handle)
 
 
 def _worker_running(paths) -> bool:
@@ -596,12 +572,13 @@ def worker_main(sock_path: str) -> None:
 
     import gc
 
-    lock = open(sock_path[: -len(".sock")] + ".lock", "a")
+    stem = sock_path[: -len(".sock")]
+    lock = open(stem + ".lock", "a")
     if not _lock(lock):
         return  # another worker for this identity is starting or running
     mine = identity()
-    failed = sock_path[: -len(".sock")] + ".failed"
-    if _digest(mine) != os.path.basename(sock_path)[: -len(".sock")]:
+    failed = stem + ".failed"
+    if _digest(mine) != os.path.basename(stem):
         _give_up(failed, "this process differs from the caller that asked for it")
         return
     try:
@@ -620,17 +597,17 @@ def worker_main(sock_path: str) -> None:
         pass
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(sock_path)
-    bound = os.stat(sock_path).st_ino
     listener.listen(64)
     _log(f"listening on {sock_path}")
+    worker = _Worker(listener, mine, lock, sock_path, os.stat(sock_path).st_ino)
     try:
-        _Worker(listener, mine, lock, sock_path, bound).loop()
+        worker.loop()
     finally:
-        try:
-            if os.stat(sock_path).st_ino == bound:
+        if worker._reachable():  # still this worker's socket (not a successor's)
+            try:
                 os.unlink(sock_path)
-        except OSError:
-            pass
+            except OSError:
+                pass
         _log("stopped")
         os._exit(0)  # nothing left to write: skip tearing down numba's objects
 
@@ -670,8 +647,7 @@ class _Worker:
         self.listener, self.identity, self.lock = listener, mine, lock
         self.sock_path, self.bound = sock_path, bound
         self.selector = selectors.DefaultSelector()
-        self.children = {}  # pid -> connection of its caller
-        self.callers = {}  # connection -> pid
+        self.children = {}  # pid -> connection of its caller (the selector holds the pid beside it)
         self.requests = {}  # connection -> _Request, until the copy is forked
         self.pid = os.getpid()
         self.stopping = False
@@ -728,7 +704,7 @@ class _Worker:
                 elif key.data == "request":
                     self._from_requester(key.fileobj)
                 else:
-                    self._from_caller(key.fileobj)
+                    self._from_caller(key.fileobj, key.data)
             self._reap()
             self._drop_stale_requests()
 
@@ -834,8 +810,6 @@ class _Worker:
         if gone:  # the caller gave up after its "go" (a worker that stalled): no copy for nobody
             self._drop_request(connection)
             return
-        del self.requests[connection]
-        self.selector.unregister(connection)
         # Signals are held until the copy has Python's own handlers (not the worker's).
         held = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
         try:
@@ -845,19 +819,15 @@ class _Worker:
         if pid == 0:
             self._run_in_copy(connection, request.fds, *request.message, held)  # never returns
         signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        if pid is None:  # no copy (out of processes or memory): the caller runs the command itself
+            self._drop_request(connection)
+            return
+        del self.requests[connection]
         for fd in request.fds:
             os.close(fd)
-        if pid is None:  # no copy (out of processes or memory): the caller runs the command itself
-            try:
-                connection.sendall(b"-")
-            except OSError:
-                pass
-            connection.close()
-            return
         _log(f"a command runs in copy {pid}")
         self.children[pid] = connection
-        self.callers[connection] = pid
-        self.selector.register(connection, 1, "caller")
+        self.selector.modify(connection, 1, pid)
         try:
             connection.sendall(b"+")
         except OSError:
@@ -872,16 +842,13 @@ class _Worker:
         _, uid, _ = struct.unpack("3i", credentials)
         return uid == os.getuid()
 
-    def _from_caller(self, connection) -> None:
-        pid = self.callers.get(connection)
+    def _from_caller(self, connection, pid: int) -> None:
         try:
             data = connection.recv(64)
         except BlockingIOError:
             return
         except OSError:
             data = b""
-        if pid is None:
-            return
         if not data:  # the caller is gone (killed outright): so goes its command
             self.selector.unregister(connection)
             _signal_child(pid, signal.SIGKILL)
@@ -904,7 +871,6 @@ class _Worker:
             if connection is None:
                 continue
             self.last = time.monotonic()
-            self.callers.pop(connection, None)
             if os.WIFSIGNALED(status):
                 report = b"s%d\n" % os.WTERMSIG(status)
             else:
@@ -946,7 +912,7 @@ class _Worker:
             self.selector.close()
             if self.listener is not None:
                 self.listener.close()
-            for other in [*self.callers, *self.requests]:
+            for other in [*self.children.values(), *self.requests]:
                 other.close()
             connection.close()
             os.close(self.wake_read)
@@ -997,7 +963,7 @@ def _standard_streams() -> None:
 
     unbuffered = bool(sys.flags.unbuffered) if hasattr(sys.flags, "unbuffered") else bool(os.environ.get("PYTHONUNBUFFERED"))
     made = []
-    for fd, name, old in ((0, "stdin", sys.__stdin__), (1, "stdout", sys.__stdout__), (2, "stderr", sys.__stderr__)):
+    for fd, old in ((0, sys.__stdin__), (1, sys.__stdout__), (2, sys.__stderr__)):
         encoding = getattr(old, "encoding", None) or "utf-8"
         errors = getattr(old, "errors", None) or ("backslashreplace" if fd == 2 else "strict")
         reading = fd == 0
@@ -1022,41 +988,31 @@ def _standard_streams() -> None:
 
 
 def _run_command(held) -> None:
-    """The command line, ended as a fresh interpreter would end it (signals held since the
-    fork are let through first: they act as on a process that just started)."""
+    """The command line, ended as the command line ends any process with numba loaded
+    (``cli._fast_exit``); the signals held since the fork are let through first: they act
+    as on a process that just started."""
     import traceback
+
+    from imgconv import cli
 
     try:
         signal.pthread_sigmask(signal.SIG_SETMASK, held)
-        from imgconv.cli import main as command_line
-
-        command_line()
+        cli.main()  # (ends the process itself)
         code = 0
     except SystemExit as done:
         code = done.code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # before the command's own handling: as the interpreter does
         traceback.print_exc()
-        _flush_streams()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
         _die_like(signal.SIGINT)
     except BaseException:  # noqa: BLE001 - what the interpreter does with an uncaught exception
         traceback.print_exc()
         code = 1
-    if code is None:
-        code = 0
-    elif not isinstance(code, int):
-        print(code, file=sys.stderr)
-        code = 1
-    os._exit(code if _flush_streams() else 120)
-
-
-def _flush_streams() -> bool:
-    ok = True
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            ok = False
-    return ok
+    cli._fast_exit(code)
 
 
 # --- python -m imgconv.resident status | stop ---------------------------------------------------

@@ -133,8 +133,9 @@ def ready() -> bool:
 
 
 def _lock(handle) -> bool:
-    """Take the compile lock on the open ``handle`` without waiting: False when another
-    process holds it (True where there is no flock: the marker check decides alone)."""
+    """Take an exclusive lock on the open ``handle`` without waiting (the compile lock, a
+    resident worker's): False when another process holds it (True where there is no
+    flock: the marker, or the socket, decides alone)."""
     try:
         import fcntl
     except ImportError:
