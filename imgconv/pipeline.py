@@ -23,7 +23,8 @@ to run (a single filter is ``Chain.of(flt)``) and the options it runs with.
 
 What an output cannot keep is reported by :mod:`imgconv.io` as
 :class:`~imgconv.errors.ImgconvWarning` warnings, left to the caller to show
-or collect.  This module does not import numba; filtering does.
+or collect.  This module does not import numba; filtering does (and
+:func:`warm_up`, for processes that fork filtering processes).
 """
 
 from __future__ import annotations
@@ -378,3 +379,32 @@ def filter_file(job: Job, source, destination, *, out_format: str | None = None,
     with (open_folder or contextlib.nullcontext)() as dir_fd:
         io.write_image(destination, frames[0], like=image, format=fmt, quality=job.quality, more_frames=frames[1:], dir_fd=dir_fd)
     return Filtered(shape=shape, format=fmt, plans=plans, frames=len(frames))
+
+
+def warm_up() -> None:
+    """Import what filtering a file uses and set numba's compiler up (its typing and
+    target registries: about 0.45 s of a process's first kernel load), without starting
+    numba's threads, which a fork would not carry over: processes forked from this one
+    then filter at once (the batch pool's workers, the resident worker's copies)."""
+    global _warm
+    if _warm:
+        return
+    from PIL import Image
+
+    from imgconv import filtering  # noqa: F401 - imports the engine, and numba
+    from imgconv.engine import cpu, plan, run  # noqa: F401 - sets numba's cache folder first
+
+    import numba
+
+    Image.init()
+    # A plain (not parallel) kernel: compiling or loading it fills the registries; a
+    # parallel one would start numba's threads.
+    numba.njit(cache=True)(_warm_up_kernel)(1.0)
+    _warm = True
+
+
+_warm = False
+
+
+def _warm_up_kernel(x):
+    return x + 1.0

@@ -544,20 +544,12 @@ def _warm_up() -> list:
     warnings.showwarning = lambda message, category, *rest, **options: shown.append(f"{category.__name__}: {message}")
     try:
         import imgconv.cli  # noqa: F401 - imported for the copies
-        from imgconv import chain, filtering, io, pipeline  # noqa: F401
-        from imgconv.engine import cpu, plan, run  # noqa: F401 - imports numba, sets its cache folder
-        import numba
-        from PIL import Image
+        from imgconv import chain, io, pipeline  # noqa: F401
 
-        Image.init()
-        numba.njit(cache=True)(_warm_up_kernel)(1.0)
+        pipeline.warm_up()
     finally:
         warnings.showwarning = show
     return shown
-
-
-def _warm_up_kernel(x):
-    return x + 1.0
 
 
 def _log(message: str) -> None:

@@ -2,7 +2,8 @@
 patterns, formats, containment, failure isolation (a crashing worker too),
 Ctrl-C, the progress bar, and Dask.
 
-Every run here starts real worker processes (spawn), about a second each, so
+Every run here starts real worker processes (spawned in this process, which has
+run parallel kernels: about a second each; forked in the subprocess runs), so
 the trees are small and most runs use one or two workers.
 """
 
@@ -341,6 +342,91 @@ def test_workers_times_threads_fit_the_cores(tmp_path, blur_job, jobs):
     threads = {int(r.message.split()[0]) for r in report.results}
     assert threads == {max(1, cores // workers)}
     assert str(workers) in report.workers
+
+
+# How workers start: forked from a main process that has imported what filtering
+# needs, where that is safe (a fresh process: these run in subprocesses, since the
+# test process has run parallel kernels), else spawned.
+
+START_METHOD = """
+import sys, threading
+from imgconv.batch.local import _start_method
+case = sys.argv[1]
+if case == "kernel":
+    import numpy as np, imgconv
+    imgconv.convolve(np.ones((64, 64), np.float32), np.ones((3, 3)))
+elif case == "thread":
+    threading.Thread(target=threading.Event().wait, daemon=True).start()
+print(_start_method())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="workers are forked on Linux only")
+@pytest.mark.parametrize("case, expected", [("fresh", "fork"), ("kernel", "spawn"), ("thread", "spawn")])
+def test_workers_are_forked_only_where_that_is_safe(case, expected):
+    env = dict(os.environ, PYTHONPATH=str(REPO), IMGCONV_COMPILE="foreground")
+    done = subprocess.run([sys.executable, "-c", START_METHOD, case], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [expected]
+
+
+FORKED_BATCH = """
+import json, os, sys
+from pathlib import Path
+from imgconv import batch
+from imgconv.batch.local import _start_method
+from imgconv.chain import Chain
+from imgconv.kernels import load_catalog
+
+def process(job, source, destination, **options):
+    import numba
+    name = Path(source).name
+    if name.startswith("segfault"):
+        import ctypes
+        ctypes.string_at(0)
+    if name.startswith("exit"):
+        os._exit(3)
+    result = batch.process_one(job, source, destination, **options)
+    result.message = f"{numba.get_num_threads()} threads, parent {os.getppid()}"
+    return result
+
+assert _start_method() == "fork"
+job = batch.Job(Chain.of(load_catalog().resolve("gaussian", {"sigma": 1.5})))
+report = batch.run_batch(job, Path(sys.argv[1]), Path(sys.argv[2]), jobs=2, _process=process)
+print(json.dumps({"pid": os.getpid(), "results": [(Path(r.source).name, r.status, r.message) for r in report.results]}))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="workers are forked on Linux only")
+def test_forked_workers_filter_as_apply_does_and_a_crash_costs_one_file(tmp_path):
+    source = photos(tmp_path / "in", 5, size=(120, 90))
+    Image.open(source / "p000.png").convert("RGB").save(source / "photo.jpg", quality=90)
+    Image.open(source / "p001.png").convert("I;16").save(source / "deep.png")
+    for name in ("segfault.png", "exit.png"):
+        (source / name).write_bytes((source / "p002.png").read_bytes())
+    env = dict(os.environ, PYTHONPATH=str(REPO), IMGCONV_COMPILE="foreground", IMGCONV_RESIDENT="off")
+    done = subprocess.run(
+        [sys.executable, "-c", FORKED_BATCH, str(source), str(tmp_path / "out")], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert done.returncode == 0, done.stderr
+    record = json.loads(done.stdout)
+    results = {name: (status, message) for name, status, message in record["results"]}
+    assert results["segfault.png"][0] == "failed" and "SIGSEGV" in results["segfault.png"][1]
+    assert results["exit.png"][0] == "failed" and "exit code 3" in results["exit.png"][1]
+    done_files = [name for name, (status, _) in results.items() if status == "done"]
+    assert sorted(done_files) == sorted(["deep.png", "photo.jpg"] + [f"p{i:03d}.png" for i in range(5)])
+    threads = max(1, batch.usable_cores() // 2)
+    for name in done_files:
+        assert results[name][1] == f"{threads} threads, parent {record['pid']}"  # children of the main process
+        direct = tmp_path / "direct" / name
+        direct.parent.mkdir(exist_ok=True)
+        applied = subprocess.run(
+            [sys.executable, "-m", "imgconv", "apply", "gaussian", "-p", "sigma=1.5", str(source / name), str(direct)],
+            capture_output=True, text=True, env=env, timeout=300,
+        )
+        assert applied.returncode == 0, applied.stderr
+        assert (tmp_path / "out" / name).read_bytes() == direct.read_bytes(), name
 
 
 def test_job_pickles(blur_job):

@@ -1,16 +1,17 @@
 """The local pool: worker processes on this machine, each filtering one file at a time.
 
-``jobs`` worker processes (started with ``spawn``: numba's OpenMP threading
-layer is not fork-safe), each taking one file at a time through decode,
-filter and encode (:func:`process_one`, over :func:`imgconv.pipeline.filter_file`),
-each running numba with ``cores // jobs`` threads, so the workers never
-oversubscribe the cores and, at any moment, one worker decodes while another
-filters or encodes.  The main process only lists the files, hands them out
-(asking the kernel to read the next ones ahead) and collects the results; it
-never imports numba.  Each worker has its own pipe, so when one dies (a crash
-in a decoder, the out-of-memory killer) the main process knows which file it
-was working on: that file is reported as failed, a fresh worker takes its
-place and every other file keeps its output.  With a time limit
+``jobs`` worker processes (forked from this process once it has imported what
+filtering needs, where that is safe, else spawned: :func:`_start_method`), each
+taking one file at a time through decode, filter and encode
+(:func:`process_one`, over :func:`imgconv.pipeline.filter_file`), each running
+numba with ``cores // jobs`` threads, so the workers never oversubscribe the
+cores and, at any moment, one worker decodes while another filters or encodes.
+The main process only lists the files, hands them out (asking the kernel to read
+the next ones ahead) and collects the results; it imports numba, for its workers
+to inherit, but never runs a kernel.  Each worker has its own pipe, so when one
+dies (a crash in a decoder, the out-of-memory killer) the main process knows
+which file it was working on: that file is reported as failed, a fresh worker
+takes its place and every other file keeps its output.  With a time limit
 (``timeout``), a worker whose file takes longer is stopped (SIGTERM, then
 SIGKILL: a hung decoder in compiled code never sees SIGTERM), the file fails
 with the reason ``timeout``, and a fresh worker takes its place too.
@@ -192,10 +193,14 @@ def _orphaned() -> None:
     os._exit(128 + signal.SIGTERM)  # stuck in compiled code, where SIGTERM's handler never runs
 
 
-def _worker_main(conn, job, threads, process, out_dir, timeout, parent):
-    """A local worker process: filter the files sent down ``conn``, one at a time."""
+def _worker_main(conn, job, threads, process, out_dir, timeout, parent, inherited=()):
+    """A local worker process: filter the files sent down ``conn``, one at a time
+    (``inherited``: descriptors of the main process's that a forked worker closes)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's business
     signal.signal(signal.SIGTERM, _terminate)
+    for fd in inherited:
+        with contextlib.suppress(OSError):
+            os.close(fd)
     _follow_parent(parent)
     limit_numba_threads(threads)
     compiled.expect_many_images()  # its files pay for loading the compiled kernels
@@ -216,6 +221,35 @@ def _worker_main(conn, job, threads, process, out_dir, timeout, parent):
 
 # ---------------------------------------------------------------------------
 # the local pool
+
+
+def _start_method() -> str:
+    """How to start a worker: ``"fork"`` where it is safe, else ``"spawn"``.
+
+    A forked worker has this process's imports and numba's compiler set up
+    (:func:`imgconv.pipeline.warm_up`, done here once before the first fork) and
+    filters its first file at once; a spawned one imports numpy, Pillow and numba
+    and sets the compiler up itself, about 1.5 CPU seconds apiece.  A fork is safe
+    where nothing runs that it would not carry over: no other Python thread, and
+    numba's thread pool never started in this process (a parallel kernel run or
+    even loaded starts it; the batch's main process runs none, the resident
+    worker's copies neither).  Linux only: macOS's system libraries are not
+    fork-safe.  Not a fork server: it imports modules with its own ``sys.path``
+    (perhaps another imgconv than the caller's)."""
+    if not sys.platform.startswith("linux") or threading.active_count() > 1:
+        return "spawn"
+    if "numba" in sys.modules:
+        from numba.np.ufunc import parallel
+
+        if getattr(parallel, "_is_initialized", True):
+            return "spawn"
+    try:
+        from imgconv import pipeline
+
+        pipeline.warm_up()
+    except Exception:  # noqa: BLE001 - a spawned worker reports what fails to import
+        return "spawn"
+    return "fork"
 
 
 def _signal_name(exitcode):
@@ -300,11 +334,12 @@ def _children_ignore_sigint():
 
 
 class _Worker:
-    def __init__(self, context, job, threads, process, out_dir, timeout):
+    def __init__(self, context, job, threads, process, out_dir, timeout, inherited=()):
         self.conn, child = context.Pipe()
+        inherited = tuple(inherited) if context.get_start_method() == "fork" else ()
         self.process = context.Process(
             target=_worker_main,
-            args=(child, job, threads, process, out_dir, timeout, os.getpid()),
+            args=(child, job, threads, process, out_dir, timeout, os.getpid(), inherited),
             name="imgconv-batch-worker",
             daemon=True,
         )
@@ -369,10 +404,6 @@ def _run_local(job, tasks, *, jobs, process, out_dir, control, timeout=None):
     import multiprocessing
     from multiprocessing.connection import wait
 
-    # spawn, not fork: numba's OpenMP threads (once a kernel has run in this
-    # process) do not survive a fork; and not a fork server, which imports
-    # modules with its own sys.path (perhaps another imgconv than the caller's).
-    context = multiprocessing.get_context("spawn")
     queue = deque(tasks)
     count = max(1, min(jobs, len(queue)))
     threads = max(1, usable_cores() // count)
@@ -381,7 +412,12 @@ def _run_local(job, tasks, *, jobs, process, out_dir, control, timeout=None):
     read_ahead = 0  # tasks[:read_ahead] have been prefetched
 
     def start_worker():
-        workers.append(_Worker(context, job, threads, process, out_dir, timeout))
+        # Decided for each worker: a replacement is forked only if forking is still safe.
+        context = multiprocessing.get_context(_start_method())
+        # A forked worker closes its copies of the other workers' pipes (so that each
+        # pipe's end-of-file still means what it says).
+        inherited = [fd for w in workers for fd in (w.conn.fileno(), w.process.sentinel)]
+        workers.append(_Worker(context, job, threads, process, out_dir, timeout, inherited))
 
     def overdue(worker, now):
         return timeout is not None and worker.started is not None and now - worker.started > timeout
