@@ -1,11 +1,12 @@
-"""The resident worker: ``imgconv apply`` handed to a warm process instead of starting one.
+"""The resident worker: ``imgconv apply`` and ``batch`` handed to a warm process instead of starting one.
 
 A short ``imgconv apply`` spends most of its time starting Python's numpy, Pillow,
 Click and numba and loading the compiled kernels, not filtering (docs/performance.md,
-"Start-up").  So once the same user has run ``apply`` twice within
-``USE_WINDOW`` seconds (and the compiled kernels are cached), a detached worker
-process is started that has all of that imported and loaded.  Later ``apply``
-commands (this module's :func:`main`, the ``imgconv`` entry point) connect to it
+"Start-up"), and a batch pays that in its main process and, unless they are
+forked from it, in each of its workers.  So once the same user has run ``apply``
+or ``batch`` twice within ``USE_WINDOW`` seconds (and the compiled kernels are
+cached), a detached worker process is started that has all of that imported and
+loaded.  Later ``apply`` and ``batch`` commands (this module's :func:`main`, the ``imgconv`` entry point) connect to it
 over a Unix socket in a folder only this user can open, and hand it their
 arguments, working folder, environment and standard input, output and error
 (the descriptors themselves).  The worker forks a copy of itself for each
@@ -25,7 +26,8 @@ What makes the copy behave as a fresh process would:
   identity is checked again on every connection;
 - the worker never filters anything itself (numba's OpenMP threads do not
   survive a fork, so they are started by each copy), and imports modules and
-  loads numba's compiler state only;
+  loads numba's compiler state only; so a copy running ``batch`` forks its own
+  workers at once (``batch/local.py``);
 - the copy resets signal handling to Python's defaults, takes the caller's
   environment and working folder, and builds ``sys.stdin``/``stdout``/``stderr``
   on the caller's descriptors as Python itself would.
@@ -48,7 +50,7 @@ RESIDENT_ENV = "IMGCONV_RESIDENT"
 IDLE_ENV = "IMGCONV_RESIDENT_IDLE"
 #: An idle worker exits after this many seconds without a command.
 IDLE_SECONDS = 600.0
-#: A worker is started when ``apply`` runs a second time within this many seconds.
+#: A worker is started when ``apply`` or ``batch`` runs a second time within this many seconds.
 USE_WINDOW = 600.0
 #: At most this many workers per user (one per distinct environment); starting
 #: another asks the least recently used one to exit.
@@ -63,7 +65,7 @@ _HANDSHAKE_SECONDS = 2.0
 # A request not completed within this time is dropped (a caller that connected and stalled).
 _REQUEST_SECONDS = 5.0
 _LOG_BYTES = 1 << 20  # a worker's log is started afresh beyond this size
-_SERVED_COMMANDS = ("apply",)
+_SERVED_COMMANDS = ("apply", "batch")
 # Environment entries a shell changes from one command to the next, which neither
 # imgconv nor its libraries read: a worker serves callers that differ only in them.
 _VOLATILE_ENV = ("PWD", "OLDPWD", "SHLVL", "_", "PYTEST_CURRENT_TEST")
@@ -385,7 +387,7 @@ def serve_call(args):
 
 
 def main():
-    """The ``imgconv`` command: ``apply`` through this user's worker when there is one
+    """The ``imgconv`` command: ``apply`` and ``batch`` through this user's worker when there is one
     for this very environment, every command in this process otherwise."""
     status = serve_call(sys.argv[1:])
     if status is None:
@@ -402,7 +404,7 @@ def main():
 
 def note_use(args) -> None:
     """Called by the command line after a command it ran in this process: on the
-    second ``apply`` within ``USE_WINDOW`` seconds, start a worker (detached) for
+    second ``apply`` or ``batch`` within ``USE_WINDOW`` seconds, start a worker (detached) for
     the commands that follow."""
     if _served or _start is None or not enabled() or not _wants_worker(args):
         return  # (_start: the command came in through main, which noted how the process started)
@@ -534,7 +536,7 @@ def _start_worker(paths) -> None:
 
 
 def _warm_up() -> list:
-    """Import what ``apply`` uses and set up numba's compiler state, without running
+    """Import what ``apply`` and ``batch`` use and set up numba's compiler state, without running
     a parallel kernel (its OpenMP threads would not survive the fork).  Returns the
     warnings shown meanwhile (a copy would not show them again: then no worker)."""
     import warnings
@@ -544,6 +546,7 @@ def _warm_up() -> list:
     warnings.showwarning = lambda message, category, *rest, **options: shown.append(f"{category.__name__}: {message}")
     try:
         import imgconv.cli  # noqa: F401 - imported for the copies
+        import imgconv.batch.local  # noqa: F401
         from imgconv import chain, io, pipeline  # noqa: F401
 
         pipeline.warm_up()

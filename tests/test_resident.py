@@ -25,10 +25,11 @@ IMGCONV = [sys.executable, "-m", "imgconv"]
 # --- without processes ---------------------------------------------------------------------------
 
 
-def test_only_apply_is_handed_over():
+def test_only_apply_and_batch_are_handed_over():
     assert resident._wants_worker(["apply", "blur", "a.png", "b.png"])
+    assert resident._wants_worker(["batch", "blur", "a", "b", "--jobs", "2"])
     assert resident._wants_worker(["--catalog", "apply", "apply", "blur", "a.png", "b.png"])  # the catalog file named apply
-    for args in (["list"], ["show", "blur"], ["--help"], ["apply-x"], ["batch", "blur", "a", "b"], ["--", "apply"], [], ["-h", "apply"]):
+    for args in (["list"], ["show", "blur"], ["--help"], ["apply-x"], ["gallery", "a"], ["--", "apply"], [], ["-h", "apply"]):
         assert not resident._wants_worker(args), args
 
 
@@ -203,6 +204,50 @@ def test_served_commands_do_what_fresh_processes_do(env, files):
     assert direct.returncode == served.returncode == 0
     assert direct.stdout == served.stdout and len(served.stdout) > 100
     assert direct.stderr == served.stderr
+
+
+@pytest.mark.slow
+def test_a_served_batch_does_what_a_fresh_one_does(env, files):
+    _start(env, files)
+    tree = files / "tree"
+    (tree / "sub").mkdir(parents=True)
+    for name in ("rgb.png", "rgba.png", "grey16.png"):
+        (tree / name).write_bytes((files / name).read_bytes())
+        (tree / "sub" / name).write_bytes((files / name).read_bytes())
+    (tree / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n cut short")
+    results = []
+    for kind, environment in (("direct", _direct(env)), ("served", env)):
+        served = _served(env)
+        done = _run(["batch", "gaussian", "-p", "sigma=1.5", "tree", f"{kind}-out", "--jobs", "2", "--quiet"], environment, files)
+        assert _served(env) == served + (kind == "served"), _log(env)
+        out = files / f"{kind}-out"
+        written = {path.relative_to(out).as_posix(): path.read_bytes() for path in sorted(out.rglob("*")) if path.is_file()}
+        results.append((done.returncode, done.stdout, done.stderr, written))
+    assert results[0] == results[1]
+    assert results[1][0] == 1 and b"broken.png" in results[1][2] and len(results[1][3]) == 6
+
+
+@pytest.mark.slow
+def test_ctrl_c_reaches_a_served_batch(env, files):
+    """The first Ctrl-C stops handing out files and lets those in progress finish: as in a fresh process."""
+    _start(env, files)
+    tree = files / "many"
+    tree.mkdir()
+    for number in range(40):
+        (tree / f"{number:02d}.png").write_bytes((files / "large.png").read_bytes())
+    outcomes = []
+    for kind, environment in (("direct", _direct(env)), ("served", env)):
+        out = files / f"{kind}-many"
+        process = subprocess.Popen(
+            [*IMGCONV, "batch", "gaussian", "-p", "sigma=8", "many", str(out), "--jobs", "1"],
+            env=environment, cwd=files, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        assert _wait(lambda: out.exists() and any(out.iterdir()), 60), kind
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=120)
+        names = [path.name for path in out.iterdir()]
+        outcomes.append((kind, process.returncode, b"interrupted" in err.lower(), len(names) < 40, [n for n in names if "tmp" in n]))
+    assert [outcome[1:] for outcome in outcomes] == [(130, True, True, [])] * 2, outcomes
 
 
 def _long_command(env, files, out):
