@@ -56,11 +56,12 @@ REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "samples"
 SIGMA = 2.0
 QUALITY = 90  # what the inputs are written at, and the vips rows write (imgconv keeps each input's tables)
-RUNS = ("imgconv-2", "pyvips-pool", "pyvips-pool-float", "imgconv-1", "imgconv-1-one-thread", "vips-loop", "vips-loop-float", "pillow-loop")
-DEFAULT_RUNS = ("imgconv-2", "pyvips-pool", "pyvips-pool-float")
+RUNS = ("imgconv-2", "imgconv-2-resident", "pyvips-pool", "pyvips-pool-float", "imgconv-1", "imgconv-1-one-thread", "vips-loop", "vips-loop-float", "pillow-loop")
+DEFAULT_RUNS = ("imgconv-2", "imgconv-2-resident", "pyvips-pool", "pyvips-pool-float")
 LABELS = {
     "imgconv-1": "imgconv batch --jobs 1",
     "imgconv-2": "imgconv batch --jobs 2",
+    "imgconv-2-resident": "imgconv batch --jobs 2, served by the resident worker",
     "imgconv-1-one-thread": "imgconv batch --jobs 1, NUMBA_NUM_THREADS=1",
     "pyvips-pool": "pyvips pool of 2 (stand-in for a parallel vips loop), gaussblur defaults",
     "pyvips-pool-float": "pyvips pool of 2, gaussblur precision=float min_ampl=0.001",
@@ -126,15 +127,44 @@ def wait_for_kernels(tree=REPO, timeout=1800):
         time.sleep(1)
 
 
-def run_imgconv(in_dir, out_dir, jobs, threads=None, tree=REPO):
+# The resident worker's folder for this benchmark's served runs (the other imgconv rows run
+# with the worker off: each is a whole fresh command, its workers forked from it).
+RESIDENT_RUNTIME = Path(tempfile.mkdtemp(prefix="imgconv-bench-resident-"))
+
+
+def run_imgconv(in_dir, out_dir, jobs, threads=None, tree=REPO, resident=False):
     """The command as a user runs it (this checkout's imgconv, or ``tree``'s, not an installed copy)."""
     command = ["imgconv", "batch", "gaussian", "-p", f"sigma={SIGMA:g}", "IN", "OUT", "--jobs", str(jobs), "--quiet"]
     argv = [sys.executable, "-m", "imgconv"] + command[1:5] + [str(in_dir), str(out_dir)] + command[7:]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(tree), os.environ.get("PYTHONPATH")])))
+    if resident:
+        env.pop("IMGCONV_RESIDENT", None)
+        env["XDG_RUNTIME_DIR"] = str(RESIDENT_RUNTIME)
+    else:
+        env["IMGCONV_RESIDENT"] = "off"
     if threads is not None:
         env["NUMBA_NUM_THREADS"] = str(threads)
         command = [f"NUMBA_NUM_THREADS={threads}"] + command
     return command, subprocess.run(argv, capture_output=True, text=True, env=env, cwd=tree)  # -m: the working folder comes first
+
+
+def resident_worker():
+    """The pid of the resident worker serving this benchmark (None before it listens)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if b"worker_main" in (entry / "cmdline").read_bytes() and f"XDG_RUNTIME_DIR={RESIDENT_RUNTIME}".encode() in (entry / "environ").read_bytes().split(b"\0"):
+                return int(entry.name)
+        except OSError:
+            continue
+    return None
+
+
+def reaped_cpu(pid) -> float:
+    """CPU seconds of the children ``pid`` has waited for (a resident worker's copies, and theirs)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")  # cutime, cstime
 
 
 # vips's defaults cut the Gaussian where it falls below 0.2 of its peak and
@@ -255,6 +285,14 @@ def main(argv=None):
         if args.compare_tree is not None:
             run_imgconv(warm, warm / "out-other", 1, tree=args.compare_tree)
             wait_for_kernels(args.compare_tree)
+        if "imgconv-2-resident" in args.runs:  # two commands start the worker
+            for attempt in range(2):
+                run_imgconv(warm, warm / f"out-resident-{attempt}", 2, resident=True)
+            deadline = time.monotonic() + 60
+            while resident_worker() is None and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if resident_worker() is None:
+                raise SystemExit("the resident worker did not start")
     finally:
         shutil.rmtree(warm, ignore_errors=True)
 
@@ -273,8 +311,12 @@ def main(argv=None):
             out_dir = Path(tempfile.mkdtemp(prefix="imgconv-bench-out-"))
             try:
                 t0, used0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
+                worker = resident_worker() if name == "imgconv-2-resident" else None
+                served0 = reaped_cpu(worker) if worker else 0.0
                 if name == "imgconv-2-other":
                     command, result = run_imgconv(data, out_dir, 2, tree=args.compare_tree)
+                elif name == "imgconv-2-resident":
+                    command, result = run_imgconv(data, out_dir, 2, resident=True)
                 elif name == "imgconv-1-one-thread":
                     command, result = run_imgconv(data, out_dir, 1, threads=1)
                 elif name.startswith("imgconv-"):
@@ -290,6 +332,10 @@ def main(argv=None):
                 seconds = time.perf_counter() - t0
                 used1 = resource.getrusage(resource.RUSAGE_CHILDREN)  # every process it waited for, workers too
                 cpu = (used1.ru_utime - used0.ru_utime) + (used1.ru_stime - used0.ru_stime)
+                if worker:  # the command's copy and its workers are the worker's children
+                    if resident_worker() != worker:
+                        raise SystemExit("the resident worker changed during the run")
+                    cpu += reaped_cpu(worker) - served0
                 written = sum(1 for p in out_dir.rglob("*.jpg"))
             finally:
                 shutil.rmtree(out_dir, ignore_errors=True)
@@ -308,29 +354,33 @@ def main(argv=None):
     cpu_median = {name: statistics.median(values) for name, values in cpu_seconds.items()}
     # The ratios of imgconv's throughput to each: from each round's own pair (the machine's load
     # changes between rounds), then the median.
-    def ratios(name):
-        if "imgconv-2" not in timings:
+    def ratios(name, base):
+        if base not in timings:
             return "-", "-"
-        wall = statistics.median(b / a for a, b in zip(timings["imgconv-2"], timings[name]))
-        cpu = statistics.median(b / a for a, b in zip(cpu_seconds["imgconv-2"], cpu_seconds[name]))
+        wall = statistics.median(b / a for a, b in zip(timings[base], timings[name]))
+        cpu = statistics.median(b / a for a, b in zip(cpu_seconds[base], cpu_seconds[name]))
         return f"{wall:.2f}", f"{cpu:.2f}"
 
+    bases = [base for base in ("imgconv-2", "imgconv-2-resident") if base in timings]
     if args.markdown:
-        print("\n| run | seconds (median) | range | MP/s | CPU seconds | imgconv --jobs 2 throughput / this | the same in CPU time |")
-        print("| --- | ---: | --- | ---: | ---: | ---: | ---: |")
+        heads = "".join(f" {LABELS[base]}: throughput / this | in CPU time |" for base in bases)
+        print(f"\n| run | seconds (median) | range | MP/s | CPU seconds |{heads}")
+        print("| --- | ---: | --- | ---: | ---: |" + " ---: | ---: |" * len(bases))
     for name in runs:
         seconds = median[name]
-        wall_ratio, cpu_ratio = ratios(name)
         spread = f"{min(timings[name]):.2f}-{max(timings[name]):.2f}"
+        pairs = [ratios(name, base) for base in bases]
         if args.markdown:
-            print(f"| {LABELS[name]} | {seconds:.2f} | {spread} | {total_mp / seconds:.1f} | {cpu_median[name]:.2f} | {wall_ratio} | {cpu_ratio} |")
+            cells = "".join(f" {wall} | {cpu} |" for wall, cpu in pairs)
+            print(f"| {LABELS[name]} | {seconds:.2f} | {spread} | {total_mp / seconds:.1f} | {cpu_median[name]:.2f} |{cells}")
         else:
-            print(
-                f"{LABELS[name]:<75} {seconds:6.2f} s ({spread}) {total_mp / seconds:6.1f} MP/s "
-                f"{cpu_median[name]:6.2f} CPU s  ratio {wall_ratio} (CPU {cpu_ratio})"
-            )
+            shown = "  ".join(f"ratio {wall} (CPU {cpu})" for wall, cpu in pairs)
+            print(f"{LABELS[name]:<75} {seconds:6.2f} s ({spread}) {total_mp / seconds:6.1f} MP/s {cpu_median[name]:6.2f} CPU s  {shown}")
     for name in runs:
         print(f"  {name}: {commands[name]}", file=sys.stderr)
+    if resident_worker() is not None:
+        subprocess.run([sys.executable, "-m", "imgconv.resident", "stop"], env=dict(os.environ, XDG_RUNTIME_DIR=str(RESIDENT_RUNTIME)), cwd=REPO)
+    shutil.rmtree(RESIDENT_RUNTIME, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -249,6 +249,9 @@ def _start_method() -> str:
         pipeline.warm_up()
     except Exception:  # noqa: BLE001 - a spawned worker reports what fails to import
         return "spawn"
+    import gc
+
+    gc.freeze()  # the workers share these pages: their collectors never touch them
     return "fork"
 
 
