@@ -249,9 +249,6 @@ def _start_method() -> str:
         pipeline.warm_up()
     except Exception:  # noqa: BLE001 - a spawned worker reports what fails to import
         return "spawn"
-    import gc
-
-    gc.freeze()  # the workers share these pages: their collectors never touch them
     return "fork"
 
 
@@ -336,6 +333,23 @@ def _children_ignore_sigint():
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
+@contextlib.contextmanager
+def _frozen(forking: bool):
+    """Fork with this process's objects out of the collector's reach (``gc.freeze``): the
+    worker's collector then never touches, and so never copies, the pages it shares with
+    this process; here they are collected again as before once the worker is forked."""
+    if not forking:
+        yield
+        return
+    import gc
+
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 class _Worker:
     def __init__(self, context, job, threads, process, out_dir, timeout, inherited=()):
         self.conn, child = context.Pipe()
@@ -346,7 +360,7 @@ class _Worker:
             name="imgconv-batch-worker",
             daemon=True,
         )
-        with _children_ignore_sigint():
+        with _children_ignore_sigint(), _frozen(context.get_start_method() == "fork"):
             self.process.start()
         child.close()
         self.ready = False
