@@ -840,6 +840,7 @@ def batch(
                 job, in_dir, out_dir, jobs=jobs, overwrite=overwrite, include=include, exclude=exclude,
                 extension=extension, scheduler=scheduler, timeout=timeout,
                 on_start=progress.start, on_result=progress.result, on_interrupt=progress.interrupt,
+                _fork=True,  # this process is the command line's: its workers may be forked from it
             )
     except KeyboardInterrupt:
         click.echo("interrupted before any file was filtered", err=True)

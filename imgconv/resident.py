@@ -817,6 +817,10 @@ class _Worker:
         if pid is None:  # no copy (out of processes or memory): the caller runs the command itself
             self._drop_request(connection)
             return
+        try:  # (the copy does it too: whichever runs first)
+            os.setpgid(pid, pid)
+        except OSError:
+            pass
         del self.requests[connection]
         for fd in request.fds:
             os.close(fd)
@@ -847,10 +851,13 @@ class _Worker:
         if not data:  # the caller is gone (killed outright): so goes its command
             self.selector.unregister(connection)
             _signal_child(pid, signal.SIGKILL)
+            _signal_child(pid, signal.SIGCONT, group=True)  # stopped workers of its own then see it go
             return
         for index in range(0, len(data) - 1, 2):
             if data[index : index + 1] == b"k":
-                _signal_child(pid, data[index + 1])
+                number = data[index + 1]
+                # Stopping and continuing act on the command's whole group, as a terminal's do.
+                _signal_child(pid, number, group=number in (signal.SIGSTOP, signal.SIGCONT))
 
     def _reap(self) -> None:
         import time
@@ -886,6 +893,12 @@ class _Worker:
         try:
             _served = True
             _end_with(self.pid)
+            # A process group of its own: Ctrl-Z stops the copy and whatever it starts (a
+            # batch's workers), as the terminal stops a command's whole group.
+            try:
+                os.setpgid(0, 0)
+            except OSError:
+                pass
             signal.set_wakeup_fd(-1)
             for number in signal.valid_signals():
                 if number in (signal.SIGKILL, signal.SIGSTOP):
@@ -945,8 +958,15 @@ def _end_with(worker: int) -> None:
         os._exit(1)
 
 
-def _signal_child(pid: int, number: int) -> None:
+def _signal_child(pid: int, number: int, group: bool = False) -> None:
+    """Signal a copy (``group``: its process group, the copy and what it started)."""
     try:
+        if group:
+            try:
+                os.killpg(pid, number)
+                return
+            except ProcessLookupError:
+                pass  # its group is not made yet: the copy alone
         os.kill(pid, number)
     except (OSError, ValueError, OverflowError):
         pass

@@ -357,12 +357,16 @@ if case == "kernel":
     imgconv.convolve(np.ones((64, 64), np.float32), np.ones((3, 3)))
 elif case == "thread":
     threading.Thread(target=threading.Event().wait, daemon=True).start()
-print(_start_method())
+elif case == "pyvips":
+    import pyvips
+print(_start_method(case != "library"))
 """
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="workers are forked on Linux only")
-@pytest.mark.parametrize("case, expected", [("fresh", "fork"), ("kernel", "spawn"), ("thread", "spawn")])
+@pytest.mark.parametrize(
+    "case, expected", [("fresh", "fork"), ("kernel", "spawn"), ("thread", "spawn"), ("pyvips", "spawn"), ("library", "spawn")]
+)
 def test_workers_are_forked_only_where_that_is_safe(case, expected):
     env = dict(os.environ, PYTHONPATH=str(REPO), IMGCONV_COMPILE="foreground")
     done = subprocess.run([sys.executable, "-c", START_METHOD, case], capture_output=True, text=True, env=env, timeout=300)
@@ -387,12 +391,12 @@ def process(job, source, destination, **options):
     if name.startswith("exit"):
         os._exit(3)
     result = batch.process_one(job, source, destination, **options)
-    result.message = f"{numba.get_num_threads()} threads, parent {os.getppid()}"
+    result.message = f"{numba.get_num_threads()} of {numba.config.NUMBA_NUM_THREADS} threads, parent {os.getppid()}"
     return result
 
 assert _start_method() == "fork"
 job = batch.Job(Chain.of(load_catalog().resolve("gaussian", {"sigma": 1.5})))
-report = batch.run_batch(job, Path(sys.argv[1]), Path(sys.argv[2]), jobs=2, _process=process)
+report = batch.run_batch(job, Path(sys.argv[1]), Path(sys.argv[2]), jobs=2, _process=process, _fork=True)
 print(json.dumps({"pid": os.getpid(), "results": [(Path(r.source).name, r.status, r.message) for r in report.results]}))
 """
 
@@ -418,7 +422,7 @@ def test_forked_workers_filter_as_apply_does_and_a_crash_costs_one_file(tmp_path
     assert sorted(done_files) == sorted(["deep.png", "photo.jpg"] + [f"p{i:03d}.png" for i in range(5)])
     threads = max(1, batch.usable_cores() // 2)
     for name in done_files:
-        assert results[name][1] == f"{threads} threads, parent {record['pid']}"  # children of the main process
+        assert results[name][1] == f"{threads} of {threads} threads, parent {record['pid']}"  # children of the main process
         direct = tmp_path / "direct" / name
         direct.parent.mkdir(exist_ok=True)
         applied = subprocess.run(

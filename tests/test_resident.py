@@ -250,6 +250,60 @@ def test_ctrl_c_reaches_a_served_batch(env, files):
     assert [outcome[1:] for outcome in outcomes] == [(130, True, True, [])] * 2, outcomes
 
 
+def _state(pid) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as status:
+            return status.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
+
+
+def _children(pid) -> list:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as status:
+                    if int(status.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        found.append(int(entry))
+            except OSError:
+                pass
+    return found
+
+
+@pytest.mark.slow
+def test_ctrl_z_stops_a_served_batch_with_its_workers(env, files):
+    _start(env, files)
+    tree = files / "many"
+    tree.mkdir()
+    for number in range(12):
+        (tree / f"{number:02d}.png").write_bytes((files / "large.png").read_bytes())
+    out = files / "stopped"
+    process = subprocess.Popen(
+        [*IMGCONV, "batch", "gaussian", "-p", "sigma=8", "many", str(out), "--jobs", "2", "--quiet"],
+        env=env, cwd=files, process_group=0,  # a job of its own, as a shell starts one
+    )
+    try:
+        assert _wait(lambda: out.exists() and any(out.iterdir()), 60)
+        copy = _copies(env)[-1]
+        workers = _children(copy)
+        assert workers, "the served batch has no workers"
+        process.send_signal(signal.SIGTSTP)
+        assert _wait(lambda: all(_state(pid) == "T" for pid in [process.pid, copy, *workers]), 30), [
+            _state(pid) for pid in [process.pid, copy, *workers]
+        ]
+        written = sorted(out.iterdir())
+        time.sleep(1.5)
+        assert sorted(out.iterdir()) == written  # nothing filters while the command is stopped
+        process.send_signal(signal.SIGCONT)
+        assert process.wait(timeout=120) == 0
+        assert len(list(out.glob("*.png"))) == 12
+    finally:
+        if process.poll() is None:
+            process.kill()
+            os.kill(process.pid, signal.SIGCONT)
+
+
 def _long_command(env, files, out):
     """A command that runs for seconds in the worker's copy (a 151x151 kernel forced direct, 2e11 multiply-adds)."""
     served = _served(env)

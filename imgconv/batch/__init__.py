@@ -16,7 +16,7 @@ While a batch runs in the main thread, Ctrl-C (SIGINT) does not raise: the
 first one stops handing out files and lets the files in progress finish; a
 second one abandons them.  :func:`run_batch` then returns a report with
 ``interrupted`` set (exit code 130), listing every file that was not finished.
-The main process never imports numba; the workers do.
+The main process runs no kernel; the workers do.
 """
 
 from __future__ import annotations
@@ -106,6 +106,7 @@ def run_batch(
     on_result=None,
     on_interrupt=None,
     _process=process_one,
+    _fork=False,
 ) -> Report:
     """Filter every image under ``in_dir`` into the same relative path under ``out_dir``.
 
@@ -212,7 +213,9 @@ def run_batch(
         count = max(1, min(jobs, len(tasks)))
         threads = max(1, usable_cores() // count)
         report.workers = f"{count} worker process{'es' if count > 1 else ''} x {threads} numba thread{'s' if threads > 1 else ''}"
-        results = _run_local(job, tasks, jobs=jobs, process=_process, out_dir=out_root, control=control, timeout=timeout)
+        results = _run_local(
+            job, tasks, jobs=jobs, process=_process, out_dir=out_root, control=control, timeout=timeout, fork=_fork
+        )
     with control.handling_sigint():
         if tasks:
             try:

@@ -155,7 +155,12 @@ def limit_numba_threads(threads: int) -> None:
             os.environ["NUMBA_NUM_THREADS"] = str(threads)
         return
     import numba
+    from numba.np.ufunc import parallel
 
+    if not parallel._is_initialized and threads < numba.config.NUMBA_NUM_THREADS:
+        # Imported, its pool not started yet (a forked worker): a pool of ``threads``, as
+        # NUMBA_NUM_THREADS would have made it (some threading layers start every thread).
+        numba.config.NUMBA_NUM_THREADS = parallel.NUM_THREADS = threads
     numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
 
 
@@ -198,6 +203,7 @@ def _worker_main(conn, job, threads, process, out_dir, timeout, parent, inherite
     (``inherited``: descriptors of the main process's that a forked worker closes)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's business
     signal.signal(signal.SIGTERM, _terminate)
+    signal.set_wakeup_fd(-1)  # a forked worker's signals are its own, not the main process's
     for fd in inherited:
         with contextlib.suppress(OSError):
             os.close(fd)
@@ -223,20 +229,31 @@ def _worker_main(conn, job, threads, process, out_dir, timeout, parent, inherite
 # the local pool
 
 
-def _start_method() -> str:
-    """How to start a worker: ``"fork"`` where it is safe, else ``"spawn"``.
+# Libraries whose threads or state a forked child would inherit broken (libvips's
+# GLib threads; the CUDA driver refuses to run in a child forked after it started).
+_NOT_FORK_SAFE = ("pyvips", "numba.cuda")
+
+
+def _start_method(fork: bool = True) -> str:
+    """How to start a worker: ``"fork"`` where it is safe (and ``fork``: the command
+    line's own processes, whose state imgconv controls), else ``"spawn"``.
 
     A forked worker has this process's imports and numba's compiler set up
     (:func:`imgconv.pipeline.warm_up`, done here once before the first fork) and
     filters its first file at once; a spawned one imports numpy, Pillow and numba
     and sets the compiler up itself, about 1.5 CPU seconds apiece.  A fork is safe
-    where nothing runs that it would not carry over: no other Python thread, and
-    numba's thread pool never started in this process (a parallel kernel run or
-    even loaded starts it; the batch's main process runs none, the resident
-    worker's copies neither).  Linux only: macOS's system libraries are not
-    fork-safe.  Not a fork server: it imports modules with its own ``sys.path``
-    (perhaps another imgconv than the caller's)."""
-    if not sys.platform.startswith("linux") or threading.active_count() > 1:
+    where nothing runs that it would not carry over: no other Python thread, no
+    library of ``_NOT_FORK_SAFE`` loaded, and numba's thread pool never started in
+    this process (a parallel kernel run or even loaded starts it; the batch's main
+    process runs none, the resident worker's copies neither).  A program calling
+    :func:`~imgconv.batch.run_batch` holds state imgconv cannot see (signal
+    wake-up descriptors, sockets, C libraries' threads): its workers are spawned.
+    Linux only: macOS's system libraries are not fork-safe.  Not a fork server: it
+    imports modules with its own ``sys.path`` (perhaps another imgconv than the
+    caller's)."""
+    if not fork or not sys.platform.startswith("linux") or threading.active_count() > 1:
+        return "spawn"
+    if any(name in sys.modules for name in _NOT_FORK_SAFE):
         return "spawn"
     if "numba" in sys.modules:
         from numba.np.ufunc import parallel
@@ -343,11 +360,13 @@ def _frozen(forking: bool):
         return
     import gc
 
+    frozen_before = gc.get_freeze_count()  # (a resident worker's copy: all frozen already)
     gc.freeze()
     try:
         yield
     finally:
-        gc.unfreeze()
+        if not frozen_before:
+            gc.unfreeze()
 
 
 class _Worker:
@@ -412,8 +431,9 @@ class _Worker:
         self.conn.close()
 
 
-def _run_local(job, tasks, *, jobs, process, out_dir, control, timeout=None):
-    """Filter ``tasks`` in ``jobs`` worker processes; yields a FileResult per task.
+def _run_local(job, tasks, *, jobs, process, out_dir, control, timeout=None, fork=False):
+    """Filter ``tasks`` in ``jobs`` worker processes; yields a FileResult per task
+    (``fork``: the workers may be forked from this process, :func:`_start_method`).
 
     With ``timeout``, a worker still on its file ``timeout`` seconds after it
     began it is stopped, the file fails (reason ``timeout``) and a fresh worker
@@ -430,7 +450,7 @@ def _run_local(job, tasks, *, jobs, process, out_dir, control, timeout=None):
 
     def start_worker():
         # Decided for each worker: a replacement is forked only if forking is still safe.
-        context = multiprocessing.get_context(_start_method())
+        context = multiprocessing.get_context(_start_method(fork))
         # A forked worker closes its copies of the other workers' pipes (so that each
         # pipe's end-of-file still means what it says).
         inherited = [fd for w in workers for fd in (w.conn.fileno(), w.process.sentinel)]
