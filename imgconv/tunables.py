@@ -35,6 +35,13 @@ CPU_BANDS_PER_THREAD = 4
 # (117 rows of a 4240-pixel RGB image; a later Gaussian of sigma 2, 17 taps, makes the
 # step before it compute 16 rows more a band: 14 % of that step's rows).
 STREAM_BAND_ELEMENTS = 1_500_000
+# But a band is at least this many of its tallest kernel's halos (kh - 1 rows) where that
+# stays within STREAM_MAX_BAND_ELEMENTS (about 24 MiB of float32, one buffer per step and
+# band pipeline): on a 12240-pixel RGB image 1.5 M elements are 40 rows, and a Gaussian
+# of sigma 2 would re-make 16 row-pass rows for each 40 (the 100 MP chain, issue 14,
+# docs/performance.md "Every path streams"); with 8 halos, 128 rows.
+STREAM_BAND_HALOS = 8
+STREAM_MAX_BAND_ELEMENTS = 6_000_000
 # When the rows recomputed for the halos of every band would exceed this share of the
 # rows computed once, bands grow (a kernel larger than the image, wrap mode on a short
 # image), up to one band of the whole image: then each step keeps a full-size result.

@@ -36,6 +36,9 @@ numba's threads as a whole-image call does (the numpy twin, its own threads).
 
 from __future__ import annotations
 
+import contextlib
+import threading
+
 import numpy as np
 
 from imgconv import tunables
@@ -113,8 +116,9 @@ class Kernel:
         row_map = local_map(self.row_map[r0 : r1 + self.kh - 1], index)
         several = self.plan.strategy == "separable" and len(self.plan.factors) > 1
         target = np.empty(out.shape, np.float32) if several else out
-        args = (self.plan, prev, self.channels, self.mode, self.cval, finish, self.threads)
-        _, finished = self.entry(*args, row_map=row_map, out=target, bands=self.threads)
+        threads = getattr(_pipeline, "threads", self.threads)  # in a band pipeline's thread: 1
+        args = (self.plan, prev, self.channels, self.mode, self.cval, finish, threads)
+        _, finished = self.entry(*args, row_map=row_map, out=target, bands=threads)
         if not finished:  # several separable pairs: summed in float32, finished here
             out[...] = finish_array(target, finish)
 
@@ -156,9 +160,15 @@ def _needed(layers, a, b):
 
 
 def band_rows(layers, height, width) -> int:
-    """Output rows a band: ``tunables.STREAM_BAND_ELEMENTS`` worth, grown while the halos
-    would cost more than ``tunables.STREAM_MAX_RECOMPUTE`` of the rows made once."""
-    band = max(1, min(height, tunables.STREAM_BAND_ELEMENTS // max(1, width)))
+    """Output rows a band: ``tunables.STREAM_BAND_ELEMENTS`` worth, or more where the tallest
+    kernel's halo (``kh - 1`` rows, re-made by each band) would be a large share of so few
+    rows (at least ``tunables.STREAM_BAND_HALOS`` halos, within
+    ``tunables.STREAM_MAX_BAND_ELEMENTS``: wide images); grown while the halos would cost
+    more than ``tunables.STREAM_MAX_RECOMPUTE`` of the rows made once."""
+    width = max(1, width)
+    band = tunables.STREAM_BAND_ELEMENTS // width
+    halo = max((k.kh - 1 for layer in layers for k in kernels_of(layer)), default=0)
+    band = max(1, min(height, max(band, min(tunables.STREAM_BAND_HALOS * halo, tunables.STREAM_MAX_BAND_ELEMENTS // width))))
     while band < height:
         made = sum(len(rows) for a in range(0, height, band) for rows in _needed(layers, a, min(height, a + band)))
         if made <= (1 + tunables.STREAM_MAX_RECOMPUTE) * height * len(layers):
@@ -171,9 +181,10 @@ def run_layers(layers, source, out, *, threads: int | None = None, band: int | N
     """Run ``layers`` over canonical ``source`` rows (H, W * C) into ``out`` (H, W * C, the
     last layer's dtype), band by band; every earlier layer makes float32 rows.
 
-    A layer whose ``mapping`` ``measures`` (out-range ``normalize``: the whole image's
-    minimum and maximum) is first run alone, with the layers before it, to measure; then
-    every layer runs (so such a layer's rows are computed twice).
+    Bands run in parallel, one band pipeline per thread (:func:`_sweep`).  A layer whose
+    ``mapping`` ``measures`` (out-range ``normalize``: the whole image's minimum and
+    maximum) is first run alone, with the layers before it, to measure; then every layer
+    runs (so such a layer's rows are computed twice).
     """
     from imgconv.engine.run import run_work, thread_count
 
@@ -187,9 +198,9 @@ def run_layers(layers, source, out, *, threads: int | None = None, band: int | N
         for k, layer in enumerate(layers):
             mapping = getattr(layer, "mapping", None)
             if mapping is not None and mapping.measures:
-                _sweep(layers[: k + 1], source, None, band)
+                _sweep(layers[: k + 1], source, None, band, count, compiled)
                 mapping.done_measuring()
-        return _sweep(layers, source, out, band)
+        return _sweep(layers, source, out, band, count, compiled)
 
     return run_work(work, compiled, count)
 
@@ -203,27 +214,83 @@ def kernels_of(layer):
     return [k for k in found if isinstance(k, Kernel)]
 
 
-def _sweep(layers, source, out, band):
+# Set in a band pipeline's thread (``_alone``): the kernels it calls run on it alone.
+_pipeline = threading.local()
+
+
+@contextlib.contextmanager
+def _alone(compiled: bool):
+    """The kernels called in this thread within run on it alone, one band a call (numba's
+    thread count is per calling thread)."""
+    previous = getattr(_pipeline, "threads", None)
+    _pipeline.threads = 1
+    if compiled:
+        import numba
+
+        numba_threads = numba.get_num_threads()
+        numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if compiled:
+            numba.set_num_threads(numba_threads)
+        if previous is None:
+            del _pipeline.threads
+        else:
+            _pipeline.threads = previous
+
+
+def _sweep(layers, source, out, band, count=1, compiled=False):
     """One pass of ``layers`` over every band; ``out`` None: the last layer's rows go to a
-    scratch buffer (a measuring pass)."""
+    scratch buffer (a measuring pass).
+
+    With ``count`` threads and at least two bands, each thread runs whole bands, one after
+    another, through its own band buffers, every kernel call on that thread alone: a call
+    then has a whole band to itself (sharing a band's few rows among threads, each thread's
+    sub-band re-made the separable row pass's ``kh - 1`` halo rows, and each call waited for
+    the slowest thread); one band: its kernel calls share it among the threads.  Every row
+    is the same sum whichever thread makes it, so the bits do not depend on the threads.
+    """
     height, width = source.shape
     band = band_rows(layers, height, width) if band is None else band
-    buffers = [np.empty((0, width), np.float32) for _ in layers]
-    for a in range(0, height, band):
-        b = min(height, a + band)
-        prev, index = source, None
-        for k, (layer, rows) in enumerate(zip(layers, _needed(layers, a, b))):
-            last = k == len(layers) - 1
-            if last and out is not None:
-                target = out[a:b]
-            else:
-                if len(buffers[k]) < len(rows):
-                    buffers[k] = np.empty((len(rows), width), np.float32)
-                target = buffers[k][: len(rows)]
-            for r0, r1, position in _runs(rows):
-                layer.compute(prev, index, r0, r1, target[position : position + r1 - r0])
-            if not last:
-                index = np.full(height, -1, np.int64)
-                index[rows] = np.arange(len(rows))
-                prev = target
+    starts = range(0, height, band)
+    workers = max(1, min(count, len(starts)))
+    if workers == 1:
+        buffers = [np.empty((0, width), np.float32) for _ in layers]
+        for a in starts:
+            _band(layers, source, out, a, min(height, a + band), buffers)
+        return out
+    from imgconv.engine.vector import _in_daemon_threads
+
+    local = threading.local()
+
+    def one(a):
+        buffers = getattr(local, "buffers", None)
+        if buffers is None:
+            buffers = local.buffers = [np.empty((0, width), np.float32) for _ in layers]
+        with _alone(compiled):
+            _band(layers, source, out, a, min(height, a + band), buffers)
+
+    _in_daemon_threads(one, starts, workers)
     return out
+
+
+def _band(layers, source, out, a, b, buffers):
+    """Output rows ``a .. b - 1`` of the last layer, each layer's rows made into ``buffers``
+    (one per layer, grown as needed; ``out`` None: the last layer's too)."""
+    height, width = source.shape
+    prev, index = source, None
+    for k, (layer, rows) in enumerate(zip(layers, _needed(layers, a, b))):
+        last = k == len(layers) - 1
+        if last and out is not None:
+            target = out[a:b]
+        else:
+            if len(buffers[k]) < len(rows):
+                buffers[k] = np.empty((len(rows), width), np.float32)
+            target = buffers[k][: len(rows)]
+        for r0, r1, position in _runs(rows):
+            layer.compute(prev, index, r0, r1, target[position : position + r1 - r0])
+        if not last:
+            index = np.full(height, -1, np.int64)
+            index[rows] = np.arange(len(rows))
+            prev = target
