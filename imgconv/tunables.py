@@ -35,13 +35,15 @@ CPU_BANDS_PER_THREAD = 4
 # (117 rows of a 4240-pixel RGB image; a later Gaussian of sigma 2, 17 taps, makes the
 # step before it compute 16 rows more a band: 14 % of that step's rows).
 STREAM_BAND_ELEMENTS = 1_500_000
-# But a band is at least this many of its tallest kernel's halos (kh - 1 rows) where that
-# stays within STREAM_MAX_BAND_ELEMENTS (about 24 MiB of float32, one buffer per step and
-# band pipeline): on a 12240-pixel RGB image 1.5 M elements are 40 rows, and a Gaussian
-# of sigma 2 would re-make 16 row-pass rows for each 40 (the 100 MP chain, issue 14,
-# docs/performance.md "Every path streams"); with 8 halos, 128 rows.
+# But a band is up to this many of its tallest kernel's halos (kh - 1 rows, re-made by each
+# band) where the band buffers of all the band pipelines (one per thread, one float32 buffer
+# per step but the last) stay within STREAM_BAND_BUDGET elements (48 MiB): on a 12240-pixel
+# RGB image 1.5 M elements are 40 rows, and a Gaussian of sigma 2 before a sharpen re-made
+# 16 row-pass rows for each 42; with 8 halos, 128 rows.  The 100 MP chain in process, 2
+# threads: 0.35 s at 40 rows, 0.28 s at 128, 0.28 s at 256; the single Gaussian 0.16 s
+# (docs/performance.md, "Every path streams").
 STREAM_BAND_HALOS = 8
-STREAM_MAX_BAND_ELEMENTS = 6_000_000
+STREAM_BAND_BUDGET = 12_000_000
 # When the rows recomputed for the halos of every band would exceed this share of the
 # rows computed once, bands grow (a kernel larger than the image, wrap mode on a short
 # image), up to one band of the whole image: then each step keeps a full-size result.

@@ -159,16 +159,18 @@ def _needed(layers, a, b):
     return needed
 
 
-def band_rows(layers, height, width) -> int:
+def band_rows(layers, height, width, workers: int = 1) -> int:
     """Output rows a band: ``tunables.STREAM_BAND_ELEMENTS`` worth, or more where the tallest
     kernel's halo (``kh - 1`` rows, re-made by each band) would be a large share of so few
-    rows (at least ``tunables.STREAM_BAND_HALOS`` halos, within
-    ``tunables.STREAM_MAX_BAND_ELEMENTS``: wide images); grown while the halos would cost
-    more than ``tunables.STREAM_MAX_RECOMPUTE`` of the rows made once."""
+    rows (wide images): up to ``tunables.STREAM_BAND_HALOS`` halos, while the band buffers
+    of ``workers`` band pipelines stay within ``tunables.STREAM_BAND_BUDGET``; grown while
+    the halos would cost more than ``tunables.STREAM_MAX_RECOMPUTE`` of the rows made once."""
     width = max(1, width)
     band = tunables.STREAM_BAND_ELEMENTS // width
     halo = max((k.kh - 1 for layer in layers for k in kernels_of(layer)), default=0)
-    band = max(1, min(height, max(band, min(tunables.STREAM_BAND_HALOS * halo, tunables.STREAM_MAX_BAND_ELEMENTS // width))))
+    buffers = max(1, workers * (len(layers) - 1))  # float32 band buffers: each layer's but the last
+    band = max(band, min(tunables.STREAM_BAND_HALOS * halo, tunables.STREAM_BAND_BUDGET // (buffers * width)))
+    band = max(1, min(height, band))
     while band < height:
         made = sum(len(rows) for a in range(0, height, band) for rows in _needed(layers, a, min(height, a + band)))
         if made <= (1 + tunables.STREAM_MAX_RECOMPUTE) * height * len(layers):
@@ -252,7 +254,7 @@ def _sweep(layers, source, out, band, count=1, compiled=False):
     is the same sum whichever thread makes it, so the bits do not depend on the threads.
     """
     height, width = source.shape
-    band = band_rows(layers, height, width) if band is None else band
+    band = band_rows(layers, height, width, count) if band is None else band
     starts = range(0, height, band)
     workers = max(1, min(count, len(starts)))
     if workers == 1:
