@@ -36,14 +36,17 @@ CPU_BANDS_PER_THREAD = 4
 # step before it compute 16 rows more a band: 14 % of that step's rows).
 STREAM_BAND_ELEMENTS = 1_500_000
 # But a band is up to this many of its tallest kernel's halos (kh - 1 rows, re-made by each
-# band) where the band buffers of all the band pipelines (one per thread, one float32 buffer
-# per step but the last) stay within STREAM_BAND_BUDGET elements (48 MiB): on a 12240-pixel
-# RGB image 1.5 M elements are 40 rows, and a Gaussian of sigma 2 before a sharpen re-made
-# 16 row-pass rows for each 42; with 8 halos, 128 rows.  The 100 MP chain in process, 2
-# threads: 0.35 s at 40 rows, 0.28 s at 128, 0.28 s at 256; the single Gaussian 0.16 s
-# (docs/performance.md, "Every path streams").
-STREAM_BAND_HALOS = 8
-STREAM_BAND_BUDGET = 12_000_000
+# band; and each band costs a few kernel calls) where the band buffers of all the band
+# pipelines (one per thread, one float32 buffer per step but the last) stay within
+# STREAM_BAND_SHARE of the image's elements (a quarter of an 8-bit image's bytes: the
+# 100 MP peak memory target is 1.2x the single filter's, which holds the input and the
+# output): on a 12240-pixel RGB image 1.5 M elements are 40 rows, and a Gaussian of sigma 2
+# before a sharpen re-made 16 row-pass rows for each 42.  The 100 MP chain in process, 2
+# threads, fastest of 7 (single Gaussian 0.17 s): 0.37 s at 64 rows, 0.36 s at 128, 0.28 s
+# at 256, 0.25 s at 512 (docs/performance.md, "Every path streams").  On 12 MP images the
+# share allows no more than STREAM_BAND_ELEMENTS.
+STREAM_BAND_HALOS = 16
+STREAM_BAND_SHARE = 1 / 16
 # When the rows recomputed for the halos of every band would exceed this share of the
 # rows computed once, bands grow (a kernel larger than the image, wrap mode on a short
 # image), up to one band of the whole image: then each step keeps a full-size result.

@@ -213,20 +213,24 @@ def test_band_pipelines_change_no_bit(rng, catalog, monkeypatch, route, dtype, s
 
 def test_band_rows_grow_for_tall_kernels_within_the_budget(catalog, monkeypatch):
     # A wide image: 1.5 M elements would be 40 rows, and a Gaussian of sigma 2 re-makes
-    # 16 row-pass rows a band; bands of 8 halos (128 rows) where the buffers fit the budget.
+    # 16 row-pass rows a band; bands of up to 16 halos (256 rows) where the band buffers of
+    # the pipelines fit their share of the image, else as many rows as fit, at least 40.
+    from imgconv.engine.finish import FLOAT32
     from imgconv.engine.plan import make_plan
     from imgconv.engine.stream import ConvLayer, band_rows
-    from imgconv.engine.finish import FLOAT32
 
     shape = (8160, 12240, 3)
+    width = 12240 * 3
     gaussian = parse_chain("gaussian:sigma=2", catalog).steps[0].filter.kernels[0]
     plan = make_plan(gaussian.matrix, shape, factors=gaussian.factors)
     layers = [ConvLayer(plan, shape, "reflect", 0.0, FLOAT32, 2) for _ in range(2)]
-    assert band_rows(layers, 8160, 12240 * 3, 2) == 8 * 16
-    monkeypatch.setattr(tunables, "STREAM_BAND_BUDGET", 2 * 50 * 12240 * 3)  # two buffers of 50 rows
-    assert band_rows(layers, 8160, 12240 * 3, 2) == 50
-    monkeypatch.setattr(tunables, "STREAM_BAND_HALOS", 0)
-    assert band_rows(layers, 8160, 12240 * 3, 2) == tunables.STREAM_BAND_ELEMENTS // (12240 * 3)
+    assert band_rows(layers, 8160, width, 2) == 8160 // 32  # the share (1/16, 2 buffers): just under 16 halos
+    assert band_rows(layers, 8160, width, 1) == 16 * 16
+    monkeypatch.setattr(tunables, "STREAM_BAND_SHARE", 2 * 50 / 8160)  # two buffers of 50 rows
+    assert band_rows(layers, 8160, width, 2) == 50
+    assert band_rows(layers, 8160, width, 1) == 100
+    monkeypatch.setattr(tunables, "STREAM_BAND_SHARE", 0.0)
+    assert band_rows(layers, 8160, width, 2) == tunables.STREAM_BAND_ELEMENTS // width == 40
 
 
 @pytest.mark.parametrize("dtype, shape", [(np.uint8, (29, 31, 3)), (np.float32, (17, 15, 4)), (np.uint16, (18, 20, 2))])

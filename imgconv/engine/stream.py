@@ -163,13 +163,15 @@ def band_rows(layers, height, width, workers: int = 1) -> int:
     """Output rows a band: ``tunables.STREAM_BAND_ELEMENTS`` worth, or more where the tallest
     kernel's halo (``kh - 1`` rows, re-made by each band) would be a large share of so few
     rows (wide images): up to ``tunables.STREAM_BAND_HALOS`` halos, while the band buffers
-    of ``workers`` band pipelines stay within ``tunables.STREAM_BAND_BUDGET``; grown while
-    the halos would cost more than ``tunables.STREAM_MAX_RECOMPUTE`` of the rows made once."""
+    of ``workers`` band pipelines stay within ``tunables.STREAM_BAND_SHARE`` of the image's
+    elements; grown while the halos would cost more than ``tunables.STREAM_MAX_RECOMPUTE``
+    of the rows made once."""
     width = max(1, width)
     band = tunables.STREAM_BAND_ELEMENTS // width
     halo = max((k.kh - 1 for layer in layers for k in kernels_of(layer)), default=0)
     buffers = max(1, workers * (len(layers) - 1))  # float32 band buffers: each layer's but the last
-    band = max(band, min(tunables.STREAM_BAND_HALOS * halo, tunables.STREAM_BAND_BUDGET // (buffers * width)))
+    budget = tunables.STREAM_BAND_SHARE * height * width
+    band = max(band, min(tunables.STREAM_BAND_HALOS * halo, int(budget // (buffers * width))))
     band = max(1, min(height, band))
     while band < height:
         made = sum(len(rows) for a in range(0, height, band) for rows in _needed(layers, a, min(height, a + band)))
