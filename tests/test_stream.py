@@ -164,7 +164,7 @@ def test_bands_change_no_bit(rng, catalog, monkeypatch, dtype, shape):
     monkeypatch.setattr(tunables, "STREAM_BAND_ELEMENTS", 10**9)  # one band: the whole image
     whole = _run_cases(np.random.default_rng(seed), catalog, shape, dtype)
     monkeypatch.setattr(tunables, "STREAM_BAND_ELEMENTS", 2 * shape[1])  # bands of 2 rows, halos recomputed
-    monkeypatch.setattr(tunables, "STREAM_BAND_HALOS", 0)
+    monkeypatch.setattr(tunables, "STREAM_BAND_SHARE", 0.0)
     monkeypatch.setattr(tunables, "STREAM_MAX_RECOMPUTE", float("inf"))
     banded = _run_cases(np.random.default_rng(seed), catalog, shape, dtype)
     for a, b in zip(whole, banded):
@@ -188,7 +188,7 @@ def test_band_pipelines_change_no_bit(rng, catalog, monkeypatch, route, dtype, s
     monkeypatch.setattr(tunables, "STREAM_BAND_ELEMENTS", 10**9)
     whole = _run_cases(np.random.default_rng(seed), catalog, shape, dtype, threads=2)
     monkeypatch.setattr(tunables, "STREAM_BAND_ELEMENTS", 2 * shape[1])
-    monkeypatch.setattr(tunables, "STREAM_BAND_HALOS", 0)
+    monkeypatch.setattr(tunables, "STREAM_BAND_SHARE", 0.0)
     monkeypatch.setattr(tunables, "STREAM_MAX_RECOMPUTE", float("inf"))
     one = _run_cases(np.random.default_rng(seed), catalog, shape, dtype, threads=1)
     pipelines, alone = [], []
@@ -211,33 +211,37 @@ def test_band_pipelines_change_no_bit(rng, catalog, monkeypatch, route, dtype, s
         np.testing.assert_array_equal(a, c)
 
 
-def test_band_rows_grow_for_tall_kernels_within_the_budget(catalog, monkeypatch):
-    # A wide image: 1.5 M elements would be 40 rows, and a Gaussian of sigma 2 re-makes
-    # 16 row-pass rows a band; bands of up to 16 halos (256 rows) where the band buffers of
-    # the pipelines fit their share of the image, else as many rows as fit, at least 40.
+def test_band_rows_share_the_budget(catalog, monkeypatch):
+    # The band buffers of all the pipelines together: STREAM_BAND_ELEMENTS per buffer of one
+    # pipeline (40 rows of a 12240-pixel RGB image), or a share of the image where that is
+    # more (wide images: fewer halos re-made); what a layer makes per band counts too.
     from imgconv.engine.finish import FLOAT32
     from imgconv.engine.plan import make_plan
     from imgconv.engine.stream import ConvLayer, band_rows
+    from imgconv.filtering import AlphaLayer, _Options
 
     shape = (8160, 12240, 3)
     width = 12240 * 3
-    gaussian = parse_chain("gaussian:sigma=2", catalog).steps[0].filter.kernels[0]
-    plan = make_plan(gaussian.matrix, shape, factors=gaussian.factors)
+    gaussian = parse_chain("gaussian:sigma=2", catalog).steps[0].filter
+    plan = make_plan(gaussian.kernels[0].matrix, shape, factors=gaussian.kernels[0].factors)
     layers = [ConvLayer(plan, shape, "reflect", 0.0, FLOAT32, 2) for _ in range(2)]
-    assert band_rows(layers, 8160, width, 2) == 8160 // 32  # the share (1/16, 2 buffers): just under 16 halos
-    assert band_rows(layers, 8160, width, 1) == 16 * 16
-    monkeypatch.setattr(tunables, "STREAM_BAND_SHARE", 2 * 50 / 8160)  # two buffers of 50 rows
-    assert band_rows(layers, 8160, width, 2) == 50
-    assert band_rows(layers, 8160, width, 1) == 100
+    assert band_rows(layers, 8160, width, 2) == 8160 // 32  # a sixteenth of the image, 2 buffers
+    assert band_rows(layers, 8160, width, 1) == 8160 // 16
     monkeypatch.setattr(tunables, "STREAM_BAND_SHARE", 0.0)
-    assert band_rows(layers, 8160, width, 2) == tunables.STREAM_BAND_ELEMENTS // width == 40
+    assert band_rows(layers, 8160, width, 1) == tunables.STREAM_BAND_ELEMENTS // width == 40
+    assert band_rows(layers, 8160, width, 2) == 20  # two pipelines: no more memory than one
+    options = _Options("reflect", 0.0, "auto", "auto", 2)
+    rgba = AlphaLayer(gaussian, (8160, 3000, 4), options, "premultiplied", 255.0, "clip", np.uint8, 2, "g")
+    assert rgba.band_buffers >= 3
+    assert band_rows([rgba], 8160, 12000, 1) == tunables.STREAM_BAND_ELEMENTS // 12000
+    assert band_rows([rgba], 8160, 12000, 2) == tunables.STREAM_BAND_ELEMENTS // 24000
 
 
 @pytest.mark.parametrize("dtype, shape", [(np.uint8, (29, 31, 3)), (np.float32, (17, 15, 4)), (np.uint16, (18, 20, 2))])
 def test_numpy_route_gives_the_compiled_bits(rng, catalog, monkeypatch, dtype, shape):
     seed = rng.integers(1 << 30)
     monkeypatch.setattr(tunables, "STREAM_BAND_ELEMENTS", 5 * shape[1])
-    monkeypatch.setattr(tunables, "STREAM_BAND_HALOS", 0)
+    monkeypatch.setattr(tunables, "STREAM_BAND_SHARE", 0.0)
     compiled_results = _run_cases(np.random.default_rng(seed), catalog, shape, dtype)
     monkeypatch.setattr(compiled, "use_vector", lambda strategy, work: True)
     vector_results = _run_cases(np.random.default_rng(seed), catalog, shape, dtype)
@@ -248,7 +252,7 @@ def test_numpy_route_gives_the_compiled_bits(rng, catalog, monkeypatch, dtype, s
 @pytest.mark.parametrize("options, channels", [({"repeat": 2}, 3), ({"strength": 0.5}, 3), ({"linear": True}, 3), ({}, 4), ({"linear": True, "strength": 2.0}, 4)])
 def test_no_full_size_float_image(catalog, monkeypatch, options, channels):
     monkeypatch.setattr(tunables, "STREAM_BAND_ELEMENTS", 40_000)
-    monkeypatch.setattr(tunables, "STREAM_BAND_HALOS", 0)  # bands of 40,000 elements
+    monkeypatch.setattr(tunables, "STREAM_BAND_SHARE", 0.0)  # band buffers of 40,000 elements in all
     image = np.random.default_rng(0).integers(0, 256, (1200, 300, channels), dtype=np.uint8)
     chain = dataclasses.replace(parse_chain("gaussian:sigma=2,sharpen", catalog), **options)
     apply_chain(image, chain)  # plans, tables and kernels made before measuring

@@ -46,7 +46,7 @@ from imgconv.engine import borders
 from imgconv.engine.finish import Finish, finish_array
 from imgconv.engine.plan import Plan
 
-__all__ = ["streams", "ConvLayer", "PointLayer", "run_layers", "rows_of"]
+__all__ = ["streams", "ConvLayer", "PointLayer", "run_layers", "rows_of", "band_buffers"]
 
 
 def points_module(compiled: bool):
@@ -130,6 +130,8 @@ class ConvLayer:
         height, width, channels = shape
         self.kernel = Kernel(plan, height, width, channels, mode, cval, threads)
         self.plans = [plan]
+        # Several separable pairs: their sum and each pair's result (engine.cpu.run_separable).
+        self.band_buffers = 2 if plan.strategy == "separable" and len(plan.factors) > 1 else 0
         self.finish = finish
         self.passes = (label,) if label is not None else ()
 
@@ -159,20 +161,24 @@ def _needed(layers, a, b):
     return needed
 
 
+def band_buffers(layer) -> float:
+    """Float32 buffers of a band's size a layer makes for itself while it computes a band
+    (its ``band_buffers``; 0: it writes into the band driver's buffer, or ``out``)."""
+    return getattr(layer, "band_buffers", 0)
+
+
 def band_rows(layers, height, width, workers: int = 1) -> int:
-    """Output rows a band: ``tunables.STREAM_BAND_ELEMENTS`` worth, or more where the tallest
-    kernel's halo (``kh - 1`` rows, re-made by each band) would be a large share of so few
-    rows (wide images): up to ``tunables.STREAM_BAND_HALOS`` halos, while the band buffers
-    of ``workers`` band pipelines stay within ``tunables.STREAM_BAND_SHARE`` of the image's
-    elements; grown while the halos would cost more than ``tunables.STREAM_MAX_RECOMPUTE``
-    of the rows made once."""
+    """Output rows a band.  The band buffers of ``workers`` band pipelines together (each
+    keeps one per layer but the last, and whatever its layers make per band:
+    :func:`band_buffers`) hold ``tunables.STREAM_BAND_ELEMENTS`` elements per buffer of one
+    pipeline, or ``tunables.STREAM_BAND_SHARE`` of the image's elements where that is more
+    (wide images: fewer, longer bands, so the halos, ``kh - 1`` rows re-made by each band,
+    are a smaller share of the rows); bands grow while the halos would cost more than
+    ``tunables.STREAM_MAX_RECOMPUTE`` of the rows made once."""
     width = max(1, width)
-    band = tunables.STREAM_BAND_ELEMENTS // width
-    halo = max((k.kh - 1 for layer in layers for k in kernels_of(layer)), default=0)
-    buffers = max(1, workers * (len(layers) - 1))  # float32 band buffers: each layer's but the last
-    budget = tunables.STREAM_BAND_SHARE * height * width
-    band = max(band, min(tunables.STREAM_BAND_HALOS * halo, int(budget // (buffers * width))))
-    band = max(1, min(height, band))
+    units = max(1.0, len(layers) - 1 + sum(band_buffers(layer) for layer in layers))
+    budget = max(tunables.STREAM_BAND_ELEMENTS * units, tunables.STREAM_BAND_SHARE * height * width)
+    band = max(1, min(height, int(budget // (workers * units * width))))
     while band < height:
         made = sum(len(rows) for a in range(0, height, band) for rows in _needed(layers, a, min(height, a + band)))
         if made <= (1 + tunables.STREAM_MAX_RECOMPUTE) * height * len(layers):
