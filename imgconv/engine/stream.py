@@ -13,25 +13,36 @@ layer after layer, into band buffers, and the last layer writes the band's outpu
 in the image's dtype.  So the only full-size arrays are the input and the output.
 
 **What it costs.**  Each band recomputes the halo of each layer: ``kh - 1`` rows for every
-later convolution, once per band and layer (``tunables.STREAM_BAND_ELEMENTS`` sets the band;
-a Gaussian of sigma 2, 17 taps, repeated twice on a 4240-wide RGB image: the first pass makes
-133 rows for each 117-row band, 14 % more; and each kernel call's threads share its rows out
-in sub-bands, whose separable row passes re-make ``kh - 1`` rows each, as a whole-image
-call's bands do).  Buffers: one float32 band (plus halo) per layer, about 6 MiB each.  Where the halos would cost more than
-``tunables.STREAM_MAX_RECOMPUTE`` of the work (kernels about as tall as the image), bands
-grow, up to one band of the whole image, where each layer keeps a full-size buffer (as
-before this driver).
+later convolution, once per band and layer, and a separable kernel's row pass re-makes its own
+``kh - 1`` rows at the top of each band (a Gaussian of sigma 2, 17 taps, repeated twice on a
+4240-wide RGB image, 88-row bands: the first pass makes 104 rows a band, its row pass 120).  Buffers: one
+float32 band (plus halo) per layer but the last, in each band pipeline, and what a layer
+makes per band (:func:`band_buffers`); :func:`band_rows` sizes the bands so that all of them
+together hold ``tunables.STREAM_BAND_ELEMENTS`` per buffer, or ``tunables.STREAM_BAND_SHARE``
+of the image where that is more (wide images, where so few elements would be few rows and
+the halos a large share of them: a 100 MP RGB image, 255 rows a band).  Where the halos would
+cost more than ``tunables.STREAM_MAX_RECOMPUTE`` of the work (kernels about as tall as the
+image), bands grow, up to one band of the whole image, where each layer keeps a full-size
+buffer (as before this driver).
+
+**Threads.**  With several threads and several bands, each thread is a band pipeline: it
+takes the next band, runs every layer over it through its own buffers, and every kernel call
+on that thread alone (numba's thread count is per calling thread; the numpy twin is called
+with one thread).  So a kernel call has a whole band to itself: no waiting at the end of each
+call for the slowest thread, and no sub-bands, each re-making the separable row pass's halo
+(the 100 MP chain ``gaussian:sigma=2,sharpen``: 2.65x the single filter's time before, 1.09x
+after; docs/performance.md, "Every path streams").  One band: its kernel calls share it among
+the threads, as a whole-image call does.
 
 **The same bits.**  A convolution layer calls the CPU route's own entry point (compiled,
 ``engine/cpu.py``, or its numpy twin, ``engine/vector.py``: chosen once for the whole
 image, as ``engine.run`` would) with a row map into the band buffer in place of the
 image's border map; every output row is the same sum of the same values in the same order
-as in a whole-image call, so the result does not depend on the bands.  The per-row layers
-are numpy, the same for both routes.
+as in a whole-image call, so the result depends neither on the bands nor on the threads.
+The per-row layers are numpy or compiled (``points_module``), the same bits either way.
 
 Only ``engine.plan`` chooses a plan; this module runs CPU plans (direct and separable) and
-is handed nothing else (``streams``).  Threads: each kernel call shares its rows among
-numba's threads as a whole-image call does (the numpy twin, its own threads).
+is handed nothing else (``streams``).
 """
 
 from __future__ import annotations
