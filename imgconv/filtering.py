@@ -519,6 +519,7 @@ class FilterLayer:
         self.group = _Group(flt, shape, options, options.cval, threads, label, "all")
         self.mapping = _Mapping(flt.bias, out_range, scale, dtype)
         self.plans = self.group.plans
+        self.band_buffers = len(flt.kernels) + 1  # each kernel's result, and a combine's (engine.stream.band_rows)
         note = MEASURED if self.mapping.measures else STREAMED
         self.passes = tuple(dataclasses.replace(p, note=note) for p in self.group.passes)
 
@@ -570,6 +571,10 @@ class AlphaLayer:
                 groups.append(self.opacity)
         self.plans = [plan for group in groups for plan in group.plans]
         self.compiled = any(kernel.compiled for group in groups for kernel in group.kernels)
+        # Float32 rows a band makes here (engine.stream.band_rows): premultiplied, the colour and
+        # opacity rows in, their sums, the straight colour's; else each kernel's result and the mapped.
+        kernels = len(flt.kernels)
+        self.band_buffers = 0 if self.fused else (3 + kernels if alpha == "premultiplied" else kernels + 1)
         if self.dtype.kind in "iu":  # how unpremultiply_rows stores: low, high, rounding
             self.store_spec = np.array([*float32_range(self.dtype), 1], np.float32)
         else:

@@ -35,6 +35,17 @@ CPU_BANDS_PER_THREAD = 4
 # (117 rows of a 4240-pixel RGB image; a later Gaussian of sigma 2, 17 taps, makes the
 # step before it compute 16 rows more a band: 14 % of that step's rows).
 STREAM_BAND_ELEMENTS = 1_500_000
+# That is per band buffer of one band pipeline: all the pipelines' buffers together (one per
+# thread, each with a float32 buffer per step but the last and what its steps make per band)
+# hold as many elements, so threads cost no memory -- or this share of the image's elements
+# where that is more (a quarter of an 8-bit image's bytes: the 100 MP peak memory target is
+# 1.2x the single filter's, which holds the input and the output).  On a 12240-pixel RGB
+# image 1.5 M elements are 40 rows, shared by two pipelines 20 each, and a Gaussian of sigma 2
+# before a sharpen re-makes 16 row-pass rows a band; the share gives 255 rows.  The 100 MP
+# chain in process, 2 threads, fastest of 7 (the single Gaussian 0.17 s): 0.37 s at 64 rows,
+# 0.36 s at 128, 0.28 s at 256, 0.25 s at 512 (docs/performance.md, "Every path streams").
+# On a 12 MP RGB image about as before: a chain of two, 2.25 M elements in all, 88 rows a band.
+STREAM_BAND_SHARE = 1 / 16
 # When the rows recomputed for the halos of every band would exceed this share of the
 # rows computed once, bands grow (a kernel larger than the image, wrap mode on a short
 # image), up to one band of the whole image: then each step keeps a full-size result.

@@ -147,14 +147,14 @@ CASES = [
 ]
 
 
-def _run_cases(rng, catalog, shape, dtype, modes=MODES):
+def _run_cases(rng, catalog, shape, dtype, modes=MODES, threads=None):
     image = image_of(np.random.default_rng(rng.integers(1 << 30)), dtype, shape)
     results = []
     for text, options in CASES:
         chain = dataclasses.replace(parse_chain(text, catalog), **options)
         for mode in modes:
             for alpha in (choices.ALPHA_POLICIES if shape[-1] == 4 else ("premultiplied",)):
-                results.append(apply_chain(image, chain, mode=mode, cval=7, alpha=alpha))
+                results.append(apply_chain(image, chain, mode=mode, cval=7, alpha=alpha, threads=threads))
     return results
 
 
@@ -164,16 +164,84 @@ def test_bands_change_no_bit(rng, catalog, monkeypatch, dtype, shape):
     monkeypatch.setattr(tunables, "STREAM_BAND_ELEMENTS", 10**9)  # one band: the whole image
     whole = _run_cases(np.random.default_rng(seed), catalog, shape, dtype)
     monkeypatch.setattr(tunables, "STREAM_BAND_ELEMENTS", 2 * shape[1])  # bands of 2 rows, halos recomputed
+    monkeypatch.setattr(tunables, "STREAM_BAND_SHARE", 0.0)
     monkeypatch.setattr(tunables, "STREAM_MAX_RECOMPUTE", float("inf"))
     banded = _run_cases(np.random.default_rng(seed), catalog, shape, dtype)
     for a, b in zip(whole, banded):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("route", ["compiled", "numpy"])
+@pytest.mark.parametrize("dtype, shape", [(np.uint8, (23, 17, 3)), (np.float32, (17, 15, 4)), (np.uint16, (19, 21))])
+def test_band_pipelines_change_no_bit(rng, catalog, monkeypatch, route, dtype, shape):
+    # Bands of 2 rows, run by one thread, and by two band pipelines (each its own buffers,
+    # each kernel call on its thread alone), give one band's bits, in every mode.
+    import numba
+
+    from imgconv.engine import stream, vector
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("one thread only here")
+    if route == "numpy":
+        monkeypatch.setattr(compiled, "use_vector", lambda strategy, work: True)
+    seed = rng.integers(1 << 30)
+    monkeypatch.setattr(tunables, "STREAM_BAND_ELEMENTS", 10**9)
+    whole = _run_cases(np.random.default_rng(seed), catalog, shape, dtype, threads=2)
+    monkeypatch.setattr(tunables, "STREAM_BAND_ELEMENTS", 2 * shape[1])
+    monkeypatch.setattr(tunables, "STREAM_BAND_SHARE", 0.0)
+    monkeypatch.setattr(tunables, "STREAM_MAX_RECOMPUTE", float("inf"))
+    one = _run_cases(np.random.default_rng(seed), catalog, shape, dtype, threads=1)
+    pipelines, alone = [], []
+    real_threads, real_band = vector._in_daemon_threads, stream._band
+
+    def in_threads(function, items, count):
+        pipelines.append(count)
+        return real_threads(function, items, count)
+
+    def band(*args):
+        alone.append(getattr(stream._pipeline, "threads", None))
+        return real_band(*args)
+
+    monkeypatch.setattr(vector, "_in_daemon_threads", in_threads)
+    monkeypatch.setattr(stream, "_band", band)
+    two = _run_cases(np.random.default_rng(seed), catalog, shape, dtype, threads=2)
+    assert pipelines and set(pipelines) == {2} and set(alone) == {1}
+    for a, b, c in zip(whole, one, two):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
+
+
+def test_band_rows_share_the_budget(catalog, monkeypatch):
+    # The band buffers of all the pipelines together: STREAM_BAND_ELEMENTS per buffer of one
+    # pipeline (40 rows of a 12240-pixel RGB image), or a share of the image where that is
+    # more (wide images: fewer halos re-made); what a layer makes per band counts too.
+    from imgconv.engine.finish import FLOAT32
+    from imgconv.engine.plan import make_plan
+    from imgconv.engine.stream import ConvLayer, band_rows
+    from imgconv.filtering import AlphaLayer, _Options
+
+    shape = (8160, 12240, 3)
+    width = 12240 * 3
+    gaussian = parse_chain("gaussian:sigma=2", catalog).steps[0].filter
+    plan = make_plan(gaussian.kernels[0].matrix, shape, factors=gaussian.kernels[0].factors)
+    layers = [ConvLayer(plan, shape, "reflect", 0.0, FLOAT32, 2) for _ in range(2)]
+    assert band_rows(layers, 8160, width, 2) == 8160 // 32  # a sixteenth of the image, 2 buffers
+    assert band_rows(layers, 8160, width, 1) == 8160 // 16
+    monkeypatch.setattr(tunables, "STREAM_BAND_SHARE", 0.0)
+    assert band_rows(layers, 8160, width, 1) == tunables.STREAM_BAND_ELEMENTS // width == 40
+    assert band_rows(layers, 8160, width, 2) == 20  # two pipelines: no more memory than one
+    options = _Options("reflect", 0.0, "auto", "auto", 2)
+    rgba = AlphaLayer(gaussian, (8160, 3000, 4), options, "premultiplied", 255.0, "clip", np.uint8, 2, "g")
+    assert rgba.band_buffers >= 3
+    assert band_rows([rgba], 8160, 12000, 1) == tunables.STREAM_BAND_ELEMENTS // 12000
+    assert band_rows([rgba], 8160, 12000, 2) == tunables.STREAM_BAND_ELEMENTS // 24000
+
+
 @pytest.mark.parametrize("dtype, shape", [(np.uint8, (29, 31, 3)), (np.float32, (17, 15, 4)), (np.uint16, (18, 20, 2))])
 def test_numpy_route_gives_the_compiled_bits(rng, catalog, monkeypatch, dtype, shape):
     seed = rng.integers(1 << 30)
     monkeypatch.setattr(tunables, "STREAM_BAND_ELEMENTS", 5 * shape[1])
+    monkeypatch.setattr(tunables, "STREAM_BAND_SHARE", 0.0)
     compiled_results = _run_cases(np.random.default_rng(seed), catalog, shape, dtype)
     monkeypatch.setattr(compiled, "use_vector", lambda strategy, work: True)
     vector_results = _run_cases(np.random.default_rng(seed), catalog, shape, dtype)
@@ -184,6 +252,7 @@ def test_numpy_route_gives_the_compiled_bits(rng, catalog, monkeypatch, dtype, s
 @pytest.mark.parametrize("options, channels", [({"repeat": 2}, 3), ({"strength": 0.5}, 3), ({"linear": True}, 3), ({}, 4), ({"linear": True, "strength": 2.0}, 4)])
 def test_no_full_size_float_image(catalog, monkeypatch, options, channels):
     monkeypatch.setattr(tunables, "STREAM_BAND_ELEMENTS", 40_000)
+    monkeypatch.setattr(tunables, "STREAM_BAND_SHARE", 0.0)  # band buffers of 40,000 elements in all
     image = np.random.default_rng(0).integers(0, 256, (1200, 300, channels), dtype=np.uint8)
     chain = dataclasses.replace(parse_chain("gaussian:sigma=2,sharpen", catalog), **options)
     apply_chain(image, chain)  # plans, tables and kernels made before measuring

@@ -13,28 +13,42 @@ layer after layer, into band buffers, and the last layer writes the band's outpu
 in the image's dtype.  So the only full-size arrays are the input and the output.
 
 **What it costs.**  Each band recomputes the halo of each layer: ``kh - 1`` rows for every
-later convolution, once per band and layer (``tunables.STREAM_BAND_ELEMENTS`` sets the band;
-a Gaussian of sigma 2, 17 taps, repeated twice on a 4240-wide RGB image: the first pass makes
-133 rows for each 117-row band, 14 % more; and each kernel call's threads share its rows out
-in sub-bands, whose separable row passes re-make ``kh - 1`` rows each, as a whole-image
-call's bands do).  Buffers: one float32 band (plus halo) per layer, about 6 MiB each.  Where the halos would cost more than
-``tunables.STREAM_MAX_RECOMPUTE`` of the work (kernels about as tall as the image), bands
-grow, up to one band of the whole image, where each layer keeps a full-size buffer (as
-before this driver).
+later convolution, once per band and layer, and a separable kernel's row pass re-makes its own
+``kh - 1`` rows at the top of each band (a Gaussian of sigma 2, 17 taps, repeated twice on a
+4240-wide RGB image, 88-row bands: the first pass makes 104 rows a band, its row pass 120).  Buffers: one
+float32 band (plus halo) per layer but the last, in each band pipeline, and what a layer
+makes per band (:func:`band_buffers`); :func:`band_rows` sizes the bands so that all of them
+together hold ``tunables.STREAM_BAND_ELEMENTS`` per buffer, or ``tunables.STREAM_BAND_SHARE``
+of the image where that is more (wide images, where so few elements would be few rows and
+the halos a large share of them: a 100 MP RGB image, 255 rows a band).  Where the halos would
+cost more than ``tunables.STREAM_MAX_RECOMPUTE`` of the work (kernels about as tall as the
+image), bands grow, up to one band of the whole image, where each layer keeps a full-size
+buffer (as before this driver).
+
+**Threads.**  With several threads and several bands, each thread is a band pipeline: it
+takes the next band, runs every layer over it through its own buffers, and every kernel call
+on that thread alone (numba's thread count is per calling thread; the numpy twin is called
+with one thread).  So a kernel call has a whole band to itself: no waiting at the end of each
+call for the slowest thread, and no sub-bands, each re-making the separable row pass's halo
+(the 100 MP chain ``gaussian:sigma=2,sharpen``: 2.65x the single filter's time before, 1.09x
+after; docs/performance.md, "Every path streams").  One band: its kernel calls share it among
+the threads, as a whole-image call does.
 
 **The same bits.**  A convolution layer calls the CPU route's own entry point (compiled,
 ``engine/cpu.py``, or its numpy twin, ``engine/vector.py``: chosen once for the whole
 image, as ``engine.run`` would) with a row map into the band buffer in place of the
 image's border map; every output row is the same sum of the same values in the same order
-as in a whole-image call, so the result does not depend on the bands.  The per-row layers
-are numpy, the same for both routes.
+as in a whole-image call, so the result depends neither on the bands nor on the threads.
+The per-row layers are numpy or compiled (``points_module``), the same bits either way.
 
 Only ``engine.plan`` chooses a plan; this module runs CPU plans (direct and separable) and
-is handed nothing else (``streams``).  Threads: each kernel call shares its rows among
-numba's threads as a whole-image call does (the numpy twin, its own threads).
+is handed nothing else (``streams``).
 """
 
 from __future__ import annotations
+
+import contextlib
+import threading
 
 import numpy as np
 
@@ -43,7 +57,7 @@ from imgconv.engine import borders
 from imgconv.engine.finish import Finish, finish_array
 from imgconv.engine.plan import Plan
 
-__all__ = ["streams", "ConvLayer", "PointLayer", "run_layers", "rows_of"]
+__all__ = ["streams", "ConvLayer", "PointLayer", "run_layers", "rows_of", "band_buffers"]
 
 
 def points_module(compiled: bool):
@@ -113,8 +127,9 @@ class Kernel:
         row_map = local_map(self.row_map[r0 : r1 + self.kh - 1], index)
         several = self.plan.strategy == "separable" and len(self.plan.factors) > 1
         target = np.empty(out.shape, np.float32) if several else out
-        args = (self.plan, prev, self.channels, self.mode, self.cval, finish, self.threads)
-        _, finished = self.entry(*args, row_map=row_map, out=target, bands=self.threads)
+        threads = getattr(_pipeline, "threads", self.threads)  # in a band pipeline's thread: 1
+        args = (self.plan, prev, self.channels, self.mode, self.cval, finish, threads)
+        _, finished = self.entry(*args, row_map=row_map, out=target, bands=threads)
         if not finished:  # several separable pairs: summed in float32, finished here
             out[...] = finish_array(target, finish)
 
@@ -126,6 +141,8 @@ class ConvLayer:
         height, width, channels = shape
         self.kernel = Kernel(plan, height, width, channels, mode, cval, threads)
         self.plans = [plan]
+        # Several separable pairs: their sum and each pair's result (engine.cpu.run_separable).
+        self.band_buffers = 2 if plan.strategy == "separable" and len(plan.factors) > 1 else 0
         self.finish = finish
         self.passes = (label,) if label is not None else ()
 
@@ -155,10 +172,24 @@ def _needed(layers, a, b):
     return needed
 
 
-def band_rows(layers, height, width) -> int:
-    """Output rows a band: ``tunables.STREAM_BAND_ELEMENTS`` worth, grown while the halos
-    would cost more than ``tunables.STREAM_MAX_RECOMPUTE`` of the rows made once."""
-    band = max(1, min(height, tunables.STREAM_BAND_ELEMENTS // max(1, width)))
+def band_buffers(layer) -> float:
+    """Float32 buffers of a band's size a layer makes for itself while it computes a band
+    (its ``band_buffers``; 0: it writes into the band driver's buffer, or ``out``)."""
+    return getattr(layer, "band_buffers", 0)
+
+
+def band_rows(layers, height, width, workers: int = 1) -> int:
+    """Output rows a band.  The band buffers of ``workers`` band pipelines together (each
+    keeps one per layer but the last, and whatever its layers make per band:
+    :func:`band_buffers`) hold ``tunables.STREAM_BAND_ELEMENTS`` elements per buffer of one
+    pipeline, or ``tunables.STREAM_BAND_SHARE`` of the image's elements where that is more
+    (wide images: fewer, longer bands, so the halos, ``kh - 1`` rows re-made by each band,
+    are a smaller share of the rows); bands grow while the halos would cost more than
+    ``tunables.STREAM_MAX_RECOMPUTE`` of the rows made once."""
+    width = max(1, width)
+    units = max(1.0, len(layers) - 1 + sum(band_buffers(layer) for layer in layers))
+    budget = max(tunables.STREAM_BAND_ELEMENTS * units, tunables.STREAM_BAND_SHARE * height * width)
+    band = max(1, min(height, int(budget // (workers * units * width))))
     while band < height:
         made = sum(len(rows) for a in range(0, height, band) for rows in _needed(layers, a, min(height, a + band)))
         if made <= (1 + tunables.STREAM_MAX_RECOMPUTE) * height * len(layers):
@@ -171,9 +202,10 @@ def run_layers(layers, source, out, *, threads: int | None = None, band: int | N
     """Run ``layers`` over canonical ``source`` rows (H, W * C) into ``out`` (H, W * C, the
     last layer's dtype), band by band; every earlier layer makes float32 rows.
 
-    A layer whose ``mapping`` ``measures`` (out-range ``normalize``: the whole image's
-    minimum and maximum) is first run alone, with the layers before it, to measure; then
-    every layer runs (so such a layer's rows are computed twice).
+    Bands run in parallel, one band pipeline per thread (:func:`_sweep`).  A layer whose
+    ``mapping`` ``measures`` (out-range ``normalize``: the whole image's minimum and
+    maximum) is first run alone, with the layers before it, to measure; then every layer
+    runs (so such a layer's rows are computed twice).
     """
     from imgconv.engine.run import run_work, thread_count
 
@@ -187,9 +219,9 @@ def run_layers(layers, source, out, *, threads: int | None = None, band: int | N
         for k, layer in enumerate(layers):
             mapping = getattr(layer, "mapping", None)
             if mapping is not None and mapping.measures:
-                _sweep(layers[: k + 1], source, None, band)
+                _sweep(layers[: k + 1], source, None, band, count, compiled)
                 mapping.done_measuring()
-        return _sweep(layers, source, out, band)
+        return _sweep(layers, source, out, band, count, compiled)
 
     return run_work(work, compiled, count)
 
@@ -203,27 +235,83 @@ def kernels_of(layer):
     return [k for k in found if isinstance(k, Kernel)]
 
 
-def _sweep(layers, source, out, band):
+# Set in a band pipeline's thread (``_alone``): the kernels it calls run on it alone.
+_pipeline = threading.local()
+
+
+@contextlib.contextmanager
+def _alone(compiled: bool):
+    """The kernels called in this thread within run on it alone, one band a call (numba's
+    thread count is per calling thread)."""
+    previous = getattr(_pipeline, "threads", None)
+    _pipeline.threads = 1
+    if compiled:
+        import numba
+
+        numba_threads = numba.get_num_threads()
+        numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if compiled:
+            numba.set_num_threads(numba_threads)
+        if previous is None:
+            del _pipeline.threads
+        else:
+            _pipeline.threads = previous
+
+
+def _sweep(layers, source, out, band, count=1, compiled=False):
     """One pass of ``layers`` over every band; ``out`` None: the last layer's rows go to a
-    scratch buffer (a measuring pass)."""
+    scratch buffer (a measuring pass).
+
+    With ``count`` threads and at least two bands, each thread runs whole bands, one after
+    another, through its own band buffers, every kernel call on that thread alone: a call
+    then has a whole band to itself (sharing a band's few rows among threads, each thread's
+    sub-band re-made the separable row pass's ``kh - 1`` halo rows, and each call waited for
+    the slowest thread); one band: its kernel calls share it among the threads.  Every row
+    is the same sum whichever thread makes it, so the bits do not depend on the threads.
+    """
     height, width = source.shape
-    band = band_rows(layers, height, width) if band is None else band
-    buffers = [np.empty((0, width), np.float32) for _ in layers]
-    for a in range(0, height, band):
-        b = min(height, a + band)
-        prev, index = source, None
-        for k, (layer, rows) in enumerate(zip(layers, _needed(layers, a, b))):
-            last = k == len(layers) - 1
-            if last and out is not None:
-                target = out[a:b]
-            else:
-                if len(buffers[k]) < len(rows):
-                    buffers[k] = np.empty((len(rows), width), np.float32)
-                target = buffers[k][: len(rows)]
-            for r0, r1, position in _runs(rows):
-                layer.compute(prev, index, r0, r1, target[position : position + r1 - r0])
-            if not last:
-                index = np.full(height, -1, np.int64)
-                index[rows] = np.arange(len(rows))
-                prev = target
+    band = band_rows(layers, height, width, count) if band is None else band
+    starts = range(0, height, band)
+    workers = max(1, min(count, len(starts)))
+    if workers == 1:
+        buffers = [np.empty((0, width), np.float32) for _ in layers]
+        for a in starts:
+            _band(layers, source, out, a, min(height, a + band), buffers)
+        return out
+    from imgconv.engine.vector import _in_daemon_threads
+
+    local = threading.local()
+
+    def one(a):
+        buffers = getattr(local, "buffers", None)
+        if buffers is None:
+            buffers = local.buffers = [np.empty((0, width), np.float32) for _ in layers]
+        with _alone(compiled):
+            _band(layers, source, out, a, min(height, a + band), buffers)
+
+    _in_daemon_threads(one, starts, workers)
     return out
+
+
+def _band(layers, source, out, a, b, buffers):
+    """Output rows ``a .. b - 1`` of the last layer, each layer's rows made into ``buffers``
+    (one per layer, grown as needed; ``out`` None: the last layer's too)."""
+    height, width = source.shape
+    prev, index = source, None
+    for k, (layer, rows) in enumerate(zip(layers, _needed(layers, a, b))):
+        last = k == len(layers) - 1
+        if last and out is not None:
+            target = out[a:b]
+        else:
+            if len(buffers[k]) < len(rows):
+                buffers[k] = np.empty((len(rows), width), np.float32)
+            target = buffers[k][: len(rows)]
+        for r0, r1, position in _runs(rows):
+            layer.compute(prev, index, r0, r1, target[position : position + r1 - r0])
+        if not last:
+            index = np.full(height, -1, np.int64)
+            index[rows] = np.arange(len(rows))
+            prev = target
