@@ -277,7 +277,10 @@ class ImageData:
     pixels : numpy.ndarray
         (H, W) or (H, W, C) with C in {2 (grey + alpha), 3 (RGB), 4 (RGBA)};
         dtype uint8, uint16 (0..65535) or float32 (0..1 full scale), for grey
-        and colour alike; C-contiguous and writable.
+        and colour alike; C-contiguous and writable, except 8-bit RGB decoded into
+        numpy's memory (JPEG, PNG, BMP): a view ``storage[:, :, :3]`` of Pillow's rows
+        of 4 bytes a pixel (the pad bytes 255), which the compiled kernels read as
+        they are (``engine.run.padded_rows``); ``np.ascontiguousarray`` packs it.
     mode : {'L', 'LA', 'RGB', 'RGBA', 'I;16', 'LA;16', 'RGB;16', 'RGBA;16', 'F', 'LA;F', 'RGB;F', 'RGBA;F'}
         The layout (see the module documentation): a Pillow mode after
         expansion (palette to RGB/RGBA, 1-bit to L, CMYK to RGB, ...), or
@@ -478,6 +481,10 @@ def _decoded_layout(im, rawmode):
     alpha = mode in ("RGBA", "RGBa", "PA") or (mode in ("P", "RGB") and transparent) or palette_alpha
     converted = mode not in ("RGB", "RGBA") or transparent  # P, CMYK, YCbCr, ... go through a converted copy
     channels = 4 if alpha else 3
+    if mode == "RGB" and not converted and im.format in _DECODE_INTO_FORMATS:
+        # Decoded into Pillow's 4-byte rows and filtered in that layout (_pixels_of): 4
+        # bytes a pixel for the input and the output, and no decoder's image beside them.
+        return memory.Layout(4, 3, False, 4, "RGB, 8-bit")
     return memory.Layout(channels, channels, alpha, pillow + (4 if converted else 0), "RGBA, 8-bit" if alpha else "RGB, 8-bit")
 
 
@@ -873,7 +880,10 @@ def _canonical_pixels(im, rawmode, metadata, storage=None):
         im = im.convert("RGB")
     elif mode not in ("L", "LA", "RGB", "RGBA"):
         raise ValueError("no conversion to L, LA, RGB or RGBA")
-    return _owned(_pixels_of(im, storage)), im.mode, notes
+    from imgconv.engine import run
+
+    pixels = _pixels_of(im, storage)
+    return (pixels if run.padded_rows(pixels) is not None else _owned(pixels)), im.mode, notes
 
 
 # Decoding into numpy's memory.  Pillow keeps an image in its own memory, a row of
@@ -970,6 +980,14 @@ def _pixels_of(im, storage=None):
         _, pillow, numpy = _PILLOW_STORAGE[im.mode]
         if pillow == numpy:
             return storage.array  # Pillow's rows are the array's: nothing to pack
+        if im.mode == "RGB":
+            from imgconv.engine import run  # numpy only, and only where pixels are read
+
+            # Not packed: the kernels read Pillow's 4-byte rows as they are, and write
+            # theirs in that layout for the encoder (engine.run.padded_rows).  Pillow's
+            # RGB unpackers set every pad byte to 255.
+            run.mark_pads_set(storage.array)
+            return storage.array[:, :, :3]
     if width == 0 or height == 0 or im.mode == "1":
         return np.array(im)
     probe = np.asarray(im.crop((0, 0, 1, 1)))  # the dtype and channels np.array would give
@@ -2106,6 +2124,15 @@ def _image_for(array):
     mode = _MODE_OF.get((_channels(array), array.dtype))
     if mode in codec.MODES:
         return codec.CodecImage(_owned(array), mode)
+    from imgconv.engine import run
+
+    if mode == "RGB" and run.pads_set(array):
+        # Pillow's own RGB layout, pad bytes 255 (the kernels' output, or the decoded
+        # image): its memory is the image's, no unpacking pass.
+        rows, _, stride = run.padded_rows(array)
+        image = _shared_image(_map_array(rows.reshape(array.shape[0], array.shape[1], stride), mode), mode)
+        if image is not None:
+            return image
     array = _owned(array)
     if mode in _UNPACKED_FOR_PILLOW:
         image = _in_numpy_storage(array, mode)
@@ -2136,6 +2163,11 @@ def _in_numpy_storage(array, mode):
         core = _map_array(storage, mode)
         if core is not None and not _unpack_into(core, array, mode):
             core = None
+    return _shared_image(core, mode)
+
+
+def _shared_image(core, mode):
+    """A Pillow image of a mapped ``core`` (None: None)."""
     if core is None:
         return None
     image = Image.new(mode, (0, 0))._new(core)  # as Image.frombuffer wraps a mapped core

@@ -195,22 +195,38 @@ _compile_fused()
 
 
 @njit(**COMPILE_OPTIONS)
-def _fill_line(line, src, r, col_map, cval, lead):
-    """Row ``r`` of ``src`` as float32, extended by the border map; ``r < 0``: all ``cval``."""
-    width = src.shape[1]
+def _fill_line(line, src, r, col_map, cval, lead, channels, stride):
+    """Row ``r`` of ``src`` as float32, packed, extended by the border map; ``r < 0``: all
+    ``cval``.  ``src`` holds ``stride`` elements a pixel, its ``channels`` first (packed:
+    ``stride == channels``; Pillow's RGB rows: 3 of 4, the pad byte unread)."""
     if r < 0:
         line[:] = cval
         return
     row = src[r]
+    pixels = src.shape[1] // stride
+    width = pixels * channels
     middle = line[lead : lead + width]
-    for j in range(width):
-        middle[j] = row[j]
+    if stride == channels:
+        for j in range(width):
+            middle[j] = row[j]
+    elif channels == 3 and stride == 4:
+        # Written out, so LLVM vectorises the interleaved loads (a loop over the channels
+        # ran 4x slower): as fast as the packed loop, measured.
+        for q in range(pixels):
+            middle[3 * q] = row[4 * q]
+            middle[3 * q + 1] = row[4 * q + 1]
+            middle[3 * q + 2] = row[4 * q + 2]
+    else:
+        for q in range(pixels):
+            for c in range(channels):
+                middle[q * channels + c] = row[q * stride + c]
+    # The border map gives packed elements: pixel c // channels, channel c % channels.
     for j in range(lead):
         c = col_map[j]
-        line[j] = row[c] if c >= 0 else cval
+        line[j] = row[(c // channels) * stride + c % channels] if c >= 0 else cval
     for j in range(lead + width, line.shape[0]):
         c = col_map[j]
-        line[j] = row[c] if c >= 0 else cval
+        line[j] = row[(c // channels) * stride + c % channels] if c >= 0 else cval
 
 
 @njit(**COMPILE_OPTIONS)
@@ -316,12 +332,39 @@ def _finish(acc, out_row, offset, absolute, rounding, low, high):
 
 
 @njit(**COMPILE_OPTIONS)
-def _sum_columns(out0, out1, sum0, sum1, lines, rows, offsets, weights, pair, shift, first, last, tile, finish):
+def _spread(packed, out_row, j0, channels, stride):
+    """Packed finished elements ``packed`` (whole pixels, from packed element ``j0``, a
+    pixel's first) into ``out_row``'s pixels of ``stride`` elements; the elements past the
+    channels (Pillow's RGB pad byte) are set to 255, as Pillow's own unpacker sets them."""
+    pixels = packed.shape[0] // channels
+    q0 = j0 // channels
+    target = out_row[q0 * stride : (q0 + pixels) * stride]
+    if channels == 3 and stride == 4:
+        # Every byte of each 4 stored, so LLVM vectorises the interleaved stores (with the
+        # pad byte left out it did not: 4x slower, measured).
+        for q in range(pixels):
+            target[4 * q] = packed[3 * q]
+            target[4 * q + 1] = packed[3 * q + 1]
+            target[4 * q + 2] = packed[3 * q + 2]
+            target[4 * q + 3] = 255
+    else:
+        for q in range(pixels):
+            for c in range(channels):
+                target[q * stride + c] = packed[q * channels + c]
+            for c in range(channels, stride):
+                target[q * stride + c] = 255
+
+
+@njit(**COMPILE_OPTIONS)
+def _sum_columns(out0, out1, sum0, sum1, lines, rows, offsets, weights, pair, shift, first, last, tile, finish, channels, stride, spread):
     """``out0[first:last]`` (and ``out1[first:last]`` when ``pair`` is not ``PAIR_NONE``):
     the taps of ``lines`` (element ``e`` reads ``e + shift``), tile by tile, finished.
 
     The sums go to ``sum0`` / ``sum1``: the float32 output rows themselves when the
     finish is plain (nothing to do), else tile-sized buffers finished into ``out``.
+    Output rows of ``stride`` elements a pixel (not ``channels``: Pillow's RGB rows) get
+    each tile finished into ``spread`` (a tile of the output's dtype) and spread into
+    their pixels (``_spread``; tiles then start on whole pixels).
     """
     offset, absolute, rounding, low, high = finish[0], finish[1] != 0, finish[2] != 0, finish[3], finish[4]
     plain = finish[5] != 0
@@ -333,10 +376,16 @@ def _sum_columns(out0, out1, sum0, sum1, lines, rows, offsets, weights, pair, sh
             _weighted_sum(a0, lines, rows, offsets, weights, j0 + shift, n)
         else:
             _weighted_pair(a0, a1, lines, rows, offsets, weights, pair, j0 + shift, n)
-        if not plain:
+        if not plain and stride == channels:
             _finish(a0, out0[j0 : j0 + n], offset, absolute, rounding, low, high)
             if pair != PAIR_NONE:
                 _finish(a1, out1[j0 : j0 + n], offset, absolute, rounding, low, high)
+        elif not plain:
+            _finish(a0, spread[:n], offset, absolute, rounding, low, high)
+            _spread(spread[:n], out0, j0, channels, stride)
+            if pair != PAIR_NONE:
+                _finish(a1, spread[:n], offset, absolute, rounding, low, high)
+                _spread(spread[:n], out1, j0, channels, stride)
 
 
 # --- the ends of rows read in place ---------------------------------------------------------------
@@ -393,7 +442,7 @@ def _store_ends(out_row, ends, lead, inner, finish):
 
 
 @njit(parallel=True, **COMPILE_OPTIONS)
-def _direct_rows(src, fsrc, tap_rows, tap_offsets, tap_weights, kh, row_map, col_map, cval, lead, in_place, pair, bands, tile, finish, out, fout):
+def _direct_rows(src, fsrc, tap_rows, tap_offsets, tap_weights, kh, row_map, col_map, cval, lead, in_place, pair, bands, tile, finish, out, fout, channels, stride):
     """``out[i, j] = finish(sum_t w_t * ext[i + tap_rows[t], j + tap_offsets[t] - lead])``.
 
     ``ext`` is ``src`` extended by ``row_map`` / ``col_map`` (-1: ``cval``);
@@ -404,9 +453,11 @@ def _direct_rows(src, fsrc, tap_rows, tap_offsets, tap_weights, kh, row_map, col
     plain) as float32 (``engine.finish.Finish.spec``); ``fout`` is ``out`` when
     the finish is plain (float32, nothing to do: the sums go straight into it),
     else an empty float32 array; ``tile`` is the column tile
-    (``tunables.CPU_COLUMN_TILE``).
+    (``tunables.CPU_COLUMN_TILE``); ``channels`` and ``stride``: ``src`` and ``out`` hold
+    ``stride`` elements a pixel, its ``channels`` first (packed: equal; see
+    :func:`run_direct`), and ``W * C`` above counts the ``channels`` only.
     """
-    height, width = out.shape
+    height, width = out.shape[0], out.shape[1] // stride * channels
     plain = finish[5] != 0
     ntaps = tap_weights.shape[0]
     line_len = col_map.shape[0]
@@ -424,6 +475,7 @@ def _direct_rows(src, fsrc, tap_rows, tap_offsets, tap_weights, kh, row_map, col
         acc0 = np.empty(min(width, tile), np.float32)
         acc1 = np.empty(min(width, tile), np.float32)
         rows = np.empty(max(ntaps, kh + 1), np.int64)
+        spread = np.empty(0 if stride == channels else min(width, tile), out.dtype)
         ends = np.empty((last - first, line_len - width), np.float32)
         if in_place:
             _row_ends(ends, fsrc, row_map, first, kh - 1, col_map, cval, lead, inner, rows, tap_rows, tap_offsets, tap_weights)
@@ -442,7 +494,7 @@ def _direct_rows(src, fsrc, tap_rows, tap_offsets, tap_weights, kh, row_map, col
                 if lines.shape[0] == 0:
                     lines = np.empty((slots, line_len), np.float32)
                 for p in range(max(filled, i), i + reach + 1):
-                    _fill_line(lines[p % slots], src, row_map[p], col_map, cval, lead)
+                    _fill_line(lines[p % slots], src, row_map[p], col_map, cval, lead, channels, stride)
                 filled = i + reach + 1
                 source, shift, j_first, j_last = lines, zero, zero, width
             # Single rows: each tap's row; pairs: the rows of extended rows i .. i + kh.
@@ -453,7 +505,7 @@ def _direct_rows(src, fsrc, tap_rows, tap_offsets, tap_weights, kh, row_map, col
             i1 = i + 1 if kind != PAIR_NONE else i
             sum0 = fout[i] if plain else acc0
             sum1 = fout[i1] if plain else acc1
-            _sum_columns(out[i], out[i1], sum0, sum1, source, row_taps, tap_offsets, tap_weights, kind, shift, j_first, j_last, tile, finish)
+            _sum_columns(out[i], out[i1], sum0, sum1, source, row_taps, tap_offsets, tap_weights, kind, shift, j_first, j_last, tile, finish, channels, stride, spread)
             if direct:
                 _store_ends(out[i], ends[i - first], lead, inner, finish)
                 if kind != PAIR_NONE:
@@ -462,7 +514,7 @@ def _direct_rows(src, fsrc, tap_rows, tap_offsets, tap_weights, kh, row_map, col
 
 
 @njit(parallel=True, **COMPILE_OPTIONS)
-def _separable_rows(src, fsrc, row_offsets, row_weights, col_weights, row_map, col_map, cval, ring_cval, lead, in_place, bands, tile, finish, out, fout):
+def _separable_rows(src, fsrc, row_offsets, row_weights, col_weights, row_map, col_map, cval, ring_cval, lead, in_place, bands, tile, finish, out, fout, channels, stride):
     """Both passes of a separable convolution in one sweep (see the module notes).
 
     The row pass correlates each extended row with ``row_weights`` (element
@@ -470,9 +522,10 @@ def _separable_rows(src, fsrc, row_offsets, row_weights, col_weights, row_map, c
     (``fsrc`` as for ``_direct_rows``); the column pass correlates ``kh``
     consecutive row-pass results with ``col_weights``, two output rows at a
     time.  Rows beyond the image in constant mode hold ``cval`` everywhere, so
-    their row-pass result is ``ring_cval``; ``fout`` as for ``_direct_rows``.
+    their row-pass result is ``ring_cval``; ``fout``, ``channels`` and ``stride`` as for
+    ``_direct_rows`` (the row-pass results are packed).
     """
-    height, width = out.shape
+    height, width = out.shape[0], out.shape[1] // stride * channels
     plain = finish[5] != 0
     kh = col_weights.shape[0]
     nrow = row_weights.shape[0]
@@ -497,6 +550,8 @@ def _separable_rows(src, fsrc, row_offsets, row_weights, col_weights, row_map, c
         source_rows = np.empty(nrow, np.int64)
         ring_slots = np.empty(slots, np.int64)
         ring_offsets = np.zeros(kh, np.int64)
+        spread = np.empty(0 if stride == channels else min(width, tile), out.dtype)
+        packed = np.empty(0, np.float32)  # the row pass's spread: its results are packed
         ends = np.empty((last + kh - 1 - first, line_len - width), np.float32)  # row-pass results at the row ends
         if in_place:
             _row_ends(ends, fsrc, row_map, first, zero, col_map, cval, lead, inner, source_rows, line_slots, row_offsets, row_weights)
@@ -512,9 +567,9 @@ def _separable_rows(src, fsrc, row_offsets, row_weights, col_weights, row_map, c
                     source_rows[:] = r
                     source, rows, shift, j_first, j_last = fsrc, source_rows, -lead, lead, lead + inner
                 else:
-                    _fill_line(line[0], src, r, col_map, cval, lead)
+                    _fill_line(line[0], src, r, col_map, cval, lead, channels, stride)
                     source, rows, shift, j_first, j_last = line, line_slots, zero, zero, width
-                _sum_columns(target, target, target, target, source, rows, row_offsets, row_weights, single, shift, j_first, j_last, tile, row_finish)
+                _sum_columns(target, target, target, target, source, rows, row_offsets, row_weights, single, shift, j_first, j_last, tile, row_finish, channels, channels, packed)
                 if in_place:
                     _store_ends(target, ends[p - first], lead, inner, row_finish)
             # Output rows i (and i + 1) once their kh (kh + 1) row-pass results are in the ring.
@@ -527,7 +582,7 @@ def _separable_rows(src, fsrc, row_offsets, row_weights, col_weights, row_map, c
             rows = ring_slots if kind != PAIR_NONE else ring_slots[:kh]
             sum0 = fout[i] if plain else acc0
             sum1 = fout[i1] if plain else acc1
-            _sum_columns(out[i], out[i1], sum0, sum1, ring, rows, ring_offsets, col_weights, kind, zero, zero, width, tile, finish)
+            _sum_columns(out[i], out[i1], sum0, sum1, ring, rows, ring_offsets, col_weights, kind, zero, zero, width, tile, finish, channels, stride, spread)
             i += 2 if kind != PAIR_NONE else 1
 
 
@@ -581,12 +636,13 @@ def _pairing(kernel):
     return {(3, 3): PAIR_DENSE3X3, (5, 5): PAIR_DENSE5X5}.get((kh, kw), PAIR_NONE)
 
 
-def _separable_pass(rows, channels, column, row, mode, cval, out, finish, row_map=None, bands=None):
+def _separable_pass(rows, channels, column, row, mode, cval, out, finish, row_map=None, bands=None, stride=None):
     """``out`` = the rank-1 kernel ``outer(column, row)`` over ``rows``, both passes in one sweep
-    (``row_map``, ``bands``: as for :func:`run_direct`)."""
+    (``row_map``, ``bands``, ``stride``: as for :func:`run_direct`)."""
     row = np.asarray(row, np.float64)
     column = np.asarray(column, np.float64)
-    height, width = rows.shape[0], rows.shape[1] // channels
+    stride = _checked_stride(rows, channels, stride, finish)
+    height, width = rows.shape[0], rows.shape[1] // stride
     full_map, col_map, lead = borders.extended_maps(height, width, channels, len(column), len(row), mode)
     fsrc, in_place = _float_rows(rows, channels, len(row), len(row))
     _separable_rows(
@@ -603,28 +659,52 @@ def _separable_pass(rows, channels, column, row, mode, cval, out, finish, row_ma
         lead,
         in_place,
         _bands() if bands is None else bands,
-        tunables.CPU_COLUMN_TILE,
+        _tile(channels, stride),
         finish.spec(),
         out,
         _plain_out(out, finish),
+        np.int64(channels),
+        np.int64(stride),
     )
+
+
+def _checked_stride(rows, channels, stride, finish):
+    """The pixel stride of ``rows`` (``channels`` when packed).  Rows of another stride are
+    read through line buffers only, into an output finished in the kernel: integer rows,
+    an integer finish (float32 rows read in place, and plain float32 sums, are packed)."""
+    if stride is None or stride == channels:
+        return channels
+    if rows.dtype == np.float32 or finish.plain or stride < channels or rows.shape[1] % stride:
+        raise ValueError(f"pixel stride {stride} is for integer rows finished in the kernel, got {rows.dtype} rows, stride {stride}, {channels} channels")
+    return int(stride)
+
+
+def _tile(channels, stride):
+    """The column tile: whole pixels where the output is spread into strided pixels."""
+    tile = tunables.CPU_COLUMN_TILE
+    return tile if stride == channels else max(channels, tile - tile % channels)
 
 
 # --- entry points: engine.run's signature (plan, rows, channels, mode, cval, finish, threads) -> (out, finished)
 # (numba's thread count is set by engine.run around the call)
 
 
-def run_direct(plan, rows, channels, mode, cval, finish, threads, *, row_map=None, out=None, bands=None):
+def run_direct(plan, rows, channels, mode, cval, finish, threads, *, row_map=None, out=None, bands=None, pixel_stride=None):
     """Every non-zero tap of ``plan.kernel`` per output element, finished in the kernel.
 
     For the band driver (``engine/stream.py``): ``row_map`` (int64, ``len(out) + kh - 1``)
     says which row of ``rows`` each extended row of the ``len(out)`` output rows reads
     (-1: ``cval``), in place of the whole image's border map; ``out`` receives them;
     ``bands`` is how many bands the kernel's threads share out (default: as for the image).
+
+    ``pixel_stride``: ``rows`` hold that many elements a pixel, the ``channels`` first
+    (Pillow's RGB rows: 4, ``engine.run.pixel_stride``), and so does the output, its
+    extra elements 255; integer rows and finish only (``_checked_stride``).
     """
     flipped = plan.kernel[::-1, ::-1]
     kh, kw = flipped.shape
-    height, width = rows.shape[0], rows.shape[1] // channels
+    stride = _checked_stride(rows, channels, pixel_stride, finish)
+    height, width = rows.shape[0], rows.shape[1] // stride
     full_map, col_map, lead = borders.extended_maps(height, width, channels, kh, kw, mode)
     taps_u, taps_v = np.nonzero(flipped)  # zero taps cost nothing
     fsrc, in_place = _float_rows(rows, channels, kw, len(taps_u))
@@ -644,19 +724,21 @@ def run_direct(plan, rows, channels, mode, cval, finish, threads, *, row_map=Non
         in_place,
         _pairing(flipped),
         _bands() if bands is None else bands,
-        tunables.CPU_COLUMN_TILE,
+        _tile(channels, stride),
         finish.spec(),
         out,
         _plain_out(out, finish),
+        np.int64(channels),
+        np.int64(stride),
     )
     return out, True
 
 
-def run_separable(plan, rows, channels, mode, cval, finish, threads, *, row_map=None, out=None, bands=None):
+def run_separable(plan, rows, channels, mode, cval, finish, threads, *, row_map=None, out=None, bands=None, pixel_stride=None):
     """The sum of ``plan.factors``' rank-1 passes; one pair is finished in the
     kernel, several are summed in float32 and left to the shared finish
-    (``row_map``, ``out``, ``bands``: as for :func:`run_direct`; ``out`` is then
-    float32 for several pairs)."""
+    (``row_map``, ``out``, ``bands``, ``pixel_stride``: as for :func:`run_direct`; ``out``
+    is then float32 for several pairs, which take packed rows only)."""
     from imgconv.engine.finish import FLOAT32
 
     shape = rows.shape if out is None else out.shape
@@ -664,8 +746,9 @@ def run_separable(plan, rows, channels, mode, cval, finish, threads, *, row_map=
         (column, row), = plan.factors
         if out is None:
             out = np.empty(shape, finish.dtype)
-        _separable_pass(rows, channels, column, row, mode, cval, out, finish, row_map, bands)
+        _separable_pass(rows, channels, column, row, mode, cval, out, finish, row_map, bands, pixel_stride)
         return out, True
+    _checked_stride(rows, channels, pixel_stride, FLOAT32)  # several pairs: packed only
     total = np.empty(shape, np.float32) if out is None else out
     part = np.empty(shape, np.float32)
     for index, (column, row) in enumerate(plan.factors):
