@@ -197,7 +197,7 @@ def test_pillows_rgb_rows_give_the_packed_bits(rng, mode):
         packed = np.ascontiguousarray(storage[..., :3]).reshape(shape[0], -1)
         for name, kernel, strategy in kernels:
             plan = make_plan(kernel, shape + (3,), strategy=strategy)
-            entry = cpu.run_direct if strategy == "direct" else cpu.run_separable
+            entry = cpu.run_direct if plan.strategy == "direct" else cpu.run_separable  # (a 1 x n kernel: direct)
             for finish in finishes:
                 want, _ = entry(plan, packed, 3, mode, cval, finish, 1)
                 for bands in (None, 3):

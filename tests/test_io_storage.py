@@ -366,6 +366,7 @@ def test_rgb_is_filtered_and_written_in_pillows_rows(tmp_path, rng, monkeypatch,
     assert image.mode == "RGB" and image.tobytes() == np.ascontiguousarray(out.reshape(37, 45, 4)[..., :3]).tobytes()
     out[0, 0] ^= 0xFF  # the encoder's image is the kernels' output, not a copy of it
     assert image.getpixel((0, 0))[0] == out[0, 0]
+    out[0, 0] ^= 0xFF
     with monkeypatch.context() as patch:
         patch.setattr(io, "_numpy_storage", lambda im: None)
         patch.setattr(io, "_in_numpy_storage", lambda array, mode: None)
