@@ -93,6 +93,7 @@ the pixels stay as stored (Pillow's TIFF loader turns them: that is undone).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import glob
 import io
@@ -277,10 +278,8 @@ class ImageData:
     pixels : numpy.ndarray
         (H, W) or (H, W, C) with C in {2 (grey + alpha), 3 (RGB), 4 (RGBA)};
         dtype uint8, uint16 (0..65535) or float32 (0..1 full scale), for grey
-        and colour alike; C-contiguous and writable, except 8-bit RGB decoded into
-        numpy's memory (JPEG, PNG, BMP): a view ``storage[:, :, :3]`` of Pillow's rows
-        of 4 bytes a pixel (the pad bytes 255), which the compiled kernels read as
-        they are (``engine.run.padded_rows``); ``np.ascontiguousarray`` packs it.
+        and colour alike; C-contiguous and writable (but see ``pillow_rows`` of
+        :func:`read_image`).
     mode : {'L', 'LA', 'RGB', 'RGBA', 'I;16', 'LA;16', 'RGB;16', 'RGBA;16', 'F', 'LA;F', 'RGB;F', 'RGBA;F'}
         The layout (see the module documentation): a Pillow mode after
         expansion (palette to RGB/RGBA, 1-bit to L, CMYK to RGB, ...), or
@@ -454,7 +453,7 @@ def _refuse_bomb(name, size, limit, frames=1):
 _PILLOW_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
 
 
-def _decoded_layout(im, rawmode):
+def _decoded_layout(im, rawmode, pillow_rows=False):
     """The :class:`imgconv.memory.Layout` that ``_canonical_pixels`` will give
     an opened, not yet decoded ``im`` (from its header: mode, transparency)."""
     if (deep := _codec_mode(im, rawmode)) is not None:
@@ -481,7 +480,7 @@ def _decoded_layout(im, rawmode):
     alpha = mode in ("RGBA", "RGBa", "PA") or (mode in ("P", "RGB") and transparent) or palette_alpha
     converted = mode not in ("RGB", "RGBA") or transparent  # P, CMYK, YCbCr, ... go through a converted copy
     channels = 4 if alpha else 3
-    if mode == "RGB" and not converted and im.format in _DECODE_INTO_FORMATS:
+    if pillow_rows and mode == "RGB" and not converted and im.format in _DECODE_INTO_FORMATS:
         # Decoded into Pillow's 4-byte rows and filtered in that layout (_pixels_of): 4
         # bytes a pixel for the input and the output, and no decoder's image beside them.
         return memory.Layout(4, 3, False, 4, "RGB, 8-bit")
@@ -523,7 +522,7 @@ def _source_rawmode(im):
     return args if isinstance(args, str) else ""
 
 
-def read_image(path, *, float_copies=0) -> ImageData:
+def read_image(path, *, float_copies=0, pillow_rows=False) -> ImageData:
     """Read an image file into memory, completely.
 
     The file is decoded in full here (so a truncated file fails here, not later)
@@ -542,6 +541,13 @@ def read_image(path, *, float_copies=0) -> ImageData:
         full-size float32 copies of the image the filter that follows holds, or
         a function of ``has_alpha`` that says (:func:`imgconv.chain.float_copies`);
         0, the default, is a single filter on its fused path.
+    pillow_rows : bool
+        8-bit RGB decoded into numpy's memory (JPEG, PNG, BMP) is left in Pillow's rows
+        of 4 bytes a pixel (R, G, B, a pad byte of 255): ``pixels`` is then the view
+        ``rows[:, :, :3]``, not C-contiguous, which the compiled kernels read as they are
+        and whose filtered result goes to the encoder without a copy
+        (``engine.run.padded_rows``; the per-file path, ``pipeline.filter_file``).
+        Default: packed pixels, as every other layout.
 
     Returns
     -------
@@ -564,7 +570,7 @@ def read_image(path, *, float_copies=0) -> ImageData:
         to RGB without a usable ICC profile, associated alpha read as straight).
     """
     if isinstance(path, str) and path == STDIO:
-        return _read_stdin(_pixel_limit(float_copies))
+        return _read_stdin(_pixel_limit(float_copies), pillow_rows)
     name = _name(path)
     limit = _pixel_limit(float_copies)
     # A directory gives PermissionError rather than IsADirectoryError on some systems.
@@ -580,7 +586,7 @@ def read_image(path, *, float_copies=0) -> ImageData:
         raise _open_error(name, exc) from exc
     with stream, _native_chatter_folded(name):
         try:
-            return _read_stream(name, stream, limit)
+            return _read_stream(name, stream, limit, pillow_rows)
         except MemoryError as exc:
             raise _out_of_memory(name, limit) from exc
 
@@ -627,7 +633,7 @@ def _captured_line(capture):
     return ""
 
 
-def _read_stdin(limit):
+def _read_stdin(limit, pillow_rows=False):
     name = STDIN_NAME
     stream = getattr(sys.stdin, "buffer", None)
     if stream is None:
@@ -640,7 +646,7 @@ def _read_stdin(limit):
         raise ImageError(f"cannot read '{name}': no data on standard input")
     with _native_chatter_folded(name):
         try:
-            return _read_stream(name, io.BytesIO(data), limit)
+            return _read_stream(name, io.BytesIO(data), limit, pillow_rows)
         except MemoryError as exc:
             raise _out_of_memory(name, limit) from exc
 
@@ -653,7 +659,7 @@ def _out_of_memory(name, limit):
     return ImageError(f"cannot read '{name}': not enough memory to decode it{why}")
 
 
-def _read_stream(name, stream, limit):
+def _read_stream(name, stream, limit, pillow_rows=False):
     try:
         with _pillow_limit_off():
             im = Image.open(stream, formats=_READ_FORMATS)
@@ -666,7 +672,7 @@ def _read_stream(name, stream, limit):
 
     with im:
         rawmode = _source_rawmode(im)
-        limit = limit.bound(_decoded_layout(im, rawmode))  # the memory guard, for this image's layout
+        limit = limit.bound(_decoded_layout(im, rawmode, pillow_rows))  # the memory guard, for this image's layout
         _refuse_bomb(name, im.size, limit)
         opened, frame_count = im, _count_frames(name, im, stream, limit)  # every frame against the limit
         if _codec_mode(im, rawmode) is not None and not (im.format == "PNG" and frame_count > 1):
@@ -682,6 +688,8 @@ def _read_stream(name, stream, limit):
             orientation = _pillow_orientation(im)
         # A single image decoded straight into numpy's memory (no copy for most modes).
         storage = _numpy_storage(im) if frame_count == 1 else None
+        if storage is not None and pillow_rows:
+            storage = dataclasses.replace(storage, pillow_rows=True)
         try:
             pillow_limit = Image.MAX_IMAGE_PIXELS
             if pillow_limit is not None and im.width * im.height > pillow_limit:
@@ -923,6 +931,7 @@ class _Storage:
 
     core: object
     array: np.ndarray
+    pillow_rows: bool = False  # RGB: pixels are a view of these rows (read_image's pillow_rows)
 
 
 def _numpy_storage(im):
@@ -980,7 +989,7 @@ def _pixels_of(im, storage=None):
         _, pillow, numpy = _PILLOW_STORAGE[im.mode]
         if pillow == numpy:
             return storage.array  # Pillow's rows are the array's: nothing to pack
-        if im.mode == "RGB":
+        if im.mode == "RGB" and storage.pillow_rows:
             from imgconv.engine import run  # numpy only, and only where pixels are read
 
             # Not packed: the kernels read Pillow's 4-byte rows as they are, and write

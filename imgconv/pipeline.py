@@ -172,7 +172,7 @@ def check_linear_light(image: io.ImageData, name: str, chain: Chain) -> None:
         raise ImageError(f"cannot filter '{name}' in linear light: {problem}; convert it to sRGB first, or leave out --linear")
 
 
-def read_checked(source, *chains: Chain, float_copies=0) -> io.ImageData:
+def read_checked(source, *chains: Chain, float_copies=0, pillow_rows=False) -> io.ImageData:
     """Read ``source`` and refuse it if any of ``chains`` cannot filter it.
 
     Parameters
@@ -185,6 +185,8 @@ def read_checked(source, *chains: Chain, float_copies=0) -> io.ImageData:
         What filtering it holds, for the memory guard (see
         :func:`imgconv.io.read_image` and :func:`job_float_copies`); 0 where
         the image is not filtered at full size (a gallery) or by one filter.
+    pillow_rows : bool
+        See :func:`imgconv.io.read_image` (8-bit RGB left in Pillow's 4-byte rows).
 
     Returns
     -------
@@ -196,7 +198,7 @@ def read_checked(source, *chains: Chain, float_copies=0) -> io.ImageData:
         When the file cannot be read (see :func:`imgconv.io.read_image`) or a
         chain cannot filter it.
     """
-    image = io.read_image(source, float_copies=float_copies)
+    image = io.read_image(source, float_copies=float_copies, pillow_rows=pillow_rows)
     for chain in chains:
         check_linear_light(image, display_name(source), chain)
     return image
@@ -368,7 +370,9 @@ def filter_file(job: Job, source, destination, *, out_format: str | None = None,
     ImgconvWarning
         For what the input's decoding or the output's format loses.
     """
-    image = read_checked(source, job.chain, float_copies=job_float_copies(job))
+    # 8-bit RGB stays in Pillow's 4-byte rows: the kernels read them and write the
+    # encoder's, so neither side packs (engine.run.padded_rows).
+    image = read_checked(source, job.chain, float_copies=job_float_copies(job), pillow_rows=True)
     fmt = output_format(destination, image, out_format)
     frames, plans = filter_frames(job, image, display_name(source))
     shape = image.pixels.shape

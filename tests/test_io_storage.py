@@ -88,7 +88,7 @@ def test_pixels_read_into_numpy_have_the_kernels_one_signature(tmp_path, rng):
         array = rng.integers(0, 2**bits, size=SHAPE + channels).astype(np.uint16 if bits == 16 else np.uint8)
         path = tmp_path / f"{color_type}-{bits}.png"
         path.write_bytes(handmade_png(array, color_type, bits))
-        pixels = io.read_image(path).pixels
+        pixels = io.read_image(path, pillow_rows=True).pixels
         if mode == "RGB":  # Pillow's 4-byte rows, which the kernels are handed (engine.run)
             pixels, _, _ = run.padded_rows(pixels)
             array = np.empty((SHAPE[0], SHAPE[1] * 4), np.uint8)
@@ -113,7 +113,7 @@ def test_png_decoded_into_numpy_is_the_written_array(tmp_path, rng, storages, mo
     array = rng.integers(0, top, size=SHAPE + channels).astype(np.uint16 if bits == 16 else np.uint8)
     path = tmp_path / "x.png"
     path.write_bytes(handmade_png(array, color_type, bits, interlace))
-    data = io.read_image(path)
+    data = io.read_image(path, pillow_rows=True)
     assert data.mode == mode
     check_canonical(data.pixels)
     np.testing.assert_array_equal(data.pixels, array)
@@ -129,6 +129,9 @@ def test_png_decoded_into_numpy_is_the_written_array(tmp_path, rng, storages, mo
     plain = plain_read(monkeypatch, path)
     np.testing.assert_array_equal(data.pixels, plain.pixels)
     assert (data.mode, data.has_alpha, data.format) == (plain.mode, plain.has_alpha, plain.format)
+    packed = io.read_image(path)  # by default every layout is packed, RGB too
+    assert packed.pixels.flags.c_contiguous
+    np.testing.assert_array_equal(packed.pixels, array)
 
 
 @pytest.mark.parametrize("mode", ["L", "RGB"])
@@ -136,7 +139,7 @@ def test_jpeg_decoded_into_numpy_matches_opencv_and_the_plain_path(tmp_path, rng
     base = rng.integers(0, 256, size=(61, 87, 3), dtype=np.uint8)
     path = tmp_path / "x.jpg"
     Image.fromarray(base).convert(mode).save(path, quality=90)
-    data = io.read_image(path)
+    data = io.read_image(path, pillow_rows=True)
     check_canonical(data.pixels)
     (storage,) = storages
     assert storage is not None
@@ -156,7 +159,7 @@ def test_mpo_first_image_decoded_into_numpy(tmp_path, rng, storages, monkeypatch
     first, second = (rng.integers(0, 256, size=(61, 87, 3), dtype=np.uint8) for _ in range(2))
     path = tmp_path / "x.mpo"
     Image.fromarray(first).save(path, format="MPO", save_all=True, append_images=[Image.fromarray(second)])
-    data = io.read_image(path)
+    data = io.read_image(path, pillow_rows=True)
     assert storages[0] is not None and data.format == "JPEG"
     plain = plain_read(monkeypatch, path)
     np.testing.assert_array_equal(data.pixels, plain.pixels)
@@ -170,7 +173,7 @@ def test_bmp_decoded_into_numpy_is_the_written_array(tmp_path, rng, storages, mo
     array = rng.integers(0, 256, size=SHAPE + channels, dtype=np.uint8)
     path = tmp_path / "x.bmp"
     Image.fromarray(array).save(path)
-    data = io.read_image(path)
+    data = io.read_image(path, pillow_rows=True)
     plain = plain_read(monkeypatch, path)
     np.testing.assert_array_equal(data.pixels, plain.pixels)
     expected = array[..., :3] if mode == "RGBA" else array  # Pillow writes BMP without alpha
@@ -385,7 +388,7 @@ def test_rgb_without_map_buffer_and_other_routes_are_packed(tmp_path, rng, monke
     from imgconv.engine import compiled
 
     source = _rgb_file(tmp_path, rng, "png", shape=(23, 31))
-    data = io.read_image(source)
+    data = io.read_image(source, pillow_rows=True)
     assert run.padded_rows(data.pixels) is not None
     kernel = np.asarray(load_catalog().resolve("gaussian", {"sigma": 1.0}).kernels[0].matrix)
     expected = [imgconv_convolve(np.ascontiguousarray(data.pixels), kernel, strategy) for strategy in ("direct", "separable", "fft")]
@@ -402,7 +405,7 @@ def test_rgb_without_map_buffer_and_other_routes_are_packed(tmp_path, rng, monke
         raise ValueError("no mapping here")
 
     monkeypatch.setattr(Image.core, "map_buffer", refuse)
-    fallback = io.read_image(source)
+    fallback = io.read_image(source, pillow_rows=True)
     check_canonical(fallback.pixels)
     assert fallback.pixels.flags.c_contiguous
     np.testing.assert_array_equal(fallback.pixels, data.pixels)
