@@ -996,6 +996,7 @@ def _pixels_of(im, storage=None):
             # theirs in that layout for the encoder (engine.run.padded_rows).  Pillow's
             # RGB unpackers set every pad byte to 255.
             run.mark_pads_set(storage.array)
+            run.set_packer(_pack_rgb)  # for the routes that take packed rows
             return storage.array[:, :, :3]
     if width == 0 or height == 0 or im.mode == "1":
         return np.array(im)
@@ -1022,6 +1023,16 @@ def _pixels_of(im, storage=None):
     if code < 0 or done != view.size:
         return np.array(im)  # not what tobytes() would have given: let it say why
     return out
+
+
+def _pack_rgb(rows):
+    """(H, W * 4) uint8 RGB rows in Pillow's layout packed to (H, W * 3) by Pillow's raw
+    packer (``engine.run.set_packer``); None where Pillow cannot map them."""
+    height, width = rows.shape[0], rows.shape[1] // 4
+    image = _shared_image(_map_array(rows.reshape(height, width, 4), "RGB"), "RGB")
+    if image is None:
+        return None
+    return _pixels_of(image).reshape(height, width * 3)
 
 
 def _cmyk_to_rgb(im, metadata, notes):

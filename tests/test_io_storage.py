@@ -432,6 +432,16 @@ def test_padded_views_are_recognised_only_where_whole(rng):
     readonly = storage.copy()
     readonly.flags.writeable = False
     assert run.padded_rows(readonly[:, :, :3]) is None
+    # Packed for the routes that take packed rows: by Pillow's packer once io registered it, else numpy.
+    want = np.ascontiguousarray(storage[:, :, :3]).reshape(5, 21)
+    np.testing.assert_array_equal(run.packed(rows, 3, 4), want)
+    np.testing.assert_array_equal(io._pack_rgb(rows), want)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(run, "_packer", None)
+        np.testing.assert_array_equal(run.packed(rows, 3, 4), want)
+        got, channels = run.canonical_rows(storage[:, :, :3])
+        assert channels == 3 and got.flags.c_contiguous
+        np.testing.assert_array_equal(got, want)
     # A view of unmarked memory goes to the encoder packed (its pad bytes may be anything).
     image = io._image_for(storage[:, :, :3])
     assert image.tobytes() == np.ascontiguousarray(storage[:, :, :3]).tobytes()

@@ -54,6 +54,12 @@ compares them bit for bit.
 Source rows are uint8, uint16 or float32, C-contiguous and writable
 (``engine.run`` hands them over in that one form, so each kernel has one
 compiled signature per dtype); every compiled function has ``cache=True``.
+8-bit RGB may also come in Pillow's own rows, 4 bytes a pixel (R, G, B, a pad
+byte): the same (H, W * 4) uint8 array type with a pixel stride of 4, read by
+``_fill_line`` into packed line buffers and written back into 4-byte pixels by
+``_spread`` (pad bytes 255) as each tile is finished, so that ``imgconv.io``
+neither packs the decoded image nor unpacks the result for the encoder; the
+sums, and so the bits, are those of the packed rows.
 Compiled callees are never handed literal integers (numba compiles a callee
 once per literal value it is called with).  The entry points ``run_direct``
 and ``run_separable`` have ``engine.run``'s signature.
