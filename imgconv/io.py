@@ -541,12 +541,13 @@ def read_image(path, *, float_copies=0, pillow_rows=False) -> ImageData:
         full-size float32 copies of the image the filter that follows holds, or
         a function of ``has_alpha`` that says (:func:`imgconv.chain.float_copies`);
         0, the default, is a single filter on its fused path.
-    pillow_rows : bool
+    pillow_rows : bool or callable
         8-bit RGB decoded into numpy's memory (JPEG, PNG, BMP) is left in Pillow's rows
         of 4 bytes a pixel (R, G, B, a pad byte of 255): ``pixels`` is then the view
         ``rows[:, :, :3]``, not C-contiguous, which the compiled kernels read as they are
         and whose filtered result goes to the encoder without a copy
-        (``engine.run.padded_rows``; the per-file path, ``pipeline.filter_file``).
+        (``engine.run.padded_rows``; the per-file path, ``pipeline.filter_file``).  A
+        callable is asked ``pillow_rows(width, height)`` once the size is known.
         Default: packed pixels, as every other layout.
 
     Returns
@@ -672,6 +673,8 @@ def _read_stream(name, stream, limit, pillow_rows=False):
 
     with im:
         rawmode = _source_rawmode(im)
+        if callable(pillow_rows):  # asked only where it could matter: RGB decoded into numpy's memory
+            pillow_rows = im.mode == "RGB" and im.format in _DECODE_INTO_FORMATS and bool(pillow_rows(*im.size))
         limit = limit.bound(_decoded_layout(im, rawmode, pillow_rows))  # the memory guard, for this image's layout
         _refuse_bomb(name, im.size, limit)
         opened, frame_count = im, _count_frames(name, im, stream, limit)  # every frame against the limit

@@ -328,6 +328,26 @@ def output_format(destination, image: io.ImageData | None = None, out_format: st
     return io.output_format(destination)
 
 
+def _pillow_rows(job: Job):
+    """For :func:`imgconv.io.read_image`: 8-bit RGB stays in Pillow's 4-byte rows where the
+    job's one filter hands them to the compiled kernels as they are (they read them and
+    write the encoder's: neither side packs, ``engine.run.padded_rows``); elsewhere (a
+    chain, the numpy route, the FFT, the GPU) they would be packed anyway, and the packed
+    copy would sit beside them: packed when read, as before."""
+    if not job.chain.is_plain:
+        return False
+    from imgconv import filtering
+
+    def decide(width, height):
+        flt = job.chain.steps[0].filter
+        try:
+            return filtering.takes_pillow_rows(flt, (height, width, 3), out_range=job.out_range, backend=job.backend, strategy=job.strategy)
+        except (ValueError, ImgconvError):  # refused when it runs, with its own message
+            return False
+
+    return decide
+
+
 def filter_file(job: Job, source, destination, *, out_format: str | None = None, open_folder=None) -> Filtered:
     """Read ``source``, check it, filter it, write ``destination``.
 
@@ -370,9 +390,7 @@ def filter_file(job: Job, source, destination, *, out_format: str | None = None,
     ImgconvWarning
         For what the input's decoding or the output's format loses.
     """
-    # 8-bit RGB stays in Pillow's 4-byte rows: the kernels read them and write the
-    # encoder's, so neither side packs (engine.run.padded_rows).
-    image = read_checked(source, job.chain, float_copies=job_float_copies(job), pillow_rows=True)
+    image = read_checked(source, job.chain, float_copies=job_float_copies(job), pillow_rows=_pillow_rows(job))
     fmt = output_format(destination, image, out_format)
     frames, plans = filter_frames(job, image, display_name(source))
     shape = image.pixels.shape

@@ -445,3 +445,34 @@ def test_padded_views_are_recognised_only_where_whole(rng):
     # A view of unmarked memory goes to the encoder packed (its pad bytes may be anything).
     image = io._image_for(storage[:, :, :3])
     assert image.tobytes() == np.ascontiguousarray(storage[:, :, :3]).tobytes()
+
+
+@pytest.mark.parametrize("why", ["numpy route", "chain", "fft"])
+def test_rgb_read_packed_where_the_kernels_would_not_take_pillows_rows(tmp_path, rng, monkeypatch, why):
+    """Where the filtering would pack the rows anyway (the numpy twin, a chain, the FFT),
+    filter_file reads them packed, as before (no packed copy beside Pillow's rows)."""
+    from imgconv.engine import compiled
+
+    source = _rgb_file(tmp_path, rng, "png")
+    chain = parse_chain(["gaussian:sigma=1.5,sharpen"], load_catalog()) if why == "chain" else parse_chain(["gaussian"], load_catalog(), params=["sigma=1.5"])
+    job = Job(chain=chain, strategy="fft" if why == "fft" else "auto")
+    if why == "numpy route":
+        monkeypatch.setattr(compiled, "would_use_vector", lambda strategy, work: True)
+        monkeypatch.setattr(compiled, "use_vector", lambda strategy, work: True)
+    read = []
+    original = io.read_image
+
+    def spy(*args, **kwargs):
+        data = original(*args, **kwargs)
+        read.append(data.pixels)
+        return data
+
+    monkeypatch.setattr(io, "read_image", spy)
+    filter_file(job, source, tmp_path / "fast.png")
+    (pixels,) = read
+    assert pixels.flags.c_contiguous  # packed
+    with monkeypatch.context() as patch:
+        patch.setattr(io, "_numpy_storage", lambda im: None)
+        patch.setattr(io, "_in_numpy_storage", lambda array, mode: None)
+        filter_file(job, source, tmp_path / "plain.png")
+    assert (tmp_path / "fast.png").read_bytes() == (tmp_path / "plain.png").read_bytes()

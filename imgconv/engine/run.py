@@ -139,11 +139,26 @@ def packed(rows: np.ndarray, channels: int, stride: int) -> np.ndarray:
     return out.reshape(height, -1)
 
 
+def _one_cpu_pass(plan: Plan) -> bool:
+    return plan.backend == "cpu" and (plan.strategy == "direct" or (plan.strategy == "separable" and len(plan.factors) == 1))
+
+
 def _takes_stride(plan: Plan, rows: np.ndarray, finish: Finish, compiled_route: bool) -> bool:
     """Whether the route reads and writes rows of a pixel stride (``cpu.run_direct``): the
     compiled CPU kernels, finishing uint8 rows into uint8 in the kernel."""
-    one_pass = plan.strategy == "direct" or (plan.strategy == "separable" and len(plan.factors) == 1)
-    return compiled_route and plan.backend == "cpu" and one_pass and rows.dtype == np.uint8 and finish.dtype == np.uint8 and not finish.plain
+    return compiled_route and _one_cpu_pass(plan) and rows.dtype == np.uint8 and finish.dtype == np.uint8 and not finish.plain
+
+
+def takes_pillow_rows(plan: Plan, shape) -> bool:
+    """Whether :func:`run` would now hand 8-bit RGB rows of ``shape`` (H, W, 3) to the
+    kernels in Pillow's layout for ``plan`` (with a uint8 finish): a compiled CPU pass.
+    Elsewhere they would be packed first, so a reader had better pack them itself (the
+    packed copy would sit beside Pillow's rows)."""
+    if not _one_cpu_pass(plan):
+        return False
+    from imgconv.engine import compiled
+
+    return not compiled.would_use_vector(plan.strategy, _work(plan, float(np.prod(shape))))
 
 
 def thread_count(threads: int | None) -> int:
