@@ -476,3 +476,27 @@ def test_rgb_read_packed_where_the_kernels_would_not_take_pillows_rows(tmp_path,
         patch.setattr(io, "_in_numpy_storage", lambda array, mode: None)
         filter_file(job, source, tmp_path / "plain.png")
     assert (tmp_path / "fast.png").read_bytes() == (tmp_path / "plain.png").read_bytes()
+
+
+def test_a_route_without_pixel_strides_is_handed_packed_rows(rng, monkeypatch):
+    """What the GPU route (or any route but the compiled CPU one) is handed for a view of
+    Pillow's rows: packed, C-contiguous rows, and its packed result comes back shaped as the image."""
+    import dataclasses
+
+    from imgconv.engine.finish import Finish
+    from imgconv.engine.plan import make_plan
+
+    storage = rng.integers(0, 256, size=(9, 11, 4), dtype=np.uint8)
+    seen = []
+
+    def gpu_like(plan, rows, channels, mode, cval, finish, threads):
+        seen.append(rows)
+        return rows.copy(), True  # an identity, finished
+
+    plan = dataclasses.replace(make_plan(np.ones((1, 1)), (9, 11, 3), strategy="direct"), backend="cuda")
+    monkeypatch.setattr(run, "make_plan", lambda *args, **kwargs: plan)
+    monkeypatch.setattr(run, "_entry", lambda plan, elements: (gpu_like, False))
+    out, _ = run.convolve_planned(storage[:, :, :3], np.ones((1, 1)), mode="reflect", cval=0.0, finish=Finish(np.uint8))
+    (rows,) = seen
+    assert rows.shape == (9, 33) and rows.flags.c_contiguous
+    np.testing.assert_array_equal(out, storage[:, :, :3])
