@@ -56,8 +56,8 @@ Source rows are uint8, uint16 or float32, C-contiguous and writable
 compiled signature per dtype); every compiled function has ``cache=True``.
 8-bit RGB may also come in Pillow's own rows, 4 bytes a pixel (R, G, B, a pad
 byte): the same (H, W * 4) uint8 array type with a pixel stride of 4, read by
-``_fill_line`` into packed line buffers and written back into 4-byte pixels by
-``_spread`` (pad bytes 255) as each tile is finished, so that ``imgconv.io``
+``_fill_line`` into packed line buffers and finished into 4-byte pixels by
+``_finish_rgb`` (pad bytes 255), so that ``imgconv.io``
 neither packs the decoded image nor unpacks the result for the encoder; the
 sums, and so the bits, are those of the packed rows.
 Compiled callees are never handed literal integers (numba compiles a callee
@@ -203,8 +203,8 @@ _compile_fused()
 @njit(**COMPILE_OPTIONS)
 def _fill_line(line, src, r, col_map, cval, lead, channels, stride):
     """Row ``r`` of ``src`` as float32, packed, extended by the border map; ``r < 0``: all
-    ``cval``.  ``src`` holds ``stride`` elements a pixel, its ``channels`` first (packed:
-    ``stride == channels``; Pillow's RGB rows: 3 of 4, the pad byte unread)."""
+    ``cval``.  ``src`` holds ``stride`` elements a pixel, its ``channels`` first: packed
+    (``stride == channels``), or Pillow's RGB rows (3 of 4, the pad byte unread)."""
     if r < 0:
         line[:] = cval
         return
@@ -215,17 +215,13 @@ def _fill_line(line, src, r, col_map, cval, lead, channels, stride):
     if stride == channels:
         for j in range(width):
             middle[j] = row[j]
-    elif channels == 3 and stride == 4:
+    else:
         # Written out, so LLVM vectorises the interleaved loads (a loop over the channels
         # ran 4x slower): as fast as the packed loop, measured.
         for q in range(pixels):
             middle[3 * q] = row[4 * q]
             middle[3 * q + 1] = row[4 * q + 1]
             middle[3 * q + 2] = row[4 * q + 2]
-    else:
-        for q in range(pixels):
-            for c in range(channels):
-                middle[q * channels + c] = row[q * stride + c]
     # The border map gives packed elements: pixel c // channels, channel c % channels.
     for j in range(lead):
         c = col_map[j]
@@ -338,39 +334,32 @@ def _finish(acc, out_row, offset, absolute, rounding, low, high):
 
 
 @njit(**COMPILE_OPTIONS)
-def _spread(packed, out_row, j0, channels, stride):
-    """Packed finished elements ``packed`` (whole pixels, from packed element ``j0``, a
-    pixel's first) into ``out_row``'s pixels of ``stride`` elements; the elements past the
-    channels (Pillow's RGB pad byte) are set to 255, as Pillow's own unpacker sets them."""
-    pixels = packed.shape[0] // channels
-    q0 = j0 // channels
-    target = out_row[q0 * stride : (q0 + pixels) * stride]
-    if channels == 3 and stride == 4:
-        # Every byte of each 4 stored, so LLVM vectorises the interleaved stores (with the
-        # pad byte left out it did not: 4x slower, measured).
-        for q in range(pixels):
-            target[4 * q] = packed[3 * q]
-            target[4 * q + 1] = packed[3 * q + 1]
-            target[4 * q + 2] = packed[3 * q + 2]
-            target[4 * q + 3] = 255
-    else:
-        for q in range(pixels):
-            for c in range(channels):
-                target[q * stride + c] = packed[q * channels + c]
-            for c in range(channels, stride):
-                target[q * stride + c] = 255
+def _finish_rgb(acc, out_row, j0, offset, absolute, rounding, low, high):
+    """``_finish`` into Pillow's RGB pixels: ``acc`` (packed R, G, B sums of whole pixels,
+    from packed element ``j0``, a pixel's first) finished into ``out_row``'s pixels of 4
+    elements, the pad element 255 as Pillow's own unpacker sets it."""
+    pixels = acc.shape[0] // 3
+    q0 = j0 // 3
+    target = out_row[4 * q0 : 4 * (q0 + pixels)]
+    # Every element of each 4 stored, so LLVM vectorises the interleaved stores (with the
+    # pad left out it did not: 4x slower); 0.4 ns a pixel more than the packed finish, where
+    # a finish into a tile and then a copy into the pixels took 0.9 (measured, 12 MP).
+    for q in range(pixels):
+        target[4 * q] = _finished(acc[3 * q], offset, absolute, rounding, low, high)
+        target[4 * q + 1] = _finished(acc[3 * q + 1], offset, absolute, rounding, low, high)
+        target[4 * q + 2] = _finished(acc[3 * q + 2], offset, absolute, rounding, low, high)
+        target[4 * q + 3] = 255
 
 
 @njit(**COMPILE_OPTIONS)
-def _sum_columns(out0, out1, sum0, sum1, lines, rows, offsets, weights, pair, shift, first, last, tile, finish, channels, stride, spread):
+def _sum_columns(out0, out1, sum0, sum1, lines, rows, offsets, weights, pair, shift, first, last, tile, finish, channels, stride):
     """``out0[first:last]`` (and ``out1[first:last]`` when ``pair`` is not ``PAIR_NONE``):
     the taps of ``lines`` (element ``e`` reads ``e + shift``), tile by tile, finished.
 
     The sums go to ``sum0`` / ``sum1``: the float32 output rows themselves when the
     finish is plain (nothing to do), else tile-sized buffers finished into ``out``.
     Output rows of ``stride`` elements a pixel (not ``channels``: Pillow's RGB rows) get
-    each tile finished into ``spread`` (a tile of the output's dtype) and spread into
-    their pixels (``_spread``; tiles then start on whole pixels).
+    each tile finished into their pixels (``_finish_rgb``; tiles then start on whole pixels).
     """
     offset, absolute, rounding, low, high = finish[0], finish[1] != 0, finish[2] != 0, finish[3], finish[4]
     plain = finish[5] != 0
@@ -387,11 +376,9 @@ def _sum_columns(out0, out1, sum0, sum1, lines, rows, offsets, weights, pair, sh
             if pair != PAIR_NONE:
                 _finish(a1, out1[j0 : j0 + n], offset, absolute, rounding, low, high)
         elif not plain:
-            _finish(a0, spread[:n], offset, absolute, rounding, low, high)
-            _spread(spread[:n], out0, j0, channels, stride)
+            _finish_rgb(a0, out0, j0, offset, absolute, rounding, low, high)
             if pair != PAIR_NONE:
-                _finish(a1, spread[:n], offset, absolute, rounding, low, high)
-                _spread(spread[:n], out1, j0, channels, stride)
+                _finish_rgb(a1, out1, j0, offset, absolute, rounding, low, high)
 
 
 # --- the ends of rows read in place ---------------------------------------------------------------
@@ -481,7 +468,6 @@ def _direct_rows(src, fsrc, tap_rows, tap_offsets, tap_weights, kh, row_map, col
         acc0 = np.empty(min(width, tile), np.float32)
         acc1 = np.empty(min(width, tile), np.float32)
         rows = np.empty(max(ntaps, kh + 1), np.int64)
-        spread = np.empty(0 if stride == channels else min(width, tile), out.dtype)
         ends = np.empty((last - first, line_len - width), np.float32)
         if in_place:
             _row_ends(ends, fsrc, row_map, first, kh - 1, col_map, cval, lead, inner, rows, tap_rows, tap_offsets, tap_weights)
@@ -511,7 +497,7 @@ def _direct_rows(src, fsrc, tap_rows, tap_offsets, tap_weights, kh, row_map, col
             i1 = i + 1 if kind != PAIR_NONE else i
             sum0 = fout[i] if plain else acc0
             sum1 = fout[i1] if plain else acc1
-            _sum_columns(out[i], out[i1], sum0, sum1, source, row_taps, tap_offsets, tap_weights, kind, shift, j_first, j_last, tile, finish, channels, stride, spread)
+            _sum_columns(out[i], out[i1], sum0, sum1, source, row_taps, tap_offsets, tap_weights, kind, shift, j_first, j_last, tile, finish, channels, stride)
             if direct:
                 _store_ends(out[i], ends[i - first], lead, inner, finish)
                 if kind != PAIR_NONE:
@@ -556,8 +542,6 @@ def _separable_rows(src, fsrc, row_offsets, row_weights, col_weights, row_map, c
         source_rows = np.empty(nrow, np.int64)
         ring_slots = np.empty(slots, np.int64)
         ring_offsets = np.zeros(kh, np.int64)
-        spread = np.empty(0 if stride == channels else min(width, tile), out.dtype)
-        packed = np.empty(0, np.float32)  # the row pass's spread: its results are packed
         ends = np.empty((last + kh - 1 - first, line_len - width), np.float32)  # row-pass results at the row ends
         if in_place:
             _row_ends(ends, fsrc, row_map, first, zero, col_map, cval, lead, inner, source_rows, line_slots, row_offsets, row_weights)
@@ -575,7 +559,7 @@ def _separable_rows(src, fsrc, row_offsets, row_weights, col_weights, row_map, c
                 else:
                     _fill_line(line[0], src, r, col_map, cval, lead, channels, stride)
                     source, rows, shift, j_first, j_last = line, line_slots, zero, zero, width
-                _sum_columns(target, target, target, target, source, rows, row_offsets, row_weights, single, shift, j_first, j_last, tile, row_finish, channels, channels, packed)
+                _sum_columns(target, target, target, target, source, rows, row_offsets, row_weights, single, shift, j_first, j_last, tile, row_finish, channels, channels)
                 if in_place:
                     _store_ends(target, ends[p - first], lead, inner, row_finish)
             # Output rows i (and i + 1) once their kh (kh + 1) row-pass results are in the ring.
@@ -588,7 +572,7 @@ def _separable_rows(src, fsrc, row_offsets, row_weights, col_weights, row_map, c
             rows = ring_slots if kind != PAIR_NONE else ring_slots[:kh]
             sum0 = fout[i] if plain else acc0
             sum1 = fout[i1] if plain else acc1
-            _sum_columns(out[i], out[i1], sum0, sum1, ring, rows, ring_offsets, col_weights, kind, zero, zero, width, tile, finish, channels, stride, spread)
+            _sum_columns(out[i], out[i1], sum0, sum1, ring, rows, ring_offsets, col_weights, kind, zero, zero, width, tile, finish, channels, stride)
             i += 2 if kind != PAIR_NONE else 1
 
 
@@ -675,18 +659,19 @@ def _separable_pass(rows, channels, column, row, mode, cval, out, finish, row_ma
 
 
 def _checked_stride(rows, channels, stride, finish):
-    """The pixel stride of ``rows`` (``channels`` when packed).  Rows of another stride are
-    read through line buffers only, into an output finished in the kernel: integer rows,
-    an integer finish (float32 rows read in place, and plain float32 sums, are packed)."""
+    """The pixel stride of ``rows`` (``channels`` when packed).  The other stride is Pillow's
+    RGB rows' (3 channels, 4 elements a pixel), read through line buffers only, into an
+    output finished in the kernel: integer rows, an integer finish (float32 rows read in
+    place, and plain float32 sums, are packed)."""
     if stride is None or stride == channels:
         return channels
-    if rows.dtype == np.float32 or finish.plain or stride < channels or rows.shape[1] % stride:
-        raise ValueError(f"pixel stride {stride} is for integer rows finished in the kernel, got {rows.dtype} rows, stride {stride}, {channels} channels")
+    if (channels, stride) != (3, 4) or rows.dtype == np.float32 or finish.plain or rows.shape[1] % stride:
+        raise ValueError(f"pixel stride 4 is for 3-channel integer rows finished in the kernel, got {rows.dtype} rows, stride {stride}, {channels} channels")
     return int(stride)
 
 
 def _tile(channels, stride):
-    """The column tile: whole pixels where the output is spread into strided pixels."""
+    """The column tile: whole pixels where the output goes into Pillow's RGB pixels."""
     tile = tunables.CPU_COLUMN_TILE
     return tile if stride == channels else max(channels, tile - tile % channels)
 
