@@ -18,6 +18,7 @@ from imgconv.errors import shorten
 from imgconv.engine.finish import Finish, clip_to_range, float32_range, shift, to_dtype
 from imgconv.engine.plan import Plan, check_request, make_plan
 from imgconv.engine.run import convolve_planned
+from imgconv.engine.run import takes_pillow_rows as _route_takes_pillow_rows
 
 ALPHA_POLICIES = choices.ALPHA_POLICIES
 OUT_RANGES = choices.OUT_RANGES
@@ -426,6 +427,18 @@ def apply_filter(
     options = _Options(choices.canonical_mode(mode), check_cval(cval), backend, strategy, threads, [] if explain else None)
     result = _apply(array, flt, options, alpha, has_alpha, out_range)
     return (result, options.passes) if explain else result
+
+
+def takes_pillow_rows(flt, shape, *, out_range=None, backend="auto", strategy="auto") -> bool:
+    """Whether :func:`apply_filter` of the resolved ``flt`` on a uint8 RGB image of ``shape``
+    (no alpha) would hand Pillow's 4-byte rows to the compiled kernels as they are
+    (``engine.run.takes_pillow_rows``): one kernel, finished in the kernel."""
+    out_range = flt.out_range if out_range is None else out_range
+    if flt.combine != "single" or out_range == "normalize":
+        return False
+    kernel = flt.kernels[0]
+    plan = make_plan(kernel.matrix, tuple(shape), backend=backend, strategy=strategy, factors=kernel.factors)
+    return _route_takes_pillow_rows(plan, shape)
 
 
 def streamable(dtype) -> str | None:

@@ -93,6 +93,7 @@ the pixels stay as stored (Pillow's TIFF loader turns them: that is undone).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import glob
 import io
@@ -277,7 +278,8 @@ class ImageData:
     pixels : numpy.ndarray
         (H, W) or (H, W, C) with C in {2 (grey + alpha), 3 (RGB), 4 (RGBA)};
         dtype uint8, uint16 (0..65535) or float32 (0..1 full scale), for grey
-        and colour alike; C-contiguous and writable.
+        and colour alike; C-contiguous and writable (but see ``pillow_rows`` of
+        :func:`read_image`).
     mode : {'L', 'LA', 'RGB', 'RGBA', 'I;16', 'LA;16', 'RGB;16', 'RGBA;16', 'F', 'LA;F', 'RGB;F', 'RGBA;F'}
         The layout (see the module documentation): a Pillow mode after
         expansion (palette to RGB/RGBA, 1-bit to L, CMYK to RGB, ...), or
@@ -451,7 +453,7 @@ def _refuse_bomb(name, size, limit, frames=1):
 _PILLOW_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
 
 
-def _decoded_layout(im, rawmode):
+def _decoded_layout(im, rawmode, pillow_rows=False):
     """The :class:`imgconv.memory.Layout` that ``_canonical_pixels`` will give
     an opened, not yet decoded ``im`` (from its header: mode, transparency)."""
     if (deep := _codec_mode(im, rawmode)) is not None:
@@ -478,6 +480,10 @@ def _decoded_layout(im, rawmode):
     alpha = mode in ("RGBA", "RGBa", "PA") or (mode in ("P", "RGB") and transparent) or palette_alpha
     converted = mode not in ("RGB", "RGBA") or transparent  # P, CMYK, YCbCr, ... go through a converted copy
     channels = 4 if alpha else 3
+    if pillow_rows and mode == "RGB" and not converted and im.format in _DECODE_INTO_FORMATS:
+        # Decoded into Pillow's 4-byte rows and filtered in that layout (_pixels_of): 4
+        # bytes a pixel for the input and the output, and no decoder's image beside them.
+        return memory.Layout(4, 3, False, 4, "RGB, 8-bit")
     return memory.Layout(channels, channels, alpha, pillow + (4 if converted else 0), "RGBA, 8-bit" if alpha else "RGB, 8-bit")
 
 
@@ -516,7 +522,7 @@ def _source_rawmode(im):
     return args if isinstance(args, str) else ""
 
 
-def read_image(path, *, float_copies=0) -> ImageData:
+def read_image(path, *, float_copies=0, pillow_rows=False) -> ImageData:
     """Read an image file into memory, completely.
 
     The file is decoded in full here (so a truncated file fails here, not later)
@@ -535,6 +541,14 @@ def read_image(path, *, float_copies=0) -> ImageData:
         full-size float32 copies of the image the filter that follows holds, or
         a function of ``has_alpha`` that says (:func:`imgconv.chain.float_copies`);
         0, the default, is a single filter on its fused path.
+    pillow_rows : bool or callable
+        8-bit RGB decoded into numpy's memory (JPEG, PNG, BMP) is left in Pillow's rows
+        of 4 bytes a pixel (R, G, B, a pad byte of 255): ``pixels`` is then the view
+        ``rows[:, :, :3]``, not C-contiguous, which the compiled kernels read as they are
+        and whose filtered result goes to the encoder without a copy
+        (``engine.run.padded_rows``; the per-file path, ``pipeline.filter_file``).  A
+        callable is asked ``pillow_rows(width, height)`` once the size is known.
+        Default: packed pixels, as every other layout.
 
     Returns
     -------
@@ -557,7 +571,7 @@ def read_image(path, *, float_copies=0) -> ImageData:
         to RGB without a usable ICC profile, associated alpha read as straight).
     """
     if isinstance(path, str) and path == STDIO:
-        return _read_stdin(_pixel_limit(float_copies))
+        return _read_stdin(_pixel_limit(float_copies), pillow_rows)
     name = _name(path)
     limit = _pixel_limit(float_copies)
     # A directory gives PermissionError rather than IsADirectoryError on some systems.
@@ -573,7 +587,7 @@ def read_image(path, *, float_copies=0) -> ImageData:
         raise _open_error(name, exc) from exc
     with stream, _native_chatter_folded(name):
         try:
-            return _read_stream(name, stream, limit)
+            return _read_stream(name, stream, limit, pillow_rows)
         except MemoryError as exc:
             raise _out_of_memory(name, limit) from exc
 
@@ -620,7 +634,7 @@ def _captured_line(capture):
     return ""
 
 
-def _read_stdin(limit):
+def _read_stdin(limit, pillow_rows=False):
     name = STDIN_NAME
     stream = getattr(sys.stdin, "buffer", None)
     if stream is None:
@@ -633,7 +647,7 @@ def _read_stdin(limit):
         raise ImageError(f"cannot read '{name}': no data on standard input")
     with _native_chatter_folded(name):
         try:
-            return _read_stream(name, io.BytesIO(data), limit)
+            return _read_stream(name, io.BytesIO(data), limit, pillow_rows)
         except MemoryError as exc:
             raise _out_of_memory(name, limit) from exc
 
@@ -646,7 +660,7 @@ def _out_of_memory(name, limit):
     return ImageError(f"cannot read '{name}': not enough memory to decode it{why}")
 
 
-def _read_stream(name, stream, limit):
+def _read_stream(name, stream, limit, pillow_rows=False):
     try:
         with _pillow_limit_off():
             im = Image.open(stream, formats=_READ_FORMATS)
@@ -659,7 +673,9 @@ def _read_stream(name, stream, limit):
 
     with im:
         rawmode = _source_rawmode(im)
-        limit = limit.bound(_decoded_layout(im, rawmode))  # the memory guard, for this image's layout
+        if callable(pillow_rows):  # asked only where it could matter: RGB decoded into numpy's memory
+            pillow_rows = im.mode == "RGB" and im.format in _DECODE_INTO_FORMATS and bool(pillow_rows(*im.size))
+        limit = limit.bound(_decoded_layout(im, rawmode, pillow_rows))  # the memory guard, for this image's layout
         _refuse_bomb(name, im.size, limit)
         opened, frame_count = im, _count_frames(name, im, stream, limit)  # every frame against the limit
         if _codec_mode(im, rawmode) is not None and not (im.format == "PNG" and frame_count > 1):
@@ -675,6 +691,8 @@ def _read_stream(name, stream, limit):
             orientation = _pillow_orientation(im)
         # A single image decoded straight into numpy's memory (no copy for most modes).
         storage = _numpy_storage(im) if frame_count == 1 else None
+        if storage is not None and pillow_rows:
+            storage = dataclasses.replace(storage, pillow_rows=True)
         try:
             pillow_limit = Image.MAX_IMAGE_PIXELS
             if pillow_limit is not None and im.width * im.height > pillow_limit:
@@ -873,7 +891,10 @@ def _canonical_pixels(im, rawmode, metadata, storage=None):
         im = im.convert("RGB")
     elif mode not in ("L", "LA", "RGB", "RGBA"):
         raise ValueError("no conversion to L, LA, RGB or RGBA")
-    return _owned(_pixels_of(im, storage)), im.mode, notes
+    from imgconv.engine import run
+
+    pixels = _pixels_of(im, storage)
+    return (pixels if run.padded_rows(pixels) is not None else _owned(pixels)), im.mode, notes
 
 
 # Decoding into numpy's memory.  Pillow keeps an image in its own memory, a row of
@@ -913,6 +934,7 @@ class _Storage:
 
     core: object
     array: np.ndarray
+    pillow_rows: bool = False  # RGB: pixels are a view of these rows (read_image's pillow_rows)
 
 
 def _numpy_storage(im):
@@ -970,6 +992,15 @@ def _pixels_of(im, storage=None):
         _, pillow, numpy = _PILLOW_STORAGE[im.mode]
         if pillow == numpy:
             return storage.array  # Pillow's rows are the array's: nothing to pack
+        if im.mode == "RGB" and storage.pillow_rows:
+            from imgconv.engine import run  # numpy only, and only where pixels are read
+
+            # Not packed: the kernels read Pillow's 4-byte rows as they are, and write
+            # theirs in that layout for the encoder (engine.run.padded_rows).  Pillow's
+            # RGB unpackers set every pad byte to 255.
+            run.mark_pads_set(storage.array)
+            run.set_packer(_pack_rgb)  # for the routes that take packed rows
+            return storage.array[:, :, :3]
     if width == 0 or height == 0 or im.mode == "1":
         return np.array(im)
     probe = np.asarray(im.crop((0, 0, 1, 1)))  # the dtype and channels np.array would give
@@ -995,6 +1026,16 @@ def _pixels_of(im, storage=None):
     if code < 0 or done != view.size:
         return np.array(im)  # not what tobytes() would have given: let it say why
     return out
+
+
+def _pack_rgb(rows):
+    """(H, W * 4) uint8 RGB rows in Pillow's layout packed to (H, W * 3) by Pillow's raw
+    packer (``engine.run.set_packer``); None where Pillow cannot map them."""
+    height, width = rows.shape[0], rows.shape[1] // 4
+    image = _shared_image(_map_array(rows.reshape(height, width, 4), "RGB"), "RGB")
+    if image is None:
+        return None
+    return _pixels_of(image).reshape(height, width * 3)
 
 
 def _cmyk_to_rgb(im, metadata, notes):
@@ -2106,6 +2147,15 @@ def _image_for(array):
     mode = _MODE_OF.get((_channels(array), array.dtype))
     if mode in codec.MODES:
         return codec.CodecImage(_owned(array), mode)
+    from imgconv.engine import run
+
+    if mode == "RGB" and run.pads_set(array):
+        # Pillow's own RGB layout, pad bytes 255 (the kernels' output, or the decoded
+        # image): its memory is the image's, no unpacking pass.
+        rows, _, stride = run.padded_rows(array)
+        image = _shared_image(_map_array(rows.reshape(array.shape[0], array.shape[1], stride), mode), mode)
+        if image is not None:
+            return image
     array = _owned(array)
     if mode in _UNPACKED_FOR_PILLOW:
         image = _in_numpy_storage(array, mode)
@@ -2136,6 +2186,11 @@ def _in_numpy_storage(array, mode):
         core = _map_array(storage, mode)
         if core is not None and not _unpack_into(core, array, mode):
             core = None
+    return _shared_image(core, mode)
+
+
+def _shared_image(core, mode):
+    """A Pillow image of a mapped ``core`` (None: None)."""
     if core is None:
         return None
     image = Image.new(mode, (0, 0))._new(core)  # as Image.frombuffer wraps a mapped core

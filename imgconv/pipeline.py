@@ -173,7 +173,7 @@ def check_linear_light(image: io.ImageData, name: str, chain: Chain) -> None:
         raise ImageError(f"cannot filter '{name}' in linear light: {problem}; convert it to sRGB first, or leave out --linear")
 
 
-def read_checked(source, *chains: Chain, float_copies=0) -> io.ImageData:
+def read_checked(source, *chains: Chain, float_copies=0, pillow_rows=False) -> io.ImageData:
     """Read ``source`` and refuse it if any of ``chains`` cannot filter it.
 
     Parameters
@@ -186,6 +186,8 @@ def read_checked(source, *chains: Chain, float_copies=0) -> io.ImageData:
         What filtering it holds, for the memory guard (see
         :func:`imgconv.io.read_image` and :func:`job_float_copies`); 0 where
         the image is not filtered at full size (a gallery) or by one filter.
+    pillow_rows : bool
+        See :func:`imgconv.io.read_image` (8-bit RGB left in Pillow's 4-byte rows).
 
     Returns
     -------
@@ -197,7 +199,7 @@ def read_checked(source, *chains: Chain, float_copies=0) -> io.ImageData:
         When the file cannot be read (see :func:`imgconv.io.read_image`) or a
         chain cannot filter it.
     """
-    image = io.read_image(source, float_copies=float_copies)
+    image = io.read_image(source, float_copies=float_copies, pillow_rows=pillow_rows)
     for chain in chains:
         check_linear_light(image, display_name(source), chain)
     return image
@@ -327,6 +329,26 @@ def output_format(destination, image: io.ImageData | None = None, out_format: st
     return io.output_format(destination)
 
 
+def _pillow_rows(job: Job):
+    """For :func:`imgconv.io.read_image`: 8-bit RGB stays in Pillow's 4-byte rows where the
+    job's one filter hands them to the compiled kernels as they are (they read them and
+    write the encoder's: neither side packs, ``engine.run.padded_rows``); elsewhere (a
+    chain, the numpy route, the FFT, the GPU) they would be packed anyway, and the packed
+    copy would sit beside them: packed when read, as before."""
+    if not job.chain.is_plain:
+        return False
+    from imgconv import filtering
+
+    def decide(width, height):
+        flt = job.chain.steps[0].filter
+        try:
+            return filtering.takes_pillow_rows(flt, (height, width, 3), out_range=job.out_range, backend=job.backend, strategy=job.strategy)
+        except (ValueError, ImgconvError):  # refused when it runs, with its own message
+            return False
+
+    return decide
+
+
 def filter_file(job: Job, source, destination, *, out_format: str | None = None, open_folder=None) -> Filtered:
     """Read ``source``, check it, filter it, write ``destination``.
 
@@ -369,7 +391,7 @@ def filter_file(job: Job, source, destination, *, out_format: str | None = None,
     ImgconvWarning
         For what the input's decoding or the output's format loses.
     """
-    image = read_checked(source, job.chain, float_copies=job_float_copies(job))
+    image = read_checked(source, job.chain, float_copies=job_float_copies(job), pillow_rows=_pillow_rows(job))
     fmt = output_format(destination, image, out_format)
     frames, plans = filter_frames(job, image, display_name(source))
     shape = image.pixels.shape

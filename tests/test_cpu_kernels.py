@@ -14,7 +14,7 @@ than the kernel, several bands and threads.
 import numpy as np
 import pytest
 
-from conftest import MODES, assert_close_to_reference
+from conftest import MODES, assert_close_to_reference, scipy_convolve
 
 import imgconv
 from imgconv import tunables
@@ -178,3 +178,59 @@ def test_which_sweeps_the_kernels_take():
     for count in cpu.FUSED_TAPS:
         assert callable(getattr(cpu, f"_sum{count}"))
     assert cpu._sum_expression(["a", "b", "c", "d", "e", "f"]) == "((((a + b) + c) + d) + (e + f))"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_pillows_rgb_rows_give_the_packed_bits(rng, mode):
+    """8-bit RGB in Pillow's rows of 4 bytes a pixel (``pixel_stride=4``: read through the
+    line buffers, finished into the same layout, pad bytes 255): the packed rows' bits, for
+    every sweep, odd widths, images narrower and shorter than the kernel, several bands."""
+    from imgconv.engine.finish import Finish
+    from imgconv.engine.plan import make_plan
+
+    finishes = [Finish(np.uint8), Finish(np.uint8, 128.0, False), Finish(np.uint8, 0.0, True)]
+    kernels = [(name, _kernel(rng, shape, zeros), "direct") for name, shape, zeros in DIRECT_KERNELS]
+    kernels += [(f"{c}x{r} separable", np.outer(rng.normal(size=c), rng.normal(size=r)), "separable") for c, r in SEPARABLE_LENGTHS]
+    cval = float(rng.normal() * 100)
+    for shape in [(23, 37), (16, 40), (3, 2), (1, 1), (9, 1)]:
+        storage = rng.integers(0, 256, size=shape + (4,), dtype=np.uint8)
+        packed = np.ascontiguousarray(storage[..., :3]).reshape(shape[0], -1)
+        for name, kernel, strategy in kernels:
+            plan = make_plan(kernel, shape + (3,), strategy=strategy)
+            entry = cpu.run_direct if plan.strategy == "direct" else cpu.run_separable  # (a 1 x n kernel: direct)
+            for finish in finishes:
+                want, _ = entry(plan, packed, 3, mode, cval, finish, 1)
+                for bands in (None, 3):
+                    got, finished = entry(plan, storage.reshape(shape[0], -1), 3, mode, cval, finish, 1, bands=bands, pixel_stride=4)
+                    assert finished and got.shape == (shape[0], shape[1] * 4)
+                    cells = got.reshape(shape + (4,))
+                    np.testing.assert_array_equal(cells[..., :3].reshape(shape[0], -1), want, err_msg=f"{shape} {name} {finish}")
+                    assert (cells[..., 3] == 255).all()
+
+
+def test_pillows_rgb_rows_against_scipy(rng):
+    """Through the library's door: a view of 4-byte rows is filtered in that layout, and
+    the result is the float64 reference rounded."""
+    from imgconv.engine import run
+    from imgconv.engine.finish import Finish
+
+    storage = rng.integers(0, 256, size=(31, 45, 4), dtype=np.uint8)
+    image = storage[..., :3]
+    kernel = rng.random((5, 5))
+    kernel /= kernel.sum()
+    for strategy in ("direct", "separable"):
+        weights = kernel if strategy == "direct" else np.outer(kernel.sum(1), kernel.sum(0)) / kernel.sum()
+        got, _ = run.convolve_planned(image, weights, mode="mirror", cval=0.0, strategy=strategy, finish=Finish(np.uint8))
+        assert run.padded_rows(got) is not None and run.pads_set(got)
+        reference = np.clip(np.rint(scipy_convolve(image, weights, "mirror")), 0, 255)
+        assert np.abs(got.astype(float) - reference).max() <= 1  # float32 round-off may cross a .5
+        packed, _ = run.convolve_planned(np.ascontiguousarray(image), weights, mode="mirror", cval=0.0, strategy=strategy, finish=Finish(np.uint8))
+        np.testing.assert_array_equal(got, packed)
+
+
+def test_pixel_strides_are_for_integer_rows_finished_in_the_kernel():
+    from imgconv.engine.plan import make_plan
+
+    plan = make_plan(np.ones((3, 3)), (4, 4, 3), strategy="direct")
+    with pytest.raises(ValueError, match="pixel stride"):
+        cpu.run_direct(plan, np.zeros((4, 16), np.float32), 3, "reflect", 0.0, FLOAT32, 1, pixel_stride=4)

@@ -172,8 +172,8 @@ def test_the_filter_counts(tmp_path, machine, catalog):
     engine/stream.py), fit."""
     path = tmp_path / "photo.png"
     Image.fromarray(np.full((100, 100, 3), 90, np.uint8)).save(path)
-    single = 100 * 100 * 7  # RGB: 7 bytes a pixel
-    pairs = 100 * 100 * (3 + 3 + 2 * 12)  # and two float32 copies of 12 bytes
+    single = 100 * 100 * 8  # RGB in Pillow's 4-byte rows (one kernel, compiled): input and output
+    pairs = 100 * 100 * (3 + 3 + 2 * 12)  # packed RGB, and two float32 copies of 12 bytes
     machine(int((256 * MiB + (single + pairs) // 2) / 0.9) + 1)  # a budget between the two
     filter_file(Job(Chain.of(catalog.resolve("blur"))), path, tmp_path / "one.png")
     filter_file(Job(parse_chain("blur,sharpen", catalog)), path, tmp_path / "two.png")

@@ -17,6 +17,7 @@ from PIL import Image
 
 from imgconv import io
 from imgconv.chain import parse_chain
+from imgconv.engine import run
 from imgconv.kernels import load_catalog
 from imgconv.pipeline import Job, filter_file
 
@@ -68,6 +69,13 @@ def plain_read(monkeypatch, path):
 
 def check_canonical(pixels):
     assert type(pixels) is np.ndarray
+    if pixels.ndim == 3 and pixels.shape[2] == 3 and pixels.dtype == np.uint8 and not pixels.flags.c_contiguous:
+        # 8-bit RGB decoded into numpy's memory: Pillow's 4-byte rows, read by the kernels as
+        # they are -- a plain C-contiguous uint8 array of whole rows, pad bytes 255
+        rows, channels, stride = run.padded_rows(pixels)
+        assert (channels, stride) == (3, 4) and run.pads_set(pixels)
+        assert (rows.reshape(pixels.shape[0], -1, 4)[..., 3] == 255).all()
+        pixels = rows
     assert pixels.flags.c_contiguous and pixels.flags.writeable and pixels.dtype.isnative
     assert pixels.flags.aligned
 
@@ -80,7 +88,10 @@ def test_pixels_read_into_numpy_have_the_kernels_one_signature(tmp_path, rng):
         array = rng.integers(0, 2**bits, size=SHAPE + channels).astype(np.uint16 if bits == 16 else np.uint8)
         path = tmp_path / f"{color_type}-{bits}.png"
         path.write_bytes(handmade_png(array, color_type, bits))
-        pixels = io.read_image(path).pixels
+        pixels = io.read_image(path, pillow_rows=True).pixels
+        if mode == "RGB":  # Pillow's 4-byte rows, which the kernels are handed (engine.run)
+            pixels, _, _ = run.padded_rows(pixels)
+            array = np.empty((SHAPE[0], SHAPE[1] * 4), np.uint8)
         assert numba.typeof(pixels) == numba.typeof(np.empty_like(array)), mode
 
 
@@ -102,7 +113,7 @@ def test_png_decoded_into_numpy_is_the_written_array(tmp_path, rng, storages, mo
     array = rng.integers(0, top, size=SHAPE + channels).astype(np.uint16 if bits == 16 else np.uint8)
     path = tmp_path / "x.png"
     path.write_bytes(handmade_png(array, color_type, bits, interlace))
-    data = io.read_image(path)
+    data = io.read_image(path, pillow_rows=True)
     assert data.mode == mode
     check_canonical(data.pixels)
     np.testing.assert_array_equal(data.pixels, array)
@@ -111,11 +122,16 @@ def test_png_decoded_into_numpy_is_the_written_array(tmp_path, rng, storages, mo
     assert storage is not None, "decoded into numpy's memory"
     if mode in ZERO_COPY:
         assert data.pixels is storage.array  # no copy at all
+    elif mode == "RGB":
+        assert data.pixels.base is storage.array  # Pillow's 4-byte rows, not packed
     else:
         assert not np.shares_memory(data.pixels, storage.array)  # packed out of Pillow's 4-byte rows
     plain = plain_read(monkeypatch, path)
     np.testing.assert_array_equal(data.pixels, plain.pixels)
     assert (data.mode, data.has_alpha, data.format) == (plain.mode, plain.has_alpha, plain.format)
+    packed = io.read_image(path)  # by default every layout is packed, RGB too
+    assert packed.pixels.flags.c_contiguous
+    np.testing.assert_array_equal(packed.pixels, array)
 
 
 @pytest.mark.parametrize("mode", ["L", "RGB"])
@@ -123,11 +139,12 @@ def test_jpeg_decoded_into_numpy_matches_opencv_and_the_plain_path(tmp_path, rng
     base = rng.integers(0, 256, size=(61, 87, 3), dtype=np.uint8)
     path = tmp_path / "x.jpg"
     Image.fromarray(base).convert(mode).save(path, quality=90)
-    data = io.read_image(path)
+    data = io.read_image(path, pillow_rows=True)
     check_canonical(data.pixels)
     (storage,) = storages
     assert storage is not None
     assert (data.pixels is storage.array) == (mode == "L")
+    assert (data.pixels.base is storage.array) == (mode == "RGB")  # RGB: a view of Pillow's rows
     plain = plain_read(monkeypatch, path)
     np.testing.assert_array_equal(data.pixels, plain.pixels)
     cv2 = pytest.importorskip("cv2")
@@ -142,7 +159,7 @@ def test_mpo_first_image_decoded_into_numpy(tmp_path, rng, storages, monkeypatch
     first, second = (rng.integers(0, 256, size=(61, 87, 3), dtype=np.uint8) for _ in range(2))
     path = tmp_path / "x.mpo"
     Image.fromarray(first).save(path, format="MPO", save_all=True, append_images=[Image.fromarray(second)])
-    data = io.read_image(path)
+    data = io.read_image(path, pillow_rows=True)
     assert storages[0] is not None and data.format == "JPEG"
     plain = plain_read(monkeypatch, path)
     np.testing.assert_array_equal(data.pixels, plain.pixels)
@@ -156,7 +173,7 @@ def test_bmp_decoded_into_numpy_is_the_written_array(tmp_path, rng, storages, mo
     array = rng.integers(0, 256, size=SHAPE + channels, dtype=np.uint8)
     path = tmp_path / "x.bmp"
     Image.fromarray(array).save(path)
-    data = io.read_image(path)
+    data = io.read_image(path, pillow_rows=True)
     plain = plain_read(monkeypatch, path)
     np.testing.assert_array_equal(data.pixels, plain.pixels)
     expected = array[..., :3] if mode == "RGBA" else array  # Pillow writes BMP without alpha
@@ -301,3 +318,185 @@ def test_filter_file_writes_the_plain_paths_bytes(tmp_path, rng, monkeypatch, na
         patch.setattr(io, "_in_numpy_storage", lambda array, mode: None)
         filter_file(job, source, tmp_path / f"plain.{ext}")
     assert (tmp_path / f"fast.{ext}").read_bytes() == (tmp_path / f"plain.{ext}").read_bytes()
+
+
+def _rgb_file(tmp_path, rng, ext, shape=(37, 45)):
+    array = rng.integers(0, 256, size=shape + (3,), dtype=np.uint8)
+    source = tmp_path / f"rgb.{ext}"
+    if ext == "png":
+        source.write_bytes(handmade_png(array, 2))
+    else:
+        Image.fromarray(array).save(source, **({"quality": 92} if ext == "jpg" else {}))
+    return source
+
+
+@pytest.mark.parametrize("ext", ["jpg", "png", "bmp"])
+@pytest.mark.parametrize("spec", ["gaussian:sigma=1.5", "sharpen", "box:size=5", "emboss"])
+def test_rgb_is_filtered_and_written_in_pillows_rows(tmp_path, rng, monkeypatch, ext, spec):
+    """8-bit RGB: the kernels read the decoded 4-byte rows and write the encoder's, no
+    packing pass either way (the kernels are handed the pixel stride, the encoder's image
+    shares the kernels' output), and the file is the plain path's, byte for byte."""
+    from imgconv.engine import cpu
+
+    source = _rgb_file(tmp_path, rng, ext)
+    name, *params = spec.split(":")
+    job = Job(chain=parse_chain([name], load_catalog(), params=params))
+    strides, shared = [], []
+    for entry in ("run_direct", "run_separable"):
+        original = getattr(cpu, entry)
+
+        def spy(*args, _original=original, **kwargs):
+            strides.append(kwargs.get("pixel_stride"))
+            out, finished = _original(*args, **kwargs)
+            shared.append(out)
+            return out, finished
+
+        monkeypatch.setattr(cpu, entry, spy)
+    images = []
+    original_image_for = io._image_for
+
+    def image_for(array):
+        image = original_image_for(array)
+        images.append(image)
+        return image
+
+    monkeypatch.setattr(io, "_image_for", image_for)
+    filter_file(job, source, tmp_path / f"fast.{ext}")
+    assert strides == [4]
+    (out,) = shared
+    assert out.shape == (37, 45 * 4) and (out.reshape(37, 45, 4)[..., 3] == 255).all()
+    (image,) = images
+    assert image.mode == "RGB" and image.tobytes() == np.ascontiguousarray(out.reshape(37, 45, 4)[..., :3]).tobytes()
+    out[0, 0] ^= 0xFF  # the encoder's image is the kernels' output, not a copy of it
+    assert image.getpixel((0, 0))[0] == out[0, 0]
+    out[0, 0] ^= 0xFF
+    with monkeypatch.context() as patch:
+        patch.setattr(io, "_numpy_storage", lambda im: None)
+        patch.setattr(io, "_in_numpy_storage", lambda array, mode: None)
+        filter_file(job, source, tmp_path / f"plain.{ext}")
+    assert strides[-1] is None  # the plain path: packed rows
+    assert (tmp_path / f"fast.{ext}").read_bytes() == (tmp_path / f"plain.{ext}").read_bytes()
+    if ext != "jpg":  # lossless: the file holds the kernels' result, as another library reads it
+        cv2 = pytest.importorskip("cv2")
+        written = cv2.cvtColor(cv2.imread(str(tmp_path / f"fast.{ext}"), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        np.testing.assert_array_equal(written, out.reshape(37, 45, 4)[..., :3])
+
+
+def test_rgb_without_map_buffer_and_other_routes_are_packed(tmp_path, rng, monkeypatch):
+    """Where Pillow refuses the mapping the pixels are packed as before; routes that do not
+    take a pixel stride (numpy, FFT) get packed rows from the 4-byte ones: the same bits."""
+    from imgconv.engine import compiled
+
+    source = _rgb_file(tmp_path, rng, "png", shape=(23, 31))
+    data = io.read_image(source, pillow_rows=True)
+    assert run.padded_rows(data.pixels) is not None
+    kernel = np.asarray(load_catalog().resolve("gaussian", {"sigma": 1.0}).kernels[0].matrix)
+    expected = [imgconv_convolve(np.ascontiguousarray(data.pixels), kernel, strategy) for strategy in ("direct", "separable", "fft")]
+    for strategy, want in zip(("direct", "separable", "fft"), expected):
+        np.testing.assert_array_equal(imgconv_convolve(data.pixels, kernel, strategy), want)
+    with monkeypatch.context() as patch:
+        patch.setattr(compiled, "use_vector", lambda strategy, work: True)  # the numpy twin
+        for strategy, want in zip(("direct", "separable"), expected):
+            got = imgconv_convolve(data.pixels, kernel, strategy)
+            assert got.flags.c_contiguous  # packed rows in, packed out
+            np.testing.assert_array_equal(got, want)
+
+    def refuse(*args):
+        raise ValueError("no mapping here")
+
+    monkeypatch.setattr(Image.core, "map_buffer", refuse)
+    fallback = io.read_image(source, pillow_rows=True)
+    check_canonical(fallback.pixels)
+    assert fallback.pixels.flags.c_contiguous
+    np.testing.assert_array_equal(fallback.pixels, data.pixels)
+    io.write_image(tmp_path / "y.png", imgconv_convolve(data.pixels, kernel, "direct"))
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "y.png")), expected[0])
+
+
+def imgconv_convolve(pixels, kernel, strategy):
+    """A uint8 result finished in the kernel, as the single-filter path runs it."""
+    from imgconv.engine.finish import Finish
+
+    out, _ = run.convolve_planned(pixels, kernel, mode="reflect", cval=0.0, strategy=strategy, finish=Finish(np.uint8))
+    return out
+
+
+def test_padded_views_are_recognised_only_where_whole(rng):
+    storage = rng.integers(0, 256, size=(5, 7, 4), dtype=np.uint8)
+    rows, channels, stride = run.padded_rows(storage[:, :, :3])
+    assert rows.shape == (5, 28) and (channels, stride) == (3, 4) and np.shares_memory(rows, storage)
+    assert not run.pads_set(storage[:, :, :3])  # not marked: its pad bytes are not known to be 255
+    for other in (storage[:, 1:, :3], storage[1:, :, :3], storage[:, :, 1:], storage[..., :3].copy(), storage[:, ::2, :3]):
+        found = run.padded_rows(other)
+        assert found is None or (found[0].shape[0] == other.shape[0] and np.array_equal(found[0].reshape(other.shape[0], -1, 4)[..., :3], other))
+    readonly = storage.copy()
+    readonly.flags.writeable = False
+    assert run.padded_rows(readonly[:, :, :3]) is None
+    # Packed for the routes that take packed rows: by Pillow's packer once io registered it, else numpy.
+    want = np.ascontiguousarray(storage[:, :, :3]).reshape(5, 21)
+    np.testing.assert_array_equal(run.packed(rows, 3, 4), want)
+    np.testing.assert_array_equal(io._pack_rgb(rows), want)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(run, "_packer", None)
+        np.testing.assert_array_equal(run.packed(rows, 3, 4), want)
+        got, channels = run.canonical_rows(storage[:, :, :3])
+        assert channels == 3 and got.flags.c_contiguous
+        np.testing.assert_array_equal(got, want)
+    # A view of unmarked memory goes to the encoder packed (its pad bytes may be anything).
+    image = io._image_for(storage[:, :, :3])
+    assert image.tobytes() == np.ascontiguousarray(storage[:, :, :3]).tobytes()
+
+
+@pytest.mark.parametrize("why", ["numpy route", "chain", "fft"])
+def test_rgb_read_packed_where_the_kernels_would_not_take_pillows_rows(tmp_path, rng, monkeypatch, why):
+    """Where the filtering would pack the rows anyway (the numpy twin, a chain, the FFT),
+    filter_file reads them packed, as before (no packed copy beside Pillow's rows)."""
+    from imgconv.engine import compiled
+
+    source = _rgb_file(tmp_path, rng, "png")
+    chain = parse_chain(["gaussian:sigma=1.5,sharpen"], load_catalog()) if why == "chain" else parse_chain(["gaussian"], load_catalog(), params=["sigma=1.5"])
+    job = Job(chain=chain, strategy="fft" if why == "fft" else "auto")
+    if why == "numpy route":
+        monkeypatch.setattr(compiled, "would_use_vector", lambda strategy, work: True)
+        monkeypatch.setattr(compiled, "use_vector", lambda strategy, work: True)
+    read = []
+    original = io.read_image
+
+    def spy(*args, **kwargs):
+        data = original(*args, **kwargs)
+        read.append(data.pixels)
+        return data
+
+    monkeypatch.setattr(io, "read_image", spy)
+    filter_file(job, source, tmp_path / "fast.png")
+    (pixels,) = read
+    assert pixels.flags.c_contiguous  # packed
+    with monkeypatch.context() as patch:
+        patch.setattr(io, "_numpy_storage", lambda im: None)
+        patch.setattr(io, "_in_numpy_storage", lambda array, mode: None)
+        filter_file(job, source, tmp_path / "plain.png")
+    assert (tmp_path / "fast.png").read_bytes() == (tmp_path / "plain.png").read_bytes()
+
+
+def test_a_route_without_pixel_strides_is_handed_packed_rows(rng, monkeypatch):
+    """What the GPU route (or any route but the compiled CPU one) is handed for a view of
+    Pillow's rows: packed, C-contiguous rows, and its packed result comes back shaped as the image."""
+    import dataclasses
+
+    from imgconv.engine.finish import Finish
+    from imgconv.engine.plan import make_plan
+
+    storage = rng.integers(0, 256, size=(9, 11, 4), dtype=np.uint8)
+    seen = []
+
+    def gpu_like(plan, rows, channels, mode, cval, finish, threads):
+        seen.append(rows)
+        return rows.copy(), True  # an identity, finished
+
+    plan = dataclasses.replace(make_plan(np.ones((1, 1)), (9, 11, 3), strategy="direct"), backend="cuda")
+    monkeypatch.setattr(run, "make_plan", lambda *args, **kwargs: plan)
+    monkeypatch.setattr(run, "_entry", lambda plan, elements: (gpu_like, False))
+    out, _ = run.convolve_planned(storage[:, :, :3], np.ones((1, 1)), mode="reflect", cval=0.0, finish=Finish(np.uint8))
+    (rows,) = seen
+    assert rows.shape == (9, 33) and rows.flags.c_contiguous
+    np.testing.assert_array_equal(out, storage[:, :, :3])

@@ -227,6 +227,21 @@ def use_vector(strategy: str, work: float) -> bool:
     return True
 
 
+def would_use_vector(strategy: str, work: float) -> bool:
+    """What :func:`use_vector` would answer now, with nothing started or counted (for
+    choosing a layout before the pass runs)."""
+    from imgconv import tunables
+
+    if policy() == FOREGROUND:
+        return False
+    if not ready():
+        return True
+    if strategy == "fft" or ("numba" in sys.modules and not _numba_preloaded):
+        return False
+    budget = tunables.VECTOR_COPY_MAX_WORK if _numba_preloaded else tunables.VECTOR_MAX_WORK
+    return _vector_work + work <= budget
+
+
 def numba_preloaded() -> None:
     """This process got numba imported but no kernel loaded (a resident worker's copy): a
     little numpy work still beats loading the kernels (``tunables.VECTOR_COPY_MAX_WORK``)."""

@@ -8,6 +8,13 @@ Every (backend, strategy) has one entry point with one signature,
 the caller passed (read-only Pillow arrays, views, Fortran order).  A route
 that finishes pixels in its kernel returns ``finished=True``; the others return
 float32 and :func:`run` applies the one shared finish.
+
+One exception to packed rows: 8-bit RGB in Pillow's own layout, 4 bytes a pixel (R, G,
+B and a pad byte; ``imgconv.io`` decodes into it and encodes from it).  Such an image
+(the view ``storage[:, :, :3]``, :func:`padded_rows`) is handed to the compiled CPU
+kernels as it is, the (H, W * 4) rows and a pixel stride of 4, and their result comes
+back in the same layout, pad bytes 255: no packing pass on either side.  Other routes
+(numpy, FFT, GPU) and float32 results get packed rows, as before.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import os
 import queue
 import sys
 import threading
+import weakref
 
 import numpy as np
 
@@ -47,11 +55,110 @@ def canonical_rows(image: np.ndarray) -> tuple[np.ndarray, int]:
     kernels take -- a C-contiguous, writable (H, W * C) array of a native dtype
     (other dtypes become float32) -- copying only when it is not one already."""
     channels = 1 if image.ndim == 2 else image.shape[2]
+    padded = padded_rows(image)
+    if padded is not None:  # Pillow's RGB rows, for a route that takes packed rows
+        return packed(*padded), channels
     dtype = image.dtype if image.dtype in NATIVE_DTYPES else np.dtype(np.float32)
     rows = np.ascontiguousarray(image, dtype=dtype)
     if not rows.flags.writeable:  # a read-only array is another numba type: a second compile
         rows = rows.copy()
     return rows.reshape(image.shape[0], image.shape[1] * channels), channels
+
+
+def _padded(image: np.ndarray):
+    """``(base, start, stride)`` for :func:`padded_rows`: the memory ``image`` views, where
+    its rows begin in it, and the pixel stride; else None."""
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.dtype != np.uint8 or image.size == 0:
+        return None
+    height, width, channels = image.shape
+    stride = image.strides[1]
+    if stride <= channels or image.strides != (width * stride, stride, 1):
+        return None
+    base = image.base
+    while isinstance(base, np.ndarray) and isinstance(base.base, np.ndarray):
+        base = base.base
+    if not isinstance(base, np.ndarray) or base.dtype != np.uint8 or not base.flags.c_contiguous or not base.flags.writeable:
+        return None
+    start = image.ctypes.data - base.ctypes.data
+    if start < 0 or start + height * width * stride > base.size:
+        return None
+    return base, start, stride
+
+
+def padded_rows(image: np.ndarray):
+    """``(rows, channels, stride)`` where ``image`` is a uint8 (H, W, C) view of the first
+    ``C`` of ``stride > C`` bytes a pixel of writable, C-contiguous memory (Pillow's RGB
+    rows, ``storage[:, :, :3]``): ``rows`` are those whole (H, W * stride) rows, a plain
+    C-contiguous uint8 array (the kernels' one uint8 signature).  Else None."""
+    found = _padded(image)
+    if found is None:
+        return None
+    base, start, stride = found
+    height, width, channels = image.shape
+    return base.reshape(-1)[start : start + height * width * stride].reshape(height, width * stride), channels, stride
+
+
+# The memory of pixel-stride rows whose pad elements are known to be 255, as Pillow's own
+# RGB rows are (the kernels' outputs, io's decoded RGB): only those go to Pillow unpacked.
+_PADS_SET = weakref.WeakValueDictionary()
+
+
+def mark_pads_set(array: np.ndarray) -> None:
+    """Record that the pad elements of ``array`` (an owner of its memory) are 255."""
+    _PADS_SET[id(array)] = array
+
+
+def pads_set(image: np.ndarray) -> bool:
+    """Whether ``image`` is a :func:`padded_rows` view of memory marked by :func:`mark_pads_set`."""
+    found = _padded(image)
+    return found is not None and _PADS_SET.get(id(found[0])) is found[0]
+
+
+_packer = None  # see set_packer
+
+
+def set_packer(pack) -> None:
+    """Pack (H, W * 4) uint8 RGB rows with ``pack(rows)`` -> (H, W * 3) (``imgconv.io``
+    registers Pillow's raw packer: 7 ms for 12 MP, where numpy's strided copy takes 39)."""
+    global _packer
+    _packer = pack
+
+
+def packed(rows: np.ndarray, channels: int, stride: int) -> np.ndarray:
+    """(H, W * stride) rows of ``stride`` elements a pixel as packed (H, W * channels) rows (a
+    new C-contiguous array): for the routes that take packed rows only."""
+    height = rows.shape[0]
+    if _packer is not None and (channels, stride) == (3, 4):
+        out = _packer(rows)
+        if out is not None:
+            return out
+    out = np.empty((height, rows.shape[1] // stride, channels), rows.dtype)
+    cells = rows.reshape(height, -1, stride)
+    for c in range(channels):  # a channel at a time: numpy's copy of (.., 3) cells is 3x slower
+        out[:, :, c] = cells[:, :, c]
+    return out.reshape(height, -1)
+
+
+def _one_cpu_pass(plan: Plan) -> bool:
+    return plan.backend == "cpu" and (plan.strategy == "direct" or (plan.strategy == "separable" and len(plan.factors) == 1))
+
+
+def _takes_stride(plan: Plan, rows: np.ndarray, finish: Finish, compiled_route: bool) -> bool:
+    """Whether the route reads and writes rows of a pixel stride (``cpu.run_direct``): the
+    compiled CPU kernels, finishing uint8 rows into uint8 in the kernel."""
+    return compiled_route and _one_cpu_pass(plan) and rows.dtype == np.uint8 and finish.dtype == np.uint8 and not finish.plain
+
+
+def takes_pillow_rows(plan: Plan, shape) -> bool:
+    """Whether :func:`run` would now hand 8-bit RGB rows of ``shape`` (H, W, 3) to the
+    kernels in Pillow's layout for ``plan`` (with a uint8 finish): a compiled CPU pass.
+    Elsewhere they would be packed first, so a reader had better pack them itself (the
+    packed copy would sit beside Pillow's rows)."""
+    if not _one_cpu_pass(plan):
+        return False
+    from imgconv.engine import compiled
+
+    return not compiled.would_use_vector(plan.strategy, _work(plan, float(np.prod(shape))))
 
 
 def thread_count(threads: int | None) -> int:
@@ -154,16 +261,27 @@ def run(
     cval: float,
     finish: Finish = FLOAT32,
     threads: int | None = None,
+    pixel_stride: int | None = None,
 ) -> np.ndarray:
-    """Execute ``plan`` over canonical ``rows`` (see :func:`canonical_rows`).
+    """Execute ``plan`` over canonical ``rows`` (see :func:`canonical_rows`), or rows of
+    ``pixel_stride`` elements a pixel, the ``channels`` first (:func:`padded_rows`).
 
     Returns (H, W * C) rows in ``finish.dtype``, finished (offset, abs, round,
-    clip) by the route's kernel or by the shared finish.
+    clip) by the route's kernel or by the shared finish; for rows of a pixel stride,
+    (H, W * stride) rows in that layout (pad elements 255) where the route takes
+    them (:func:`_takes_stride`), else packed (H, W * C) rows: tell them by their width.
     """
     count = thread_count(threads)
+    stride = channels if pixel_stride is None else int(pixel_stride)
     if rows.size == 0:
-        return np.zeros(rows.shape, finish.dtype)
-    entry, compiled_route = _entry(plan, rows.size)
+        return np.zeros((rows.shape[0], rows.shape[1] // stride * channels), finish.dtype)
+    entry, compiled_route = _entry(plan, rows.size // stride * channels)
+    extra = {}
+    if stride != channels:
+        if _takes_stride(plan, rows, finish, compiled_route):
+            extra = {"pixel_stride": stride}
+        else:
+            rows = packed(rows, channels, stride)  # the one packing pass, where the route needs it
 
     def execute():
         if not compiled_route:  # numpy: no numba to import or set up
@@ -173,7 +291,7 @@ def run(
         previous = numba.get_num_threads()
         numba.set_num_threads(count)  # numba's setting is per calling thread
         try:
-            return entry(plan, rows, channels, mode, cval, finish, count)
+            return entry(plan, rows, channels, mode, cval, finish, count, **extra)
         finally:
             numba.set_num_threads(previous)
 
@@ -257,6 +375,14 @@ def convolve_planned(
     """Plan (memoised) and run one convolution of a validated (H, W) or (H, W, C)
     image; the result, shaped like ``image``, and the plan that ran."""
     plan = make_plan(kernel, image.shape, backend=backend, strategy=strategy, factors=factors)
+    padded = padded_rows(image)
+    if padded is not None:  # Pillow's RGB rows: read as they are, the result in that layout
+        rows, channels, stride = padded
+        out = run(plan, rows, channels, mode=mode, cval=cval, finish=finish, threads=threads, pixel_stride=stride)
+        if out.shape[1] == rows.shape[1]:
+            mark_pads_set(out)  # the kernels set every pad element to 255
+            return out.reshape(image.shape[:2] + (stride,))[:, :, :channels], plan
+        return out.reshape(image.shape), plan
     rows, channels = canonical_rows(image)
     out = run(plan, rows, channels, mode=mode, cval=cval, finish=finish, threads=threads)
     return out.reshape(image.shape), plan
