@@ -369,13 +369,16 @@ def test_sigterm_stops_a_batch_cleanly(tmp_path):
     source = tmp_path / "in"
     source.mkdir()
     picture = Image.fromarray((np.random.default_rng(5).random((1500, 2000, 3)) * 255).astype(np.uint8))
-    for index in range(8):
-        picture.save(source / f"p{index}.png")
+    for index in range(24):
+        picture.save(source / f"p{index:02d}.png")
     out = tmp_path / "out"
     env = dict(os.environ, PYTHONPATH=str(Path(imgconv.__file__).resolve().parent.parent))
     command = [sys.executable, "-m", "imgconv", "batch", "gaussian", "-p", "sigma=3", str(source), str(out), "--jobs", "2"]
     child = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(5)  # the workers are decoding, filtering and writing
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not list(out.rglob("*.png")):
+        time.sleep(0.05)
+    time.sleep(0.3)  # the workers are decoding, filtering and writing
     child.send_signal(signal.SIGTERM)
     _, stderr = child.communicate(timeout=60)
     assert child.returncode in (143, -signal.SIGTERM), stderr
