@@ -323,6 +323,9 @@ class _KernelThread:
                 outcome["error"] = exc
             finally:
                 done.set()
+            # Not kept until the next job: the work's closure holds its image (a chain's
+            # input, say, which would otherwise stay alive through the writing).
+            del work, outcome, done
 
     def call(self, work):
         outcome, done = {}, threading.Event()
