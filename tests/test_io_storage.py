@@ -45,19 +45,24 @@ def handmade_png(array, color_type, bit_depth=8, interlace=False):
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
 
 
+def _recording(monkeypatch, name):
+    """Every value ``io.<name>`` returns, in a list, as it is called."""
+    given = []
+    original = getattr(io, name)
+
+    def spy(*args):
+        value = original(*args)
+        given.append(value)
+        return value
+
+    monkeypatch.setattr(io, name, spy)
+    return given
+
+
 @pytest.fixture
 def storages(monkeypatch):
     """What io._numpy_storage gave each read (None where it declined)."""
-    given = []
-    original = io._numpy_storage
-
-    def spy(im):
-        storage = original(im)
-        given.append(storage)
-        return storage
-
-    monkeypatch.setattr(io, "_numpy_storage", spy)
-    return given
+    return _recording(monkeypatch, "_numpy_storage")
 
 
 def plain_read(monkeypatch, path):
@@ -352,15 +357,7 @@ def test_rgb_is_filtered_and_written_in_pillows_rows(tmp_path, rng, monkeypatch,
             return out, finished
 
         monkeypatch.setattr(cpu, entry, spy)
-    images = []
-    original_image_for = io._image_for
-
-    def image_for(array):
-        image = original_image_for(array)
-        images.append(image)
-        return image
-
-    monkeypatch.setattr(io, "_image_for", image_for)
+    images = _recording(monkeypatch, "_image_for")
     filter_file(job, source, tmp_path / f"fast.{ext}")
     assert strides == [4]
     (out,) = shared

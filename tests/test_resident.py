@@ -227,14 +227,19 @@ def test_a_served_batch_does_what_a_fresh_one_does(env, files):
     assert results[1][0] == 1 and b"broken.png" in results[1][2] and len(results[1][3]) == 6
 
 
+def _large_tree(files, count):
+    """A folder ``many`` of ``count`` copies of the large image: a batch that runs for seconds."""
+    tree = files / "many"
+    tree.mkdir()
+    for number in range(count):
+        (tree / f"{number:02d}.png").write_bytes((files / "large.png").read_bytes())
+
+
 @pytest.mark.slow
 def test_ctrl_c_reaches_a_served_batch(env, files):
     """The first Ctrl-C stops handing out files and lets those in progress finish: as in a fresh process."""
     _start(env, files)
-    tree = files / "many"
-    tree.mkdir()
-    for number in range(40):
-        (tree / f"{number:02d}.png").write_bytes((files / "large.png").read_bytes())
+    _large_tree(files, 40)
     outcomes = []
     for kind, environment in (("direct", _direct(env)), ("served", env)):
         out = files / f"{kind}-many"
@@ -274,10 +279,7 @@ def _children(pid) -> list:
 @pytest.mark.slow
 def test_ctrl_z_stops_a_served_batch_with_its_workers(env, files):
     _start(env, files)
-    tree = files / "many"
-    tree.mkdir()
-    for number in range(12):
-        (tree / f"{number:02d}.png").write_bytes((files / "large.png").read_bytes())
+    _large_tree(files, 12)
     out = files / "stopped"
     process = subprocess.Popen(
         [*IMGCONV, "batch", "gaussian", "-p", "sigma=8", "many", str(out), "--jobs", "2", "--quiet"],
