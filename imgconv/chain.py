@@ -512,24 +512,24 @@ class _Leave(PointLayer):
     compiled = False  # set by _stream_chain: the route of the convolutions
 
     def __init__(self, source, chain, dtype, channels, has_alpha, scale, decode):
-        from imgconv.engine.finish import float32_range
+        from imgconv.filtering import store_spec
 
         self.source, self.strength, self.linear = source, np.float32(chain.strength), chain.linear
         self.dtype, self.channels, self.has_alpha, self.scale, self.decode = np.dtype(dtype), channels, has_alpha, scale, decode
         self.unit = np.float32(1.0 if chain.linear else scale)  # full intensity in the work's units
+        self.finish = store_spec(self.dtype)
         if self.dtype.kind == "u":
-            self.finish = np.array([*float32_range(self.dtype), 1], np.float32)
             levels = np.arange(np.iinfo(self.dtype).max + 1, dtype=np.float32)
             # Each level of an original row in the work's units: decoded, or as it is.
             self.table, self.alpha_table = (decode.table, decode.alpha_table) if decode is not None else (levels, levels)
         else:
-            self.finish = np.array([-np.inf, np.inf, 0], np.float32)
             self.table = self.alpha_table = np.empty(0, np.float32)
 
     def compute(self, prev, index, r0, r1, out):
         from imgconv.colour import linear_to_srgb, srgb_encoder
         from imgconv.engine.finish import to_dtype
         from imgconv.engine.stream import points_module, rows_of
+        from imgconv.filtering import store_spec
 
         points = points_module(self.compiled)
         work = rows_of(prev, index, r0, r1)  # this band's rows of the last step, changed in place
@@ -537,7 +537,7 @@ class _Leave(PointLayer):
         source = self.source[r0:r1]
         if self.strength != 1.0:
             target = work if self.linear else out
-            finish = np.array([-np.inf, np.inf, 0], np.float32) if self.linear else self.finish
+            finish = store_spec(np.float32) if self.linear else self.finish
             blend = (self.strength, self.channels, self.has_alpha, self.unit, finish, target)
             if source.dtype != np.float32:
                 points.blend_rows(work, source, self.table, self.alpha_table, *blend)

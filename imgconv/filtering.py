@@ -449,6 +449,14 @@ def streamable(dtype) -> str | None:
     return None
 
 
+def store_spec(dtype) -> np.ndarray:
+    """How the band driver's per-row transforms store into ``dtype`` (``engine/points.py``):
+    ``low, high, rounding`` as float32; rounded and clipped for an integer dtype."""
+    if np.dtype(dtype).kind in "iu":
+        return np.array([*float32_range(dtype), 1], np.float32)
+    return np.array([-np.inf, np.inf, 0], np.float32)
+
+
 STREAMED = "rows streamed band by band"
 MEASURED = "rows streamed twice (normalize: the first pass finds the minimum and maximum)"
 
@@ -588,10 +596,7 @@ class AlphaLayer:
         # opacity rows in, their sums, the straight colour's; else each kernel's result and the mapped.
         kernels = len(flt.kernels)
         self.band_buffers = 0 if self.fused else (3 + kernels if alpha == "premultiplied" else kernels + 1)
-        if self.dtype.kind in "iu":  # how unpremultiply_rows stores: low, high, rounding
-            self.store_spec = np.array([*float32_range(self.dtype), 1], np.float32)
-        else:
-            self.store_spec = np.array([-np.inf, np.inf, 0], np.float32)
+        self.store_spec = store_spec(self.dtype)  # how unpremultiply_rows stores
         note = MEASURED if self.mapping.measures else STREAMED
         self.passes = tuple(dataclasses.replace(p, note=note) for group in groups for p in group.passes)
 

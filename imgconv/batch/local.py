@@ -372,14 +372,15 @@ def _frozen(forking: bool):
 class _Worker:
     def __init__(self, context, job, threads, process, out_dir, timeout, inherited=()):
         self.conn, child = context.Pipe()
-        inherited = tuple(inherited) if context.get_start_method() == "fork" else ()
+        forking = context.get_start_method() == "fork"
+        inherited = tuple(inherited) if forking else ()
         self.process = context.Process(
             target=_worker_main,
             args=(child, job, threads, process, out_dir, timeout, os.getpid(), inherited),
             name="imgconv-batch-worker",
             daemon=True,
         )
-        with _children_ignore_sigint(), _frozen(context.get_start_method() == "fork"):
+        with _children_ignore_sigint(), _frozen(forking):
             self.process.start()
         child.close()
         self.ready = False

@@ -208,7 +208,6 @@ def use_vector(strategy: str, work: float) -> bool:
     ``work`` is the number of multiply-adds the pass needs.
     """
     global _vector_work, _numba_preloaded
-    from imgconv import tunables
 
     if _child is not None:
         _reap()
@@ -217,14 +216,12 @@ def use_vector(strategy: str, work: float) -> bool:
     if not ready():
         start_background()
         return True
-    if strategy == "fft" or ("numba" in sys.modules and not _numba_preloaded):
-        return False
-    budget = tunables.VECTOR_COPY_MAX_WORK if _numba_preloaded else tunables.VECTOR_MAX_WORK
-    if _vector_work + work > budget:
-        _numba_preloaded = False  # the kernels are loaded now: every later pass runs them
-        return False
-    _vector_work += work
-    return True
+    if would_use_vector(strategy, work):
+        _vector_work += work
+        return True
+    if strategy != "fft":  # over the budget: the kernels are loaded now, every later pass runs them
+        _numba_preloaded = False
+    return False
 
 
 def would_use_vector(strategy: str, work: float) -> bool:

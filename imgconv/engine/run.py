@@ -19,6 +19,7 @@ back in the same layout, pad bytes 255: no packing pass on either side.  Other r
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import numbers
 import os
@@ -233,6 +234,20 @@ def band_route(plan: Plan, elements: float):
     return _entry(plan, elements)
 
 
+@contextlib.contextmanager
+def numba_threads(count: int):
+    """numba's parallel kernels called in this thread within run on ``count`` threads
+    (numba's setting is per calling thread); the setting before is restored after."""
+    import numba
+
+    previous = numba.get_num_threads()
+    numba.set_num_threads(count)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(previous)
+
+
 def run_work(work, compiled: bool, count: int):
     """``work()`` (the band driver's loop) under ``count`` numba threads when it runs compiled
     kernels, where Ctrl-C can still interrupt the wait for it (as :func:`run`)."""
@@ -240,14 +255,8 @@ def run_work(work, compiled: bool, count: int):
     def execute():
         if not compiled:
             return work()
-        import numba
-
-        previous = numba.get_num_threads()
-        numba.set_num_threads(count)
-        try:
+        with numba_threads(count):
             return work()
-        finally:
-            numba.set_num_threads(previous)
 
     return _interruptible(execute)
 
@@ -286,14 +295,8 @@ def run(
     def execute():
         if not compiled_route:  # numpy: no numba to import or set up
             return entry(plan, rows, channels, mode, cval, finish, count)
-        import numba
-
-        previous = numba.get_num_threads()
-        numba.set_num_threads(count)  # numba's setting is per calling thread
-        try:
+        with numba_threads(count):
             return entry(plan, rows, channels, mode, cval, finish, count, **extra)
-        finally:
-            numba.set_num_threads(previous)
 
     # GPU work stays in the calling thread: its stream, buffers and taps are kept per
     # thread (engine/cuda.py), and a launch returns at once; CPU kernels run where

@@ -243,18 +243,14 @@ _pipeline = threading.local()
 def _alone(compiled: bool):
     """The kernels called in this thread within run on it alone, one band a call (numba's
     thread count is per calling thread)."""
+    from imgconv.engine.run import numba_threads
+
     previous = getattr(_pipeline, "threads", None)
     _pipeline.threads = 1
-    if compiled:
-        import numba
-
-        numba_threads = numba.get_num_threads()
-        numba.set_num_threads(1)
     try:
-        yield
+        with numba_threads(1) if compiled else contextlib.nullcontext():
+            yield
     finally:
-        if compiled:
-            numba.set_num_threads(numba_threads)
         if previous is None:
             del _pipeline.threads
         else:
