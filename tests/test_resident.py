@@ -159,14 +159,15 @@ def _wait(condition, timeout=90.0):
     return False
 
 
-def _start(env, cwd):
-    """Two commands in a row start a worker; wait until it listens."""
+def _start(env, cwd, **options):
+    """Two commands in a row start a worker; wait until it listens (``options``: for
+    subprocess.run, e.g. a ``preexec_fn`` that makes the callers' identity)."""
     before = len(_workers(env))
     for _ in range(2):
-        assert _run(["apply", "sharpen", "rgb.png", "warm-up.png"], env, cwd).returncode == 0
+        assert _run(["apply", "sharpen", "rgb.png", "warm-up.png"], env, cwd, **options).returncode == 0
     assert _wait(lambda: len(_workers(env)) > before), _log(env)
     served = _served(env)
-    assert _run(["apply", "sharpen", "rgb.png", "warm-up.png"], env, cwd).returncode == 0
+    assert _run(["apply", "sharpen", "rgb.png", "warm-up.png"], env, cwd, **options).returncode == 0
     assert _served(env) == served + 1, _log(env)
 
 
@@ -513,9 +514,7 @@ def _small_files():
 
 @pytest.mark.slow
 def test_a_file_size_limit_fails_the_write_as_in_a_fresh_process(env, files):
-    for _ in range(2):
-        assert _run(["apply", "sharpen", "rgb.png", "warm-up.png"], env, files, preexec_fn=_small_files).returncode == 0
-    assert _wait(lambda: _workers(env)), _log(env)
+    _start(env, files, preexec_fn=_small_files)
     outcomes = []
     for kind, environment in (("direct", _direct(env)), ("served", env)):
         served = _served(env)
@@ -604,9 +603,7 @@ def _ignored_signals(pid) -> int:
 
 @pytest.mark.slow
 def test_signals_the_caller_ignores_are_ignored_by_the_command(env, files):
-    for _ in range(2):
-        assert _run(["apply", "sharpen", "rgb.png", "warm-up.png"], env, files, preexec_fn=_ignore_interrupts).returncode == 0
-    assert _wait(lambda: _workers(env)), _log(env)
+    _start(env, files, preexec_fn=_ignore_interrupts)
     masks = []
     for kind, environment in (("direct", _direct(env)), ("served", env)):
         served = _served(env)
