@@ -79,6 +79,36 @@ def _interrupted():
     os._exit(130)
 
 
+def _interrupted_while_starting(signum, frame):
+    """Ctrl-C before any command has started (while Click parses the arguments):
+    nothing has been written yet, so end as an interrupted command ends, with 130
+    (Click's own handling would print "Aborted!" and exit 1)."""
+    _interrupted()
+
+
+@contextlib.contextmanager
+def _interrupts_until_a_command_starts():
+    """Ctrl-C ends the process at once until a command's own handling takes over
+    (``reports_errors`` hands SIGINT back to Python's KeyboardInterrupt).  Left
+    alone where SIGINT is ignored or already handled by somebody else."""
+    try:
+        installed = signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        if installed:
+            signal.signal(signal.SIGINT, _interrupted_while_starting)
+    except ValueError:  # not the main thread: nothing to install
+        installed = False
+    try:
+        yield
+    finally:
+        if installed and signal.getsignal(signal.SIGINT) is _interrupted_while_starting:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _command_handles_interrupts():
+    if signal.getsignal(signal.SIGINT) is _interrupted_while_starting:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def reports_errors(command):
     """The one place where failures become what the user sees: one line, never a traceback.
 
@@ -90,6 +120,7 @@ def reports_errors(command):
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
+        _command_handles_interrupts()
         with warnings.catch_warnings(), _terminate_cleanly(command.__name__ != "batch"):
             warnings.simplefilter("always", ImgconvWarning)
             warnings.showwarning = _echo_warning
@@ -962,7 +993,8 @@ def main():
     """
     gc.set_threshold(50_000, 1_000_000, 1_000_000)
     try:
-        cli(prog_name="imgconv")
+        with _interrupts_until_a_command_starts():
+            cli(prog_name="imgconv")
     except SystemExit as done:
         code = done.code
     else:

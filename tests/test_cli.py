@@ -185,6 +185,43 @@ def test_fast_commands_do_not_import_numba(args):
     assert result.returncode == 0, result.stderr
 
 
+# Ctrl-C while Click parses the arguments (the first instants of every command).
+INTERRUPTED_WHILE_PARSING = (
+    "import os, signal, sys\n"
+    "from imgconv import cli\n"
+    "if sys.argv[1] == 'ignored':\n    signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+    "parse = cli.cli.parse_args\n"
+    "def interrupted(ctx, args):\n    os.kill(os.getpid(), signal.SIGINT)\n    return parse(ctx, args)\n"
+    "cli.cli.parse_args = interrupted\n"
+    "sys.argv = ['imgconv', 'list']\n"
+    "cli.main()\n"
+)
+
+
+@pytest.mark.parametrize("disposition", ["default", "ignored"])
+def test_ctrl_c_while_parsing_exits_130_unless_ignored(disposition):
+    done = subprocess.run([sys.executable, "-c", INTERRUPTED_WHILE_PARSING, disposition], capture_output=True, text=True, timeout=60)
+    if disposition == "ignored":
+        assert done.returncode == 0 and "gaussian" in done.stdout, done.stderr
+    else:
+        assert (done.returncode, done.stderr.strip(), done.stdout) == (130, "interrupted", "")
+
+
+def test_a_started_command_gets_keyboard_interrupt_back(monkeypatch):
+    """Once a command runs, Ctrl-C is Python's KeyboardInterrupt again: the command's
+    own handling removes its temporaries (and batch stops its workers)."""
+    import signal
+
+    from imgconv import cli as cli_module
+
+    seen, catalog = [], cli_module._catalog
+    monkeypatch.setattr(cli_module, "_catalog", lambda ctx: seen.append(signal.getsignal(signal.SIGINT)) or catalog(ctx))
+    with cli_module._interrupts_until_a_command_starts():
+        assert signal.getsignal(signal.SIGINT) is cli_module._interrupted_while_starting
+        assert CliRunner().invoke(cli, ["list"]).exit_code == 0
+    assert seen == [signal.default_int_handler] and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def installed_command():
     script = Path(sys.executable).parent / "imgconv"
     return str(script) if script.exists() else shutil.which("imgconv")
