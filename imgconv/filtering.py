@@ -51,7 +51,7 @@ def check_kernel(kernel, name: str = "kernel") -> np.ndarray:
     if array.size == 0:
         raise ValueError(f"{name} is empty (shape {array.shape})")
     array = array.astype(np.float64)
-    if not np.all(np.isfinite(array)):
+    if not np.isfinite(array).all():
         raise ValueError(f"{name} contains NaN or infinite values")
     return array
 

@@ -85,6 +85,13 @@ DIRECT_PIXEL_NS = 0.367  # reading, converting and writing a pixel
 DIRECT_TAP_NS = 0.0256  # one non-zero tap
 PASS_SUM_NS = 0.10  # adding one more separable pair's result (a float32 add over the image)
 
+# A CPU pass the cost model above expects to take at most this long (one thread) runs in
+# the calling thread; longer ones run in engine/run.py's kernel thread, where Ctrl-C still
+# reaches the main thread while they run.  Handing a pass over costs two thread wake-ups,
+# 0.2-0.5 ms (a seventh of a 3x3 over a 2048 x 2048 float32 image, measured), so a
+# short one waits that much less and Ctrl-C at most this much longer.
+KERNEL_THREAD_MIN_NS = 50e6
+
 # Multiply-adds (elements x taps) a process runs in numpy (engine/vector.py, the same sums)
 # before it imports numba: about what importing numba and loading its cached kernels costs
 # (~0.3 s) over what numpy costs more per multiply-add (~0.2 ns against ~0.03 ns, one

@@ -172,9 +172,9 @@ def test_which_sweeps_the_kernels_take():
     sparse[1, 1] = 0
     assert cpu._pairing(sparse) == cpu.PAIR_NONE and cpu._pairing(np.ones((1, 9))) == cpu.PAIR_NONE
     wide = np.zeros((64, 4096), np.float32)
-    assert cpu._float_rows(wide, 1, 5, 25)[1]  # read in place
-    assert not cpu._float_rows(wide[:, :40], 1, 5, 25)[1]  # narrow: the ends would cost more than the row
-    assert not cpu._float_rows(wide.astype(np.uint8), 1, 3, 9)[1]  # integer rows: line buffers, converted once
+    assert cpu._in_place(wide, 1, 5, 25)  # read in place
+    assert not cpu._in_place(wide[:, :40], 1, 5, 25)  # narrow: the ends would cost more than the row
+    assert not cpu._in_place(wide.astype(np.uint8), 1, 3, 9)  # integer rows: line buffers, converted once
     for count in cpu.FUSED_TAPS:
         assert callable(getattr(cpu, f"_sum{count}"))
     assert cpu._sum_expression(["a", "b", "c", "d", "e", "f"]) == "((((a + b) + c) + d) + (e + f))"

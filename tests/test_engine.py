@@ -157,3 +157,52 @@ def test_empty_kernels_are_refused_at_the_door():
         imgconv.apply_filter(np.zeros((4, 4), np.uint8), Borrowed())
     with pytest.raises(ValueError, match="empty"):
         imgconv.convolve(np.zeros((4, 4)), np.zeros((0, 3)))
+
+
+def test_short_cpu_passes_run_in_the_calling_thread_long_ones_where_ctrl_c_reaches(monkeypatch):
+    """A pass the cost model puts under ``KERNEL_THREAD_MIN_NS`` skips the hand-over to the
+    kernel thread; a longer one (and every FFT) is handed over, so Ctrl-C still interrupts it."""
+    import threading
+
+    from imgconv import tunables
+    from imgconv.engine import compiled, run as engine_run
+
+    monkeypatch.setattr(compiled, "use_vector", lambda strategy, work: True)  # numpy: no compile here
+    where = []
+    real = engine_run._interruptible
+    monkeypatch.setattr(engine_run, "_interruptible", lambda work: where.append("kernel thread") or real(work))
+    image = np.random.default_rng(1).random((64, 64), dtype=np.float32)
+    kernel = np.random.default_rng(2).normal(size=(3, 3))
+    expected = imgconv.convolve(image, kernel, threads=1)
+    assert where == [] and threading.current_thread() is threading.main_thread()
+    monkeypatch.setattr(tunables, "KERNEL_THREAD_MIN_NS", 1.0)
+    assert np.array_equal(imgconv.convolve(image, kernel, threads=1), expected)
+    assert where == ["kernel thread"]
+    monkeypatch.setattr(tunables, "KERNEL_THREAD_MIN_NS", 1e12)
+    imgconv.convolve(image, np.ones((9, 9)), strategy="fft", threads=1)
+    assert where == ["kernel thread"] * 2
+
+
+@pytest.mark.parametrize("mode", ["reflect", "constant", "wrap"])
+def test_prepared_kernel_arguments_follow_every_setting(mode):
+    """The CPU kernels keep what they derive from a call's settings (engine/cpu.py
+    ``_prepared``); a call that differs in cval, finish, dtype, shape or weights gets its own."""
+    from imgconv.engine import cpu
+    from imgconv.engine.finish import FLOAT32
+
+    rng = np.random.default_rng(3)
+    image = (rng.random((23, 17, 3)) * 255).astype(np.uint8)
+    kernel = rng.normal(size=(3, 4))
+    gaussian = np.outer([1.0, 4, 6, 4, 1], [1.0, 2, 1]) / 64
+    for weights, strategy in ((kernel, "direct"), (gaussian, "separable")):
+        for cval in (0.0, 7.5):
+            for source in (image, image[:, :11], image.astype(np.float32)):
+                plain = imgconv.convolve(source, weights, mode=mode, cval=cval, strategy=strategy)
+                assert_close_to_reference(plain, source, weights, mode=mode, cval=cval)
+                plan = planner.make_plan(weights, source.shape, strategy=strategy)
+                rows = np.ascontiguousarray(source).reshape(source.shape[0], -1)
+                route = cpu.run_direct if strategy == "direct" else cpu.run_separable
+                out, _ = route(plan, rows, 3, mode, cval, Finish(np.float32, offset=2.0, absolute=True), 1)
+                assert np.array_equal(out.reshape(source.shape), np.abs(plain + np.float32(2.0)))
+                out, _ = route(plan, rows, 3, mode, cval, FLOAT32, 1)
+                assert np.array_equal(out.reshape(source.shape), plain)

@@ -69,6 +69,8 @@ from imgconv.engine._cache import configure_numba_cache
 
 configure_numba_cache()
 
+import hashlib  # noqa: E402
+
 import numpy as np  # noqa: E402
 from numba import get_num_threads, njit, prange  # noqa: E402
 
@@ -595,6 +597,25 @@ def gather_region(src, row_map, col_map, channels, channel, cval, region):
             line[b] = row[c * channels + channel] if c >= 0 else cval
 
 
+# The arguments a whole-image call derives from its plan, image shape, mode and finish (the
+# border maps, the tap tables, the finish's spec), kept for calls that repeat them: making
+# them costs 30 us a call with warm caches and 150-250 us right after a large image went
+# through them, a twentieth of a 3x3 over 2048 x 2048 float32 (docs/performance.md, "CPU
+# kernels").  A plain dict, emptied when full: threads share it without a lock.
+_PREPARED = {}
+_PREPARED_SIZE = 64
+
+
+def _prepared(key, make):
+    """``make()``, or what it gave for ``key`` before."""
+    found = _PREPARED.get(key)
+    if found is None:
+        if len(_PREPARED) >= _PREPARED_SIZE:
+            _PREPARED.clear()
+        found = _PREPARED[key] = make()
+    return found
+
+
 def _plain_out(out, finish):
     """``out`` where the kernels may sum straight into it (float32, nothing to finish), else
     an empty float32 array: one compiled signature per input dtype either way."""
@@ -605,15 +626,22 @@ def _bands():
     return tunables.CPU_BANDS_PER_THREAD * get_num_threads()
 
 
-def _float_rows(rows, channels, kw, ntaps):
-    """``(fsrc, in_place)`` for the kernels: float32 rows are read where they are
-    when the columns at their ends, summed apart, are little work beside the row
+def _in_place(rows, channels, kw, ntaps):
+    """Whether the kernels read ``rows`` where they are (then handed as ``fsrc``): float32
+    rows whose end columns, summed apart, are little work beside the row
     (``tunables.CPU_IN_PLACE_EDGE_WORK``); other rows go through line buffers."""
     if rows.dtype != np.float32:
-        return _NO_FLOAT_ROWS, False
+        return False
     width = rows.shape[1]
     edge = (kw - 1) * channels  # elements per row whose taps leave it
-    return rows, bool(width > edge and edge * max(ntaps, 1) <= tunables.CPU_IN_PLACE_EDGE_WORK * width)
+    return bool(width > edge and edge * max(ntaps, 1) <= tunables.CPU_IN_PLACE_EDGE_WORK * width)
+
+
+def _weights_key(weights):
+    """``weights`` (float64) as part of a :func:`_prepared` key: their bytes, or a digest of
+    a large kernel's (the memo keeps its keys)."""
+    data = weights.tobytes()
+    return data if len(data) <= 4096 else hashlib.blake2b(data, digest_size=16).digest()
 
 
 def _pairing(kernel):
@@ -632,30 +660,22 @@ def _separable_pass(rows, channels, column, row, mode, cval, out, finish, row_ma
     row = np.asarray(row, np.float64)
     column = np.asarray(column, np.float64)
     stride = _checked_stride(rows, channels, stride, finish)
-    height, width = rows.shape[0], rows.shape[1] // stride
-    full_map, col_map, lead = borders.extended_maps(height, width, channels, len(column), len(row), mode)
-    fsrc, in_place = _float_rows(rows, channels, len(row), len(row))
-    _separable_rows(
-        rows,
-        fsrc,
-        (np.arange(len(row)) * channels).astype(np.int64),
-        np.ascontiguousarray(row[::-1], dtype=np.float32),
-        np.ascontiguousarray(column[::-1], dtype=np.float32),
-        full_map if row_map is None else row_map,
-        col_map,
-        np.float32(cval),
+    bands = _bands() if bands is None else bands
+    key = ("separable", _weights_key(row), _weights_key(column), rows.shape, rows.dtype.char, channels, stride, mode, float(cval), finish, bands)
+
+    def prepare():
+        height, width = rows.shape[0], rows.shape[1] // stride
+        full_map, col_map, lead = borders.extended_maps(height, width, channels, len(column), len(row), mode)
+        in_place = _in_place(rows, channels, len(row), len(row))
+        offsets = (np.arange(len(row)) * channels).astype(np.int64)
+        row_weights = np.ascontiguousarray(row[::-1], dtype=np.float32)
+        column_weights = np.ascontiguousarray(column[::-1], dtype=np.float32)
         # Rows beyond the image hold cval in every column: their row pass gives cval * sum(row).
-        np.float32(cval * row.sum()),
-        lead,
-        in_place,
-        _bands() if bands is None else bands,
-        _tile(channels, stride),
-        finish.spec(),
-        out,
-        _plain_out(out, finish),
-        np.int64(channels),
-        np.int64(stride),
-    )
+        return full_map, (offsets, row_weights, column_weights), (col_map, np.float32(cval), np.float32(cval * row.sum()), lead, in_place, bands, _tile(channels, stride), finish.spec())
+
+    full_map, taps, rest = _prepared(key, prepare)
+    fsrc = rows if rest[4] else _NO_FLOAT_ROWS
+    _separable_rows(rows, fsrc, *taps, full_map if row_map is None else row_map, *rest, out, _plain_out(out, finish), np.int64(channels), np.int64(stride))
 
 
 def _checked_stride(rows, channels, stride, finish):
@@ -692,36 +712,27 @@ def run_direct(plan, rows, channels, mode, cval, finish, threads, *, row_map=Non
     (Pillow's RGB rows: 4, ``engine.run.pixel_stride``), and so does the output, its
     extra elements 255; integer rows and finish only (``_checked_stride``).
     """
-    flipped = plan.kernel[::-1, ::-1]
-    kh, kw = flipped.shape
+    kernel = plan.kernel
     stride = _checked_stride(rows, channels, pixel_stride, finish)
-    height, width = rows.shape[0], rows.shape[1] // stride
-    full_map, col_map, lead = borders.extended_maps(height, width, channels, kh, kw, mode)
-    taps_u, taps_v = np.nonzero(flipped)  # zero taps cost nothing
-    fsrc, in_place = _float_rows(rows, channels, kw, len(taps_u))
+    bands = _bands() if bands is None else bands
+    key = ("direct", _weights_key(kernel), kernel.shape, rows.shape, rows.dtype.char, channels, stride, mode, float(cval), finish, bands)
+
+    def prepare():
+        flipped = kernel[::-1, ::-1]
+        kh, kw = flipped.shape
+        height, width = rows.shape[0], rows.shape[1] // stride
+        full_map, col_map, lead = borders.extended_maps(height, width, channels, kh, kw, mode)
+        taps_u, taps_v = np.nonzero(flipped)  # zero taps cost nothing
+        in_place = _in_place(rows, channels, kw, len(taps_u))
+        taps = (taps_u.astype(np.int64), (taps_v * channels).astype(np.int64), np.ascontiguousarray(flipped[taps_u, taps_v], dtype=np.float32), kh)
+        rest = (col_map, np.float32(cval), lead, in_place, _pairing(flipped), bands, _tile(channels, stride), finish.spec())
+        return full_map, taps, rest
+
+    full_map, taps, rest = _prepared(key, prepare)
+    fsrc = rows if rest[3] else _NO_FLOAT_ROWS
     if out is None:
         out = np.empty(rows.shape, finish.dtype)
-    _direct_rows(
-        rows,
-        fsrc,
-        taps_u.astype(np.int64),
-        (taps_v * channels).astype(np.int64),
-        np.ascontiguousarray(flipped[taps_u, taps_v], dtype=np.float32),
-        kh,
-        full_map if row_map is None else row_map,
-        col_map,
-        np.float32(cval),
-        lead,
-        in_place,
-        _pairing(flipped),
-        _bands() if bands is None else bands,
-        _tile(channels, stride),
-        finish.spec(),
-        out,
-        _plain_out(out, finish),
-        np.int64(channels),
-        np.int64(stride),
-    )
+    _direct_rows(rows, fsrc, *taps, full_map if row_map is None else row_map, *rest, out, _plain_out(out, finish), np.int64(channels), np.int64(stride))
     return out, True
 
 

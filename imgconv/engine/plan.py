@@ -20,6 +20,7 @@ docs/performance.md); ``--explain`` prints the estimates.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Literal
@@ -254,7 +255,7 @@ def choose_backend(backend, image_shape=None, strategy="auto"):
             )
         return "cuda"
     if backend == "auto" and strategy != "fft" and image_shape is not None:
-        if int(np.prod(image_shape)) >= tunables.CUDA_AUTO_MIN_VALUES and cuda_unavailable_reason(simulator=False) is None:
+        if math.prod(image_shape) >= tunables.CUDA_AUTO_MIN_VALUES and cuda_unavailable_reason(simulator=False) is None:
             return "cuda"
     return "cpu"
 

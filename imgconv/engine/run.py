@@ -214,6 +214,18 @@ def _work(plan: Plan, elements: float) -> float:
     return float(elements) * taps
 
 
+def _short(plan: Plan, elements: float) -> bool:
+    """Whether a CPU direct or separable pass over ``elements`` row elements is expected (the
+    planner's one-thread cost model) to take at most ``tunables.KERNEL_THREAD_MIN_NS``: it
+    then runs in the calling thread (:func:`run`).  FFT plans always go to the kernel thread."""
+    if plan.backend != "cpu" or plan.strategy == "fft":
+        return False
+    from imgconv import tunables
+
+    taps = _work(plan, 1.0)
+    return float(elements) * (tunables.DIRECT_PIXEL_NS + tunables.DIRECT_TAP_NS * taps) <= tunables.KERNEL_THREAD_MIN_NS
+
+
 def _entry(plan: Plan, elements: float):
     """The route's entry point, and whether it is a compiled one (run under numba's thread setting)."""
     routes = _ROUTES
@@ -241,6 +253,9 @@ def numba_threads(count: int):
     import numba
 
     previous = numba.get_num_threads()
+    if previous == count:  # (the usual case: setting it costs as much as the rest of a small call)
+        yield
+        return
     numba.set_num_threads(count)
     try:
         yield
@@ -284,7 +299,8 @@ def run(
     stride = channels if pixel_stride is None else int(pixel_stride)
     if rows.size == 0:
         return np.zeros((rows.shape[0], rows.shape[1] // stride * channels), finish.dtype)
-    entry, compiled_route = _entry(plan, rows.size // stride * channels)
+    elements = rows.size // stride * channels
+    entry, compiled_route = _entry(plan, elements)
     extra = {}
     if stride != channels:
         if _takes_stride(plan, rows, finish, compiled_route):
@@ -299,9 +315,10 @@ def run(
             return entry(plan, rows, channels, mode, cval, finish, count, **extra)
 
     # GPU work stays in the calling thread: its stream, buffers and taps are kept per
-    # thread (engine/cuda.py), and a launch returns at once; CPU kernels run where
-    # Ctrl-C can still interrupt the wait for them.
-    out, finished = execute() if plan.backend == "cuda" else _interruptible(execute)
+    # thread (engine/cuda.py), and a launch returns at once; so does a short CPU pass
+    # (:func:`_short`); longer CPU kernels run where Ctrl-C can still interrupt the wait.
+    here = plan.backend == "cuda" or _short(plan, elements)
+    out, finished = execute() if here else _interruptible(execute)
     return out if finished else finish_array(out, finish)
 
 
