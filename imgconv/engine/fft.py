@@ -99,17 +99,25 @@ def run_fft(plan, rows, channels, mode, cval, finish, threads, *, gather=None):
         if not hasattr(scratch, "region"):  # buffers per worker thread, reused for every tile
             scratch.region = np.empty((n, n), np.float32)
             scratch.spectrum = np.empty((n, n // 2 + 1), np.complex64)
-        region, product = scratch.region, scratch.spectrum
+            scratch.result = np.empty((out_h, n), np.float32)
+        region, product, result = scratch.region, scratch.spectrum, scratch.result
         bh, bw = min(out_h, height - i0), min(out_w, width - j0)
         for c in range(channels):
             gather(rows, row_map[i0 : i0 + n], col_map[j0 : j0 + n], channels, c, cval32, region)
-            np.fft.rfft2(region, out=product)
+            # One axis at a time, in place, into the reused buffers (irfft2's out= gives
+            # wrong results in numpy 2.4, and it allocates its intermediate).  norm="ortho"
+            # both ways (1/n each, 1/n^2 in all, as the default): numpy's default forward
+            # passes the integer 1 as its scale, which runs complex64 through a slower loop,
+            # 2-8x the inverse's time (4.5 against 0.53 ms for 512 rows of 512, numpy 2.4).
+            np.fft.rfft(region, axis=1, out=product, norm="ortho")
+            np.fft.fft(product, axis=0, out=product, norm="ortho")
             product *= spectrum
-            # (irfft2's out= gives wrong results in numpy 2.4: let it allocate.)
-            result = np.fft.irfft2(product, s=(n, n))
-            # Rows/columns before kh-1 / kw-1 hold wrap-around: the rest is exact.
+            np.fft.ifft(product, axis=0, out=product, norm="ortho")
+            # Rows/columns before kh-1 / kw-1 hold wrap-around: only the bh rows after
+            # them are transformed back along the rows.
+            np.fft.irfft(product[kh - 1 : kh - 1 + bh], n=n, axis=1, out=result[:bh], norm="ortho")
             # Finished here, tile by tile in the worker threads, while it is in cache.
-            piece = result[kh - 1 : kh - 1 + bh, kw - 1 : kw - 1 + bw]
+            piece = result[:bh, kw - 1 : kw - 1 + bw]
             if not finish.plain:
                 piece = finish_array(np.array(piece, np.float32), finish)
             out_rows[i0 : i0 + bh, j0 * channels + c : (j0 + bw) * channels : channels] = piece
