@@ -88,7 +88,9 @@ def run_fft(plan, rows, channels, mode, cval, finish, threads, *, gather=None):
     cols_needed = math.ceil(width / out_w) * out_w + kw - 1
     row_map = borders.index_map(height, top, rows_needed - height - top, mode)
     col_map = borders.index_map(width, left, cols_needed - width - left, mode)
-    spectrum = np.fft.rfft2(kernel.astype(np.float32), s=(n, n)).astype(np.complex64)
+    # In float64: numpy's float32 forward transform at the default norm is its slow loop
+    # (see run_tile), and the spectrum is the more exact for it.
+    spectrum = np.fft.rfft2(kernel.astype(np.float64), s=(n, n)).astype(np.complex64)
     out_rows = np.empty(rows.shape, finish.dtype)
     cval32 = np.float32(cval)
 
