@@ -36,12 +36,9 @@ def _tiles(image_shape, kernel_shape, n):
     return math.ceil(height / (n - kh + 1)) * math.ceil(width / (n - kw + 1))
 
 
-def tile_size(image_shape, kernel_shape, threads=1):
+def tile_size(image_shape, kernel_shape):
     """The transform size N (N x N tiles) that costs least for the whole image,
-    counting the tiles needed to cover it, partial ones included, as ``threads``
-    workers share them: the busiest worker's tiles (for a 31x31 on 2048x2048, 9
-    tiles of 720 on 2 threads are 5 against 4; 36 of 384 are 18 and 18, measured
-    24.0-26.9 against 27.3-30.0 ms)."""
+    counting the tiles needed to cover it, partial ones included."""
     height, width = image_shape[:2]
     kh, kw = kernel_shape
     best = None
@@ -51,7 +48,7 @@ def tile_size(image_shape, kernel_shape, threads=1):
     for n in candidates:
         if n < kh or n < kw:
             continue
-        cost = math.ceil(_tiles(image_shape, kernel_shape, n) / threads) * n * n * _tile_ns(n)
+        cost = _tiles(image_shape, kernel_shape, n) * n * n * _tile_ns(n)
         if best is None or cost < best[0]:
             best = (cost, n)
         if n - kh + 1 >= height and n - kw + 1 >= width:
@@ -83,7 +80,7 @@ def run_fft(plan, rows, channels, mode, cval, finish, threads, *, gather=None):
     kernel = plan.kernel
     height, width = rows.shape[0], rows.shape[1] // channels
     kh, kw = kernel.shape
-    n = tile_size((height, width), kernel.shape, max(1, threads))
+    n = tile_size((height, width), kernel.shape)
     out_h, out_w = n - kh + 1, n - kw + 1
     top, left = (kh - 1) // 2, (kw - 1) // 2
     # Enough of the extended image for the last (partial) tile's full region.
