@@ -54,14 +54,16 @@ STREAM_MAX_RECOMPUTE = 0.5
 # --- FFT (engine/fft.py) -----------------------------------------------------------------------
 
 # Measured cost of one tile, in ns per pixel of the N x N tile on one thread
-# (gather, forward and inverse float32 FFT, product, copy-out; bench/calibrate.py, the
-# median of four runs on 2026-12-01 beside the direct constants below, so the two are
-# compared as measured together).  Small tiles pay Python's per-tile overhead, large
-# ones leave the L2 cache.
-FFT_TILE_NS = {64: 26.2, 96: 14.8, 128: 11.0, 160: 9.9, 192: 9.4, 256: 7.6, 320: 7.3, 384: 7.3, 512: 6.9, 640: 7.7, 768: 9.2, 1024: 11.4}
-# Tiles beyond the table (kernels longer than 1024 taps): taken as the 1024 cost grown by cache
-# misses (by 1.3, as when the table was first measured: 12.0 beside 9.2).
-FFT_LARGE_TILE_NS = 15.0
+# (gather, forward and inverse float32 FFT, product, copy-out; bench/calibrate.py: per size,
+# the median of six runs of seven rounds, process CPU time, on 2026-12-02 with a neighbour's
+# load on the other vCPU; the direct constants fitted in the same runs were 0.46 + 0.027 per
+# tap, ~6% above those below, so this table errs, if anything, against the FFT).  Small tiles
+# pay Python's per-tile overhead, large ones leave the L2 cache.  A size costs the entry of
+# the largest key not above it.
+FFT_TILE_NS = {64: 40.4, 96: 20.5, 128: 14.5, 160: 11.9, 192: 10.7, 256: 8.7, 288: 9.0, 320: 8.1, 384: 8.3, 480: 8.2, 512: 8.1, 576: 8.3, 640: 8.6, 720: 9.2, 768: 10.2, 960: 9.9, 1024: 9.6}
+# Tiles beyond the table (kernels longer than 1024 taps): the 1024 cost grown by the cache
+# misses of a 2048 tile (by 1.15: 10.8 beside 9.4, process time, median of three rounds).
+FFT_LARGE_TILE_NS = 11.0
 
 # --- GPU (engine/cuda.py) ----------------------------------------------------------------------
 
@@ -105,8 +107,8 @@ VECTOR_MAX_WORK = 1.5e9
 VECTOR_COPY_MAX_WORK = 2e8
 
 # The FFT is costed only for kernels of at least this many taps.  Its best
-# measured cost is ~6.9 ns per tile pixel (FFT_TILE_NS), which direct
-# (DIRECT_PIXEL_NS + DIRECT_TAP_NS * taps) only exceeds beyond ~255 taps:
+# measured cost is ~8 ns per tile pixel (FFT_TILE_NS), which direct
+# (DIRECT_PIXEL_NS + DIRECT_TAP_NS * taps) only exceeds beyond ~300 taps:
 # below 7x7 the estimate is wasted work, and the margin keeps it safe if the
 # tables are re-measured.
 FFT_MIN_TAPS = 49

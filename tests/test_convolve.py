@@ -197,6 +197,22 @@ def test_fft_tiles_every_mode(rng, mode):
         assert_close_to_reference(got, image, kernel, mode, -3.0)
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_fft_interior_tiles_every_mode(rng, mode, monkeypatch):
+    # Tiles of 64 on images of several, so some tiles reach no border (copied as a slice).
+    from imgconv.engine import fft
+
+    monkeypatch.setattr(fft, "tile_size", lambda image_shape, kernel_shape: 64)
+    for shape, kshape, dtype in [((300, 257), (9, 9), np.float64), ((200, 190, 3), (8, 13), np.uint8)]:
+        image = (rng.random(shape) * 100).astype(dtype)
+        kernel = rng.normal(size=kshape)
+        got = imgconv.convolve(image.astype(np.float32), kernel, mode=mode, cval=-3.0, strategy="fft", threads=2)
+        assert_close_to_reference(got, image, kernel, mode, -3.0)
+        if dtype == np.uint8:  # the uint8 rows themselves, cast as they are copied
+            got = imgconv.convolve(image, kernel, mode=mode, cval=-3.0, strategy="fft", threads=2)
+            assert_close_to_reference(got, image, kernel, mode, -3.0)
+
+
 def test_fft_single_thread_matches_threads(rng):
     image, kernel = rng.random((260, 270)), rng.normal(size=(25, 25))
     one = imgconv.convolve(image, kernel, strategy="fft", threads=1)
