@@ -89,10 +89,11 @@ PASS_SUM_NS = 0.10  # adding one more separable pair's result (a float32 add ove
 
 # A CPU pass the cost model above expects to take at most this long (one thread) runs in
 # the calling thread; longer ones run in engine/run.py's kernel thread, where Ctrl-C still
-# reaches the main thread while they run.  Handing a pass over costs two thread wake-ups,
-# 0.2-0.5 ms (a seventh of a 3x3 over a 2048 x 2048 float32 image, measured), so a
-# short one waits that much less and Ctrl-C at most this much longer.
-KERNEL_THREAD_MIN_NS = 50e6
+# reaches the main thread while they run (here it waits for the pass to end).  Handing a
+# pass over costs two thread wake-ups, and its fresh output pages fault in more slowly
+# from the other thread: a 13-tap Gaussian over 4096 x 4096 RGB (float32 out, one thread)
+# took 78 ms there against 60 ms here, its system time 22 against 10 ms (medians of 6).
+KERNEL_THREAD_MIN_NS = 250e6
 
 # Multiply-adds (elements x taps) a process runs in numpy (engine/vector.py, the same sums)
 # before it imports numba: about what importing numba and loading its cached kernels costs
