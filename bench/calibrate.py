@@ -37,6 +37,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=2048)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--check-threads", type=int, default=None, metavar="N",
+        help="only check the crossovers, on N threads, with the stored constants (the model is one thread's)",
+    )
     args = parser.parse_args()
 
     import numba
@@ -51,8 +55,13 @@ def main():
     image = rng.random((args.size, args.size), dtype=np.float32)
     pixels = image.size
 
-    def ns(kernel, strategy):
-        return timed(lambda: imgconv.convolve(image, kernel, strategy=strategy, threads=1), args.rounds) / pixels * 1e9
+    def ns(kernel, strategy, threads=1):
+        return timed(lambda: imgconv.convolve(image, kernel, strategy=strategy, threads=threads), args.rounds) / pixels * 1e9
+
+    if args.check_threads:
+        numba.set_num_threads(args.check_threads)
+        check_crossovers(rng, image, lambda kernel, strategy: ns(kernel, strategy, args.check_threads), planner)
+        return
 
     direct = [(k * k, ns(rng.normal(size=(k, k)), "direct")) for k in (1, 3, 5, 7, 9, 13, 17)]
     taps = np.array([t for t, _ in direct], float)
@@ -102,22 +111,27 @@ def main():
         for name, value in fitted.items():
             setattr(tunables, name, value)
         planner._plan_memo.clear()
-        print("crossovers: kernel -> measured ns/px by strategy, the faster, the planner's choice")
-        for k in (3, 5, 7, 9):
-            g = rng.normal(size=k)
-            kernel = np.outer(g, g)
-            times = {s: round(ns(kernel, s), 2) for s in ("direct", "separable")}
-            chosen = planner.make_plan(kernel, image.shape).strategy
-            print(f"  rank 1 {k}x{k}: {times}, faster {min(times, key=times.get)}, planned {chosen}")
-        for k in (7, 9, 13, 17, 21):
-            kernel = rng.normal(size=(k, k))
-            times = {s: round(ns(kernel, s), 2) for s in ("direct", "fft")}
-            chosen = planner.make_plan(kernel, image.shape).strategy
-            print(f"  dense {k}x{k}: {times}, faster {min(times, key=times.get)}, planned {chosen}")
+        check_crossovers(rng, image, ns, planner)
     finally:
         for name, value in saved.items():
             setattr(tunables, name, value)
         planner._plan_memo.clear()
+
+
+def check_crossovers(rng, image, ns, planner):
+    """The planner's choice against the faster measured strategy (``ns(kernel, strategy)``)."""
+    print("crossovers: kernel -> measured ns/px by strategy, the faster, the planner's choice")
+    for k in (3, 5, 7, 9):
+        g = rng.normal(size=k)
+        kernel = np.outer(g, g)
+        times = {s: round(ns(kernel, s), 2) for s in ("direct", "separable")}
+        chosen = planner.make_plan(kernel, image.shape).strategy
+        print(f"  rank 1 {k}x{k}: {times}, faster {min(times, key=times.get)}, planned {chosen}")
+    for k in (7, 9, 13, 17, 21):
+        kernel = rng.normal(size=(k, k))
+        times = {s: round(ns(kernel, s), 2) for s in ("direct", "fft")}
+        chosen = planner.make_plan(kernel, image.shape).strategy
+        print(f"  dense {k}x{k}: {times}, faster {min(times, key=times.get)}, planned {chosen}")
 
 
 if __name__ == "__main__":
