@@ -30,6 +30,7 @@ import weakref
 
 import numpy as np
 
+from imgconv import tunables
 from imgconv.choices import NATIVE_DTYPES
 from imgconv.engine.finish import FLOAT32, Finish, finish_array
 from imgconv.engine.plan import Plan, make_plan
@@ -214,28 +215,34 @@ def _work(plan: Plan, elements: float) -> float:
     return float(elements) * taps
 
 
-def _short(plan: Plan, elements: float) -> bool:
-    """Whether a CPU direct or separable pass over ``elements`` row elements is expected (the
-    planner's one-thread cost model) to take at most ``tunables.KERNEL_THREAD_MIN_NS``: it
-    then runs in the calling thread (:func:`run`).  FFT plans always go to the kernel thread."""
+def _short(plan: Plan, elements: float, taps: float) -> bool:
+    """Whether a CPU direct or separable pass of ``taps`` multiply-adds an element over
+    ``elements`` row elements is expected (the planner's one-thread cost model) to take at
+    most ``tunables.KERNEL_THREAD_MIN_NS``: it then runs in the calling thread (:func:`run`).
+    FFT plans always go to the kernel thread."""
     if plan.backend != "cpu" or plan.strategy == "fft":
         return False
-    from imgconv import tunables
-
-    taps = _work(plan, 1.0)
     return float(elements) * (tunables.DIRECT_PIXEL_NS + tunables.DIRECT_TAP_NS * taps) <= tunables.KERNEL_THREAD_MIN_NS
 
 
-def _entry(plan: Plan, elements: float):
-    """The route's entry point, and whether it is a compiled one (run under numba's thread setting)."""
+_resolved = {}  # (module, name) -> the entry point, imported once
+
+
+def _entry(plan: Plan, elements: float, taps: float | None = None):
+    """The route's entry point, and whether it is a compiled one (run under numba's thread
+    setting); ``taps``: :func:`_work` per element, when the caller has it."""
     routes = _ROUTES
     if plan.backend == "cpu":
         from imgconv.engine import compiled
 
-        if compiled.use_vector(plan.strategy, _work(plan, elements)):
+        work = _work(plan, elements) if taps is None else float(elements) * taps
+        if compiled.use_vector(plan.strategy, work):
             routes = _VECTOR_ROUTES
-    module, name = routes[(plan.backend, plan.strategy)]
-    return getattr(importlib.import_module(module), name), routes is _ROUTES
+    where = routes[(plan.backend, plan.strategy)]
+    entry = _resolved.get(where)
+    if entry is None:
+        entry = _resolved[where] = getattr(importlib.import_module(where[0]), where[1])
+    return entry, routes is _ROUTES
 
 
 def band_route(plan: Plan, elements: float):
@@ -300,7 +307,8 @@ def run(
     if rows.size == 0:
         return np.zeros((rows.shape[0], rows.shape[1] // stride * channels), finish.dtype)
     elements = rows.size // stride * channels
-    entry, compiled_route = _entry(plan, elements)
+    taps = _work(plan, 1.0)
+    entry, compiled_route = _entry(plan, elements, taps)
     extra = {}
     if stride != channels:
         if _takes_stride(plan, rows, finish, compiled_route):
@@ -317,7 +325,7 @@ def run(
     # GPU work stays in the calling thread: its stream, buffers and taps are kept per
     # thread (engine/cuda.py), and a launch returns at once; so does a short CPU pass
     # (:func:`_short`); longer CPU kernels run where Ctrl-C can still interrupt the wait.
-    here = plan.backend == "cuda" or _short(plan, elements)
+    here = plan.backend == "cuda" or _short(plan, elements, taps)
     out, finished = execute() if here else _interruptible(execute)
     return out if finished else finish_array(out, finish)
 
