@@ -492,7 +492,7 @@ def test_a_route_without_pixel_strides_is_handed_packed_rows(rng, monkeypatch):
 
     plan = dataclasses.replace(make_plan(np.ones((1, 1)), (9, 11, 3), strategy="direct"), backend="cuda")
     monkeypatch.setattr(run, "make_plan", lambda *args, **kwargs: plan)
-    monkeypatch.setattr(run, "_entry", lambda plan, elements: (gpu_like, False))
+    monkeypatch.setattr(run, "_entry", lambda plan, elements, taps=None: (gpu_like, False))
     out, _ = run.convolve_planned(storage[:, :, :3], np.ones((1, 1)), mode="reflect", cval=0.0, finish=Finish(np.uint8))
     (rows,) = seen
     assert rows.shape == (9, 33) and rows.flags.c_contiguous

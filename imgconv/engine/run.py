@@ -225,7 +225,7 @@ def _short(plan: Plan, elements: float, taps: float) -> bool:
     return float(elements) * (tunables.DIRECT_PIXEL_NS + tunables.DIRECT_TAP_NS * taps) <= tunables.KERNEL_THREAD_MIN_NS
 
 
-_resolved = {}  # (module, name) -> the entry point, imported once
+_modules = {}  # a route's module name -> the module, imported once
 
 
 def _entry(plan: Plan, elements: float, taps: float | None = None):
@@ -238,11 +238,10 @@ def _entry(plan: Plan, elements: float, taps: float | None = None):
         work = _work(plan, elements) if taps is None else float(elements) * taps
         if compiled.use_vector(plan.strategy, work):
             routes = _VECTOR_ROUTES
-    where = routes[(plan.backend, plan.strategy)]
-    entry = _resolved.get(where)
-    if entry is None:
-        entry = _resolved[where] = getattr(importlib.import_module(where[0]), where[1])
-    return entry, routes is _ROUTES
+    module, name = routes[(plan.backend, plan.strategy)]
+    if module not in _modules:
+        _modules[module] = importlib.import_module(module)
+    return getattr(_modules[module], name), routes is _ROUTES
 
 
 def band_route(plan: Plan, elements: float):
