@@ -100,11 +100,12 @@ def _interrupts_until_a_command_starts():
     try:
         yield
     finally:
-        if installed and signal.getsignal(signal.SIGINT) is _interrupted_while_starting:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+        if installed:
+            _command_handles_interrupts()
 
 
 def _command_handles_interrupts():
+    """SIGINT back to Python's KeyboardInterrupt, where :func:`_interrupts_until_a_command_starts` set it."""
     if signal.getsignal(signal.SIGINT) is _interrupted_while_starting:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 

@@ -606,8 +606,10 @@ _PREPARED = {}
 _PREPARED_SIZE = 64
 
 
-def _prepared(key, make):
-    """``make()``, or what it gave for ``key`` before."""
+def _prepared(weights, rows, channels, stride, mode, cval, finish, bands, make):
+    """``make()``, or what it gave before for the same ``weights`` (a tuple of the kernel's
+    keys, :func:`_weights_key`) and call settings."""
+    key = (weights, rows.shape, rows.dtype.char, channels, stride, mode, float(cval), finish, bands)
     found = _PREPARED.get(key)
     if found is None:
         if len(_PREPARED) >= _PREPARED_SIZE:
@@ -661,7 +663,7 @@ def _separable_pass(rows, channels, column, row, mode, cval, out, finish, row_ma
     column = np.asarray(column, np.float64)
     stride = _checked_stride(rows, channels, stride, finish)
     bands = _bands() if bands is None else bands
-    key = ("separable", _weights_key(row), _weights_key(column), rows.shape, rows.dtype.char, channels, stride, mode, float(cval), finish, bands)
+    weights = ("separable", _weights_key(row), _weights_key(column))
 
     def prepare():
         height, width = rows.shape[0], rows.shape[1] // stride
@@ -671,10 +673,10 @@ def _separable_pass(rows, channels, column, row, mode, cval, out, finish, row_ma
         row_weights = np.ascontiguousarray(row[::-1], dtype=np.float32)
         column_weights = np.ascontiguousarray(column[::-1], dtype=np.float32)
         # Rows beyond the image hold cval in every column: their row pass gives cval * sum(row).
-        return full_map, (offsets, row_weights, column_weights), (col_map, np.float32(cval), np.float32(cval * row.sum()), lead, in_place, bands, _tile(channels, stride), finish.spec())
+        return in_place, full_map, (offsets, row_weights, column_weights), (col_map, np.float32(cval), np.float32(cval * row.sum()), lead, in_place, bands, _tile(channels, stride), finish.spec())
 
-    full_map, taps, rest = _prepared(key, prepare)
-    fsrc = rows if rest[4] else _NO_FLOAT_ROWS
+    in_place, full_map, taps, rest = _prepared(weights, rows, channels, stride, mode, cval, finish, bands, prepare)
+    fsrc = rows if in_place else _NO_FLOAT_ROWS
     _separable_rows(rows, fsrc, *taps, full_map if row_map is None else row_map, *rest, out, _plain_out(out, finish), np.int64(channels), np.int64(stride))
 
 
@@ -715,7 +717,7 @@ def run_direct(plan, rows, channels, mode, cval, finish, threads, *, row_map=Non
     kernel = plan.kernel
     stride = _checked_stride(rows, channels, pixel_stride, finish)
     bands = _bands() if bands is None else bands
-    key = ("direct", _weights_key(kernel), kernel.shape, rows.shape, rows.dtype.char, channels, stride, mode, float(cval), finish, bands)
+    weights = ("direct", _weights_key(kernel), kernel.shape)
 
     def prepare():
         flipped = kernel[::-1, ::-1]
@@ -726,10 +728,10 @@ def run_direct(plan, rows, channels, mode, cval, finish, threads, *, row_map=Non
         in_place = _in_place(rows, channels, kw, len(taps_u))
         taps = (taps_u.astype(np.int64), (taps_v * channels).astype(np.int64), np.ascontiguousarray(flipped[taps_u, taps_v], dtype=np.float32), kh)
         rest = (col_map, np.float32(cval), lead, in_place, _pairing(flipped), bands, _tile(channels, stride), finish.spec())
-        return full_map, taps, rest
+        return in_place, full_map, taps, rest
 
-    full_map, taps, rest = _prepared(key, prepare)
-    fsrc = rows if rest[3] else _NO_FLOAT_ROWS
+    in_place, full_map, taps, rest = _prepared(weights, rows, channels, stride, mode, cval, finish, bands, prepare)
+    fsrc = rows if in_place else _NO_FLOAT_ROWS
     if out is None:
         out = np.empty(rows.shape, finish.dtype)
     _direct_rows(rows, fsrc, *taps, full_map if row_map is None else row_map, *rest, out, _plain_out(out, finish), np.int64(channels), np.int64(stride))
