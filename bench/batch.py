@@ -10,15 +10,18 @@ and out:
   ``--jobs 1`` held to one core, ``NUMBA_NUM_THREADS=1``), the command as a
   user runs it: process start, numba cache load and workers included; the
   outputs keep each input's JPEG tables (quality 90);
-- a parallel vips loop, **pyvips standing in for the vips command** (there is
-  no ``vips`` CLI where this was written): a pool of 2 processes, each looping
-  over the files it takes, ``pyvips.Image.new_from_file(f,
+- a pool of 2 pyvips processes, the parallel vips loop without a process start
+  per file (a harder peer than the command; it runs where ``vips`` is not on
+  PATH): each loops over the files it takes, ``pyvips.Image.new_from_file(f,
   access="sequential").gaussblur(2).write_to_file(out, Q=90)``, with vips's
   defaults (a Gaussian cut at 0.2 of its peak, integer arithmetic: 7 taps for
   sigma 2; vips's own thread pool in each process), and the equal-precision
   form ``precision="float", min_ampl=0.001`` (13 taps, float); labelled
   ``pyvips pool`` in the table;
-- where ``vips`` is on PATH, a shell loop running ``vips gaussblur`` once per file;
+- where ``vips`` is on PATH, the parallel vips loop itself: ``xargs -P2`` running
+  ``vips gaussblur`` once per file (a process per file, as users run it), with
+  vips's defaults and with ``--precision float --min-ampl 0.0003`` (17 float
+  taps, imgconv's work); and a serial shell loop (``vips-loop``, not by default);
 - one Python process looping over the files with Pillow
   (``ImageFilter.GaussianBlur(2)``, a box-blur approximation).
 
@@ -33,7 +36,7 @@ Usage::
     python bench/batch.py --markdown            # the table for docs/performance.md
 
 Needs Pillow and pyvips (dependencies of imgconv: pyvips-binary brings libvips);
-for the shell-loop rows, ``vips`` on PATH (Debian: ``apt-get install libvips-tools``).
+for the vips command rows, ``vips`` on PATH (Debian: ``apt-get install libvips-tools``).
 """
 
 from __future__ import annotations
@@ -56,15 +59,17 @@ REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "samples"
 SIGMA = 2.0
 QUALITY = 90  # what the inputs are written at, and the vips rows write (imgconv keeps each input's tables)
-RUNS = ("imgconv-2", "imgconv-2-resident", "pyvips-pool", "pyvips-pool-float", "imgconv-1", "imgconv-1-one-thread", "vips-loop", "vips-loop-float", "pillow-loop")
-DEFAULT_RUNS = ("imgconv-2", "imgconv-2-resident", "pyvips-pool", "pyvips-pool-float")
+RUNS = ("imgconv-2", "imgconv-2-resident", "vips-xargs", "vips-xargs-float", "pyvips-pool", "pyvips-pool-float", "imgconv-1", "imgconv-1-one-thread", "vips-loop", "vips-loop-float", "pillow-loop")
+DEFAULT_RUNS = ("imgconv-2", "imgconv-2-resident", "vips-xargs", "vips-xargs-float", "pyvips-pool", "pyvips-pool-float")
 LABELS = {
     "imgconv-1": "imgconv batch --jobs 1",
     "imgconv-2": "imgconv batch --jobs 2",
     "imgconv-2-resident": "imgconv batch --jobs 2, served by the resident worker",
     "imgconv-1-one-thread": "imgconv batch --jobs 1, NUMBA_NUM_THREADS=1",
-    "pyvips-pool": "pyvips pool of 2 (stand-in for a parallel vips loop), gaussblur defaults",
+    "pyvips-pool": "pyvips pool of 2, gaussblur defaults",
     "pyvips-pool-float": "pyvips pool of 2, gaussblur precision=float min_ampl=0.001",
+    "vips-xargs": "xargs -P2 vips gaussblur, defaults",
+    "vips-xargs-float": "xargs -P2 vips gaussblur, float 17 taps",
     "vips-loop": "vips gaussblur, shell loop",
     "vips-loop-float": "vips gaussblur float 17 taps, shell loop",
     "pillow-loop": "Pillow loop, one process",
@@ -173,6 +178,17 @@ def reaped_cpu(pid) -> float:
 VIPS_LIKE_IMGCONV = "--precision float --min-ampl 0.0003"
 
 
+def run_vips_xargs(files, in_dir, out_dir, options=""):
+    """``ls | xargs -P2 -I{} vips gaussblur {} out/{} 2``, the parallel loop a vips user writes
+    (writing at imgconv's quality; the folders made first, as ``mkdir -p`` would)."""
+    relative = [str(p.relative_to(in_dir)) for p in files]
+    for name in {Path(r).parent for r in relative}:
+        (Path(out_dir) / name).mkdir(parents=True, exist_ok=True)
+    shown = f"ls | xargs -P2 -I{{}} vips gaussblur {{}} 'out/{{}}[Q={QUALITY}]' {SIGMA:g} {options}".rstrip()
+    command = ["xargs", "-0", "-P2", "-I{}", "vips", "gaussblur", "{}", f"{out_dir}/{{}}[Q={QUALITY}]", f"{SIGMA:g}", *options.split()]
+    return ["sh", "-c", shown], subprocess.run(command, input="\0".join(relative), capture_output=True, text=True, cwd=in_dir)
+
+
 def run_vips(files, in_dir, out_dir, options=""):
     script = (
         'cd "$1" && shift && out="$1" && shift && '
@@ -184,10 +200,9 @@ def run_vips(files, in_dir, out_dir, options=""):
     return ["sh", "-c", shown], subprocess.run(command, capture_output=True, text=True)
 
 
-# The parallel vips loop, in Python: no vips command here, so pyvips (libvips from the
-# pyvips-binary wheel, as imgconv's codec uses) in a pool of 2 processes, each taking the
-# next file as it finishes one (as `xargs -P 2` would hand them out), without a process start
-# per file.  vips's defaults otherwise: its own thread pool in each process.
+# The parallel vips loop in Python: pyvips (libvips from the pyvips-binary wheel, as
+# imgconv's codec uses) in a pool of 2 processes, each taking the next file as it finishes
+# one (as `xargs -P 2` hands them out), without a process start per file.  vips's defaults otherwise: its own thread pool in each process.
 PYVIPS_POOL = f"""
 import os, sys
 from multiprocessing import get_context
@@ -298,7 +313,7 @@ def main(argv=None):
 
     runs = [name for name in args.runs if not (name.startswith("vips-") and shutil.which("vips") is None)]
     if len(runs) < len(args.runs):
-        print("vips not found on PATH: skipping the vips shell-loop rows", file=sys.stderr)
+        print("vips not found on PATH: skipping the vips command rows", file=sys.stderr)
     if args.compare_tree is not None:
         runs.insert(1, "imgconv-2-other")
         LABELS["imgconv-2-other"] = f"imgconv batch --jobs 2, {args.compare_tree}"
@@ -323,6 +338,8 @@ def main(argv=None):
                     command, result = run_imgconv(data, out_dir, int(name.split("-")[1]))
                 elif name.startswith("pyvips-pool"):
                     command, result = run_pyvips(sources, data, out_dir, "float" if name.endswith("float") else "default")
+                elif name.startswith("vips-xargs"):
+                    command, result = run_vips_xargs(sources, data, out_dir, VIPS_LIKE_IMGCONV if name.endswith("float") else "")
                 elif name == "vips-loop":
                     command, result = run_vips(sources, data, out_dir)
                 elif name == "vips-loop-float":

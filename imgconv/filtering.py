@@ -8,6 +8,7 @@ policy.  The compiled backends are imported only when there is work for them.
 from __future__ import annotations
 
 import dataclasses
+import math
 import numbers
 from dataclasses import dataclass
 
@@ -58,6 +59,8 @@ def check_kernel(kernel, name: str = "kernel") -> np.ndarray:
 
 def check_cval(cval) -> float:
     """``cval`` as a finite float (ValueError otherwise)."""
+    if type(cval) is float and math.isfinite(cval):  # the usual case, without the slower ABC check
+        return cval
     if isinstance(cval, bool) or not isinstance(cval, numbers.Real) or not np.isfinite(cval):
         raise ValueError(f"cval must be a finite number, got {cval!r}")
     return float(cval)

@@ -4,11 +4,12 @@ The CPU and CUDA backends promise one order (engine/cpu.py module notes): the
 non-zero taps in row-major order, four at a time, ``((w0 a + w1 b) + w2 c) + w3 d``
 added to the running sum.  The reference here sums exactly so in numpy float32,
 and every sweep must give its bits: the fused sweeps (9, 13, 17 taps, the longer in
-two sweeps), two output rows a sweep (dense 3x3 and 5x5, one-column kernels, the
-separable column pass), the group sweeps for other counts, float32 rows read in place (with their
-ends summed apart) and rows through line buffers, at image edges, for heights
-that leave a row unpaired, widths that fill no whole vector, images narrower
-than the kernel, several bands and threads.
+two sweeps), several output rows a sweep (four for the dense 3x3, one-column kernels
+and the separable column pass, two for the dense 5x5), the group sweeps for other
+counts, float32 rows read in place (with their ends summed apart) and rows through
+line buffers, at image edges, for heights that leave rows outside a whole sweep
+(every remainder), widths that fill no whole vector, images narrower than the
+kernel, several bands and threads.
 """
 
 import numpy as np
@@ -78,13 +79,14 @@ def _kernel(rng, shape, zeros=()):
 
 # (name, shape, zero taps): which sweep each takes is in the comment.
 DIRECT_KERNELS = [
-    ("3x3", (3, 3), ()),  # 9 taps fused, two rows a sweep (dense 3x3)
+    ("3x3", (3, 3), ()),  # 9 taps fused, four rows a sweep (dense 3x3)
     ("5x5", (5, 5), ()),  # 25 taps, two rows in two sweeps (dense 5x5); an unpaired row: group sweeps
     ("3x3 sparse", (3, 3), [(0, 0), (0, 2), (2, 0), (2, 2)]),  # 5 taps: group sweeps
     ("3x3 one zero", (3, 3), [(1, 1)]),  # 8 taps
-    ("13x1", (13, 1), ()),  # 13 fused, two rows a sweep (one column)
-    ("17x1", (17, 1), ()),  # two rows in two sweeps (12 + 5 taps)
-    ("25x1", (25, 1), ()),  # two rows in two sweeps (12 + 13 taps)
+    ("13x1", (13, 1), ()),  # 13 fused, four rows a sweep (one column)
+    ("17x1", (17, 1), ()),  # four rows in two sweeps (12 + 5 taps)
+    ("25x1", (25, 1), ()),  # four rows in two sweeps (12 + 13 taps)
+    ("7x1", (7, 1), ()),  # one column, a count not fused: four rows, each by group sweeps
     ("1x13", (1, 13), ()),
     ("1x17", (1, 17), ()),  # 17 fused, one row in two sweeps
     ("3x5", (3, 5), [(1, 1), (2, 3)]),  # 13 taps fused, not paired
@@ -106,9 +108,10 @@ def float_rows(request, monkeypatch):
 def test_direct_sums_in_the_one_order(rng, float_rows, mode, name, kshape, zeros):
     kernel = _kernel(rng, kshape, zeros)
     cval = float(rng.normal())
-    # Odd and even heights (a row left unpaired), widths filling no whole vector,
-    # an image narrower and shorter than the kernel, interleaved colour.
-    for shape, dtype in [((23, 37), np.float32), ((16, 40), np.float32), ((3, 2), np.float32), ((11, 19, 3), np.uint8), ((9, 33), np.uint16)]:
+    # Heights leaving 0 to 3 rows beyond whole sweeps of four (or a row beyond pairs), widths
+    # filling no whole vector, an image narrower and shorter than the kernel, interleaved colour.
+    shapes = [((23, 37), np.float32), ((16, 40), np.float32), ((18, 25), np.float32), ((3, 2), np.float32), ((11, 19, 3), np.uint8), ((9, 33), np.uint16)]
+    for shape, dtype in shapes:
         image = rng.random(shape) * (1 if dtype == np.float32 else np.iinfo(dtype).max)
         image = image.astype(dtype)
         channels = 1 if image.ndim == 2 else image.shape[2]
@@ -125,7 +128,7 @@ SEPARABLE_LENGTHS = [(9, 13), (13, 13), (17, 17), (25, 3), (5, 9), (2, 6), (1, 2
 def test_separable_sums_in_the_one_order(rng, float_rows, mode, lengths):
     column, row = rng.normal(size=lengths[0]), rng.normal(size=lengths[1])
     cval = float(rng.normal())
-    for shape, dtype in [((29, 41), np.float32), ((30, 18), np.float32), ((4, 3), np.float32), ((12, 21, 3), np.uint8)]:
+    for shape, dtype in [((29, 41), np.float32), ((30, 18), np.float32), ((4, 3), np.float32), ((12, 21, 3), np.uint8), ((7, 10, 3), np.uint8)]:
         image = (rng.random(shape) * (1 if dtype == np.float32 else 255)).astype(dtype)
         channels = 1 if image.ndim == 2 else image.shape[2]
         rows = image.reshape(shape[0], -1)
@@ -141,7 +144,7 @@ def test_bands_and_threads_change_no_bit(rng, monkeypatch, threads, bands):
 
     if threads > numba.config.NUMBA_NUM_THREADS:
         pytest.skip("one thread only here")
-    monkeypatch.setattr(tunables, "CPU_BANDS_PER_THREAD", bands)  # bands of odd heights: unpaired rows inside
+    monkeypatch.setattr(tunables, "CPU_BANDS_PER_THREAD", bands)  # bands of odd heights: rows beyond whole sweeps inside
     image = rng.random((61, 150)).astype(np.float32)
     for kernel in (rng.normal(size=(3, 3)), rng.normal(size=(5, 5)), rng.normal(size=(13, 1))):
         got = imgconv.convolve(image, kernel, mode="reflect", strategy="direct", threads=threads)

@@ -216,7 +216,7 @@ def use_vector(strategy: str, work: float) -> bool:
     if not ready():
         start_background()
         return True
-    if would_use_vector(strategy, work):
+    if _within_budget(strategy, work):
         _vector_work += work
         return True
     if strategy != "fft":  # over the budget: the kernels are loaded now, every later pass runs them
@@ -227,14 +227,20 @@ def use_vector(strategy: str, work: float) -> bool:
 def would_use_vector(strategy: str, work: float) -> bool:
     """What :func:`use_vector` would answer now, with nothing started or counted (for
     choosing a layout before the pass runs)."""
-    from imgconv import tunables
-
     if policy() == FOREGROUND:
         return False
     if not ready():
         return True
+    return _within_budget(strategy, work)
+
+
+def _within_budget(strategy: str, work: float) -> bool:
+    """With the kernels cached: whether numpy may still take this pass (the budget of work
+    that costs less in numpy than loading the kernels)."""
     if strategy == "fft" or ("numba" in sys.modules and not _numba_preloaded):
         return False
+    from imgconv import tunables
+
     budget = tunables.VECTOR_COPY_MAX_WORK if _numba_preloaded else tunables.VECTOR_MAX_WORK
     return _vector_work + work <= budget
 

@@ -32,10 +32,12 @@ are the CPU's bit for bit; change the two together.
 kernels, the 1-D passes of Gaussians of sigma 1, 1.5 and 2) are summed in one
 sweep with every tap in registers, so each output element is written once
 (beyond 13 taps, in sweeps of 12 and 13 taps that fit the registers); other
-counts take one sweep per group of four taps over a column tile.  Where two output rows share their source rows -- the column pass
-of the separable kernel, a direct kernel of one column, a dense 3x3 or 5x5 --
-two rows are computed in one sweep, each loaded source element serving both
-(``_pair*``).  These loops are generated from one template
+counts take one sweep per group of four taps over a column tile.  Where
+output rows share their source rows -- the column pass of the separable kernel, a
+direct kernel of one column, a dense 3x3 or 5x5 -- several rows are computed in
+one sweep, each loaded source element serving all of them (``_rows*``): four rows
+(two for a dense 5x5, whose loads would not fit the registers), so a sweep loads
+fewer elements per output and the image's rows pass fewer times.  These loops are generated from one template
 (``_sum_expression``), so the order above is written once.  Compiling them all
 makes a cold first call of a kernel slower (docs/performance.md, "CPU kernels");
 ``cache=True`` keeps them.
@@ -83,15 +85,21 @@ COMPILE_OPTIONS = dict(cache=True, nogil=True)
 # passes of Gaussians of sigma 1, 1.5 and 2 (docs/performance.md, "CPU kernels").  (25
 # taps in one row gained nothing over the group sweeps; dense 5x5 rows go two at a time.)
 FUSED_TAPS = (9, 13, 17)
-# Counts of consecutive rows summed two output rows a sweep, each row loaded once for both
-# (the separable column pass, one-column kernels).
+# Counts of consecutive rows summed several output rows a sweep, each row loaded once for
+# all (the separable column pass, one-column kernels).
 PAIRED_TAPS = (9, 13, 17, 25)
-# Dense square kernels (their side) summed two output rows a sweep.
+# Dense square kernels (their side) summed several output rows a sweep.
 DENSE_PAIRS = (3, 5)
 
-# How two output rows of the direct kernel share source rows (run_direct decides): not at
-# all, a one-column kernel (its taps are kh consecutive rows), a dense 3x3 or 5x5.
+# How output rows of a kernel share source rows (run_direct decides): not at all, a
+# one-column kernel (its taps are kh consecutive rows), a dense 3x3 or 5x5.
 PAIR_NONE, PAIR_COLUMN, PAIR_DENSE3X3, PAIR_DENSE5X5 = 0, 1, 2, 3
+# Output rows a sweep for each (four: 12-31 % faster than two, 2048 x 2048 float32 on one
+# thread, for one-column kernels of 9 to 25 taps and the dense 3x3; a dense 5x5 gained 5 %
+# and needs more registers than there are, so it stays at two; docs/performance.md).
+ROWS_COLUMN, ROWS_DENSE3X3, ROWS_DENSE5X5 = 4, 4, 2
+ROWS_PER_SWEEP = {PAIR_NONE: 1, PAIR_COLUMN: ROWS_COLUMN, PAIR_DENSE3X3: ROWS_DENSE3X3, PAIR_DENSE5X5: ROWS_DENSE5X5}
+_DENSE_KINDS = {3: PAIR_DENSE3X3, 5: PAIR_DENSE5X5}
 
 # The float32 rows handed to the kernels when the source is not float32 (never read then).
 _NO_FLOAT_ROWS = np.empty((0, 0), np.float32)
@@ -140,18 +148,19 @@ def _fused_sources():
 
     - ``_sum{T}(acc, lines, rows, offsets, weights, j0, n)`` for ``T`` in ``FUSED_TAPS``:
       ``acc[j] = sum_t weights[t] * lines[rows[t], j0 + offsets[t] + j]`` for ``j < n``;
-    - ``_pair{T}(acc0, acc1, lines, rows, weights, j0, n)`` for ``T`` in ``PAIRED_TAPS``:
-      the same over ``T + 1`` consecutive rows with no column offsets, ``acc0`` from
-      ``rows[0 .. T - 1]``, ``acc1`` from ``rows[1 .. T]``;
-
-    - ``_pair_dense{S}(acc0, acc1, lines, rows, offsets, weights, j0, n)`` for ``S`` in
-      ``DENSE_PAIRS``: a dense S x S kernel (taps ``t = S u + v``) for two output rows, from
-      ``rows[0 .. S]`` and column offsets ``offsets[0 .. S - 1]``;
-    - ``_fused_sum`` / ``_fused_pair``: the dispatch on the tap count (False: not fused).
+    - ``_rows{T}(sums, s0, lines, rows, offsets, weights, j0, n)`` for ``T`` in
+      ``PAIRED_TAPS``: the same for ``G = ROWS_PER_SWEEP[PAIR_COLUMN]`` output rows over
+      ``T + G - 1`` consecutive rows with no column offsets, ``sums[r, s0 : s0 + n]`` from
+      ``rows[r .. r + T - 1]``;
+    - ``_rows_dense{S}(sums, s0, lines, rows, offsets, weights, j0, n)`` for ``S`` in
+      ``DENSE_PAIRS``: a dense S x S kernel (taps ``t = S u + v``) for its
+      ``ROWS_PER_SWEEP`` output rows ``sums[r]``, from ``rows[0 .. S + G - 2]`` and column
+      offsets ``offsets[0 .. S - 1]``;
+    - ``_fused_sum`` / ``_fused_rows``: the dispatch on the tap count (False: not fused).
 
     Every view is a slice taken before the loop (the loop indexes it with the plain range
     variable), and every weight a scalar, so LLVM keeps them in registers and vectorises
-    the loop over ``j``; the loads shared by two rows are loaded once.
+    the loop over ``j``; the loads shared by several rows are loaded once.
     """
     parts = []
     for count in FUSED_TAPS:
@@ -162,24 +171,25 @@ def _fused_sources():
             terms = [f"w{t} * x{t}[j]" for t in range(first, last)]
             body += ["    for j in range(n):", f"        acc[j] = {_sum_expression(terms, 'acc[j]' if first else None)}"]
         parts.append(f"def _sum{count}(acc, lines, rows, offsets, weights, j0, n):\n" + "\n".join(body) + "\n")
-    # Two output rows: taps on consecutive rows (no column offsets), or a dense side x side kernel.
-    shapes = [(f"_pair{count}", count, 1) for count in PAIRED_TAPS] + [(f"_pair_dense{side}", side * side, side) for side in DENSE_PAIRS]
-    for name, count, side in shapes:
-        body = []
+    # Several output rows: taps on consecutive rows (no column offsets), or a dense side x side kernel.
+    shapes = [(f"_rows{count}", count, 1, ROWS_PER_SWEEP[PAIR_COLUMN]) for count in PAIRED_TAPS]
+    shapes += [(f"_rows_dense{side}", side * side, side, ROWS_PER_SWEEP[_DENSE_KINDS[side]]) for side in DENSE_PAIRS]
+    for name, count, side, group in shapes:
+        body = [f"    o{d} = sums[{d}, s0 : s0 + n]" for d in range(group)]
         for first, last in _sweeps(count):
-            used = sorted({(t // side + d, t % side) for t in range(first, last) for d in (0, 1)})
+            used = sorted({(t // side + d, t % side) for t in range(first, last) for d in range(group)})
             body += [f"    x{u}_{v} = lines[rows[{u}], j0 + offsets[{v}] : j0 + offsets[{v}] + n]" for u, v in used]
             body += [f"    w{t} = weights[{t}]" for t in range(first, last)]
             body.append("    for j in range(n):")
             body += [f"        a{u}_{v} = x{u}_{v}[j]" for u, v in used]
-            for out, d in (("acc0", 0), ("acc1", 1)):
+            for d in range(group):
                 terms = [f"w{t} * a{t // side + d}_{t % side}" for t in range(first, last)]
-                body.append(f"        {out}[j] = {_sum_expression(terms, f'{out}[j]' if first else None)}")
-        parts.append(f"def {name}(acc0, acc1, lines, rows, offsets, weights, j0, n):\n" + "\n".join(body) + "\n")
+                body.append(f"        o{d}[j] = {_sum_expression(terms, f'o{d}[j]' if first else None)}")
+        parts.append(f"def {name}(sums, s0, lines, rows, offsets, weights, j0, n):\n" + "\n".join(body) + "\n")
     branches = "".join(f"    if ntaps == {c}:\n        _sum{c}(acc, lines, rows, offsets, weights, j0, n)\n        return True\n" for c in FUSED_TAPS)
     parts.append(f"def _fused_sum(ntaps, acc, lines, rows, offsets, weights, j0, n):\n{branches}    return False\n")
-    branches = "".join(f"    if ntaps == {c}:\n        _pair{c}(acc0, acc1, lines, rows, offsets, weights, j0, n)\n        return True\n" for c in PAIRED_TAPS)
-    parts.append(f"def _fused_pair(ntaps, acc0, acc1, lines, rows, offsets, weights, j0, n):\n{branches}    return False\n")
+    branches = "".join(f"    if ntaps == {c}:\n        _rows{c}(sums, s0, lines, rows, offsets, weights, j0, n)\n        return True\n" for c in PAIRED_TAPS)
+    parts.append(f"def _fused_rows(ntaps, sums, s0, lines, rows, offsets, weights, j0, n):\n{branches}    return False\n")
     return "\n\n".join(parts)
 
 
@@ -295,23 +305,35 @@ def _group_sweeps(acc, lines, rows, offsets, weights, j0, n):
 
 
 @njit(**COMPILE_OPTIONS)
-def _weighted_pair(acc0, acc1, lines, rows, offsets, weights, kind, j0, n):
-    """Two output rows in one sweep where they share source rows, each in ``_weighted_sum``'s
-    order.  ``kind``: ``PAIR_COLUMN``, taps on ``ntaps`` consecutive rows with no column
-    offsets, ``rows[0 ..]`` for ``acc0`` and ``rows[1 ..]`` for ``acc1``;
-    ``PAIR_DENSE3X3`` / ``PAIR_DENSE5X5``, a dense S x S kernel on ``rows[0 .. S]`` with
-    the column offsets of its first kernel row."""
+def _sweep_rows(kind):
+    """``ROWS_PER_SWEEP[kind]``, for the compiled drivers."""
+    if kind == PAIR_COLUMN:
+        return ROWS_COLUMN
+    if kind == PAIR_DENSE3X3:
+        return ROWS_DENSE3X3
+    if kind == PAIR_DENSE5X5:
+        return ROWS_DENSE5X5
+    return 1
+
+
+@njit(**COMPILE_OPTIONS)
+def _weighted_rows(sums, s0, lines, rows, offsets, weights, kind, j0, n):
+    """``_sweep_rows(kind)`` output rows ``sums[r, s0 : s0 + n]`` in one sweep where they share
+    source rows, each in ``_weighted_sum``'s order.  ``kind``: ``PAIR_COLUMN``, taps on
+    ``ntaps`` consecutive rows with no column offsets, ``rows[r ..]`` for row ``r``;
+    ``PAIR_DENSE3X3`` / ``PAIR_DENSE5X5``, a dense S x S kernel on ``rows[0 ..]`` with the
+    column offsets of its first kernel row."""
     ntaps = weights.shape[0]
     if kind == PAIR_DENSE3X3:
-        _pair_dense3(acc0, acc1, lines, rows, offsets, weights, j0, n)
+        _rows_dense3(sums, s0, lines, rows, offsets, weights, j0, n)
         return
     if kind == PAIR_DENSE5X5:
-        _pair_dense5(acc0, acc1, lines, rows, offsets, weights, j0, n)
+        _rows_dense5(sums, s0, lines, rows, offsets, weights, j0, n)
         return
-    if _fused_pair(ntaps, acc0, acc1, lines, rows, offsets, weights, j0, n):
+    if _fused_rows(ntaps, sums, s0, lines, rows, offsets, weights, j0, n):
         return
-    _weighted_sum(acc0, lines, rows[:ntaps], offsets, weights, j0, n)
-    _weighted_sum(acc1, lines, rows[1:], offsets, weights, j0, n)
+    for r in range(ROWS_COLUMN):
+        _weighted_sum(sums[r, s0 : s0 + n], lines, rows[r : r + ntaps], offsets, weights, j0, n)
 
 
 @njit(**COMPILE_OPTIONS)
@@ -354,12 +376,13 @@ def _finish_rgb(acc, out_row, j0, offset, absolute, rounding, low, high):
 
 
 @njit(**COMPILE_OPTIONS)
-def _sum_columns(out0, out1, sum0, sum1, lines, rows, offsets, weights, pair, shift, first, last, tile, finish, channels, stride):
-    """``out0[first:last]`` (and ``out1[first:last]`` when ``pair`` is not ``PAIR_NONE``):
-    the taps of ``lines`` (element ``e`` reads ``e + shift``), tile by tile, finished.
+def _sum_columns(outs, sums, count, lines, rows, offsets, weights, kind, shift, first, last, tile, finish, channels, stride):
+    """``outs[r, first:last]`` for the ``count`` output rows of a sweep (``_sweep_rows(kind)``,
+    or 1 with ``kind`` ``PAIR_NONE``): the taps of ``lines`` (element ``e`` reads
+    ``e + shift``), tile by tile, finished.
 
-    The sums go to ``sum0`` / ``sum1``: the float32 output rows themselves when the
-    finish is plain (nothing to do), else tile-sized buffers finished into ``out``.
+    The sums go to ``sums``: the float32 output rows themselves when the finish is plain
+    (nothing to do), else tile-sized buffers, a row each, finished into ``outs``.
     Output rows of ``stride`` elements a pixel (not ``channels``: Pillow's RGB rows) get
     each tile finished into their pixels (``_finish_rgb``; tiles then start on whole pixels).
     """
@@ -367,20 +390,18 @@ def _sum_columns(out0, out1, sum0, sum1, lines, rows, offsets, weights, pair, sh
     plain = finish[5] != 0
     for j0 in range(first, last, tile):
         n = min(last, j0 + tile) - j0
-        a0 = sum0[j0 : j0 + n] if plain else sum0[:n]
-        a1 = sum1[j0 : j0 + n] if plain else sum1[:n]
-        if pair == PAIR_NONE:
-            _weighted_sum(a0, lines, rows, offsets, weights, j0 + shift, n)
+        s0 = j0 if plain else 0
+        if kind == PAIR_NONE:
+            _weighted_sum(sums[0, s0 : s0 + n], lines, rows, offsets, weights, j0 + shift, n)
         else:
-            _weighted_pair(a0, a1, lines, rows, offsets, weights, pair, j0 + shift, n)
-        if not plain and stride == channels:
-            _finish(a0, out0[j0 : j0 + n], offset, absolute, rounding, low, high)
-            if pair != PAIR_NONE:
-                _finish(a1, out1[j0 : j0 + n], offset, absolute, rounding, low, high)
-        elif not plain:
-            _finish_rgb(a0, out0, j0, offset, absolute, rounding, low, high)
-            if pair != PAIR_NONE:
-                _finish_rgb(a1, out1, j0, offset, absolute, rounding, low, high)
+            _weighted_rows(sums, s0, lines, rows, offsets, weights, kind, j0 + shift, n)
+        if plain:
+            continue
+        for r in range(count):
+            if stride == channels:
+                _finish(sums[r, :n], outs[r, j0 : j0 + n], offset, absolute, rounding, low, high)
+            else:
+                _finish_rgb(sums[r, :n], outs[r], j0, offset, absolute, rounding, low, high)
 
 
 # --- the ends of rows read in place ---------------------------------------------------------------
@@ -443,8 +464,8 @@ def _direct_rows(src, fsrc, tap_rows, tap_offsets, tap_weights, kh, row_map, col
     ``ext`` is ``src`` extended by ``row_map`` / ``col_map`` (-1: ``cval``);
     ``src`` and ``out`` are (H, W * C); ``fsrc`` is ``src`` when it is float32
     (else an empty float32 array); ``in_place``: read float32 rows where they
-    are; ``pair``: how two output rows share their taps' rows (``PAIR_*``; see
-    the module notes); ``finish`` is (offset, absolute, rounding, low, high,
+    are; ``pair``: how output rows share their taps' rows (``PAIR_*``, swept
+    ``ROWS_PER_SWEEP`` rows at a time; see the module notes); ``finish`` is (offset, absolute, rounding, low, high,
     plain) as float32 (``engine.finish.Finish.spec``); ``fout`` is ``out`` when
     the finish is plain (float32, nothing to do: the sums go straight into it),
     else an empty float32 array; ``tile`` is the column tile
@@ -457,7 +478,8 @@ def _direct_rows(src, fsrc, tap_rows, tap_offsets, tap_weights, kh, row_map, col
     ntaps = tap_weights.shape[0]
     line_len = col_map.shape[0]
     inner = width - (line_len - width)  # elements whose taps all stay inside the row
-    slots = kh + 1  # ring slots: the rows of two output rows
+    group = _sweep_rows(pair)
+    slots = kh + group - 1  # ring slots: the rows of one sweep's output rows
     zero = np.int64(0)
     bands = max(1, min(height, bands))
     band = (height + bands - 1) // bands
@@ -467,17 +489,17 @@ def _direct_rows(src, fsrc, tap_rows, tap_offsets, tap_weights, kh, row_map, col
         if first >= last:
             continue
         lines = np.empty((0, line_len), np.float32)  # the ring, made when a row first needs it
-        acc0 = np.empty(min(width, tile), np.float32)
-        acc1 = np.empty(min(width, tile), np.float32)
-        rows = np.empty(max(ntaps, kh + 1), np.int64)
+        acc = np.empty((group, min(width, tile)), np.float32)
+        rows = np.empty(max(ntaps, slots), np.int64)
         ends = np.empty((last - first, line_len - width), np.float32)
         if in_place:
             _row_ends(ends, fsrc, row_map, first, kh - 1, col_map, cval, lead, inner, rows, tap_rows, tap_offsets, tap_weights)
         filled = first  # the ring holds extended rows filled - slots .. filled - 1, row p in slot p % slots
         i = first
         while i < last:
-            kind = pair if i + 1 < last else PAIR_NONE
-            reach = kh if kind != PAIR_NONE else kh - 1  # extended rows i .. i + reach are read
+            # A band's last rows, fewer than a sweep's, one at a time.
+            kind, count = (pair, group) if i + group <= last else (PAIR_NONE, 1)
+            reach = kh + count - 2  # extended rows i .. i + reach are read
             direct = in_place
             for u in range(reach + 1):
                 if row_map[i + u] < 0:
@@ -491,20 +513,17 @@ def _direct_rows(src, fsrc, tap_rows, tap_offsets, tap_weights, kh, row_map, col
                     _fill_line(lines[p % slots], src, row_map[p], col_map, cval, lead, channels, stride)
                 filled = i + reach + 1
                 source, shift, j_first, j_last = lines, zero, zero, width
-            # Single rows: each tap's row; pairs: the rows of extended rows i .. i + kh.
+            # Single rows: each tap's row; sweeps of several: the rows of extended rows i .. i + reach.
             for t in range(reach + 1 if kind != PAIR_NONE else ntaps):
                 u = t if kind != PAIR_NONE else tap_rows[t]
                 rows[t] = row_map[i + u] if direct else (i + u) % slots
             row_taps = rows if kind != PAIR_NONE else rows[:ntaps]
-            i1 = i + 1 if kind != PAIR_NONE else i
-            sum0 = fout[i] if plain else acc0
-            sum1 = fout[i1] if plain else acc1
-            _sum_columns(out[i], out[i1], sum0, sum1, source, row_taps, tap_offsets, tap_weights, kind, shift, j_first, j_last, tile, finish, channels, stride)
+            sums = fout[i : i + count] if plain else acc
+            _sum_columns(out[i : i + count], sums, count, source, row_taps, tap_offsets, tap_weights, kind, shift, j_first, j_last, tile, finish, channels, stride)
             if direct:
-                _store_ends(out[i], ends[i - first], lead, inner, finish)
-                if kind != PAIR_NONE:
-                    _store_ends(out[i + 1], ends[i + 1 - first], lead, inner, finish)
-            i += 2 if kind != PAIR_NONE else 1
+                for r in range(i, i + count):
+                    _store_ends(out[r], ends[r - first], lead, inner, finish)
+            i += count
 
 
 @njit(parallel=True, **COMPILE_OPTIONS)
@@ -514,8 +533,8 @@ def _separable_rows(src, fsrc, row_offsets, row_weights, col_weights, row_map, c
     The row pass correlates each extended row with ``row_weights`` (element
     offsets ``row_offsets``), reading float32 rows in place when ``in_place``
     (``fsrc`` as for ``_direct_rows``); the column pass correlates ``kh``
-    consecutive row-pass results with ``col_weights``, two output rows at a
-    time.  Rows beyond the image in constant mode hold ``cval`` everywhere, so
+    consecutive row-pass results with ``col_weights``, several output rows at a
+    time (``ROWS_COLUMN``).  Rows beyond the image in constant mode hold ``cval`` everywhere, so
     their row-pass result is ``ring_cval``; ``fout``, ``channels`` and ``stride`` as for
     ``_direct_rows`` (the row-pass results are packed).
     """
@@ -525,8 +544,8 @@ def _separable_rows(src, fsrc, row_offsets, row_weights, col_weights, row_map, c
     nrow = row_weights.shape[0]
     line_len = col_map.shape[0]
     inner = width - (line_len - width)
-    slots = kh + 1  # ring slots: the rows of two output rows
-    zero, single = np.int64(0), np.int64(PAIR_NONE)
+    slots = kh + ROWS_COLUMN - 1  # ring slots: the rows of one sweep's output rows
+    zero, single, one = np.int64(0), np.int64(PAIR_NONE), np.int64(1)
     bands = max(1, min(height, bands))
     band = (height + bands - 1) // bands
     row_finish = np.zeros(6, np.float32)
@@ -538,8 +557,7 @@ def _separable_rows(src, fsrc, row_offsets, row_weights, col_weights, row_map, c
             continue
         line = np.empty((1, line_len), np.float32)
         ring = np.empty((slots, width), np.float32)
-        acc0 = np.empty(min(width, tile), np.float32)
-        acc1 = np.empty(min(width, tile), np.float32)
+        acc = np.empty((ROWS_COLUMN, min(width, tile)), np.float32)
         line_slots = np.zeros(nrow, np.int64)
         source_rows = np.empty(nrow, np.int64)
         ring_slots = np.empty(slots, np.int64)
@@ -551,7 +569,8 @@ def _separable_rows(src, fsrc, row_offsets, row_weights, col_weights, row_map, c
         for p in range(first, last + kh - 1):
             # Row-pass result for extended row p into ring slot p % slots.
             r = row_map[p]
-            target = ring[p % slots]
+            slot = p % slots
+            target = ring[slot]
             if r < 0:
                 target[:] = ring_cval
             else:
@@ -561,21 +580,21 @@ def _separable_rows(src, fsrc, row_offsets, row_weights, col_weights, row_map, c
                 else:
                     _fill_line(line[0], src, r, col_map, cval, lead, channels, stride)
                     source, rows, shift, j_first, j_last = line, line_slots, zero, zero, width
-                _sum_columns(target, target, target, target, source, rows, row_offsets, row_weights, single, shift, j_first, j_last, tile, row_finish, channels, channels)
+                results = ring[slot : slot + 1]
+                _sum_columns(results, results, one, source, rows, row_offsets, row_weights, single, shift, j_first, j_last, tile, row_finish, channels, channels)
                 if in_place:
                     _store_ends(target, ends[p - first], lead, inner, row_finish)
-            # Output rows i (and i + 1) once their kh (kh + 1) row-pass results are in the ring.
-            kind = PAIR_COLUMN if i + 1 < last else PAIR_NONE
-            if p < i + (kh if kind != PAIR_NONE else kh - 1):
-                continue
-            for u in range(slots):
-                ring_slots[u] = (i + u) % slots
-            i1 = i + 1 if kind != PAIR_NONE else i
-            rows = ring_slots if kind != PAIR_NONE else ring_slots[:kh]
-            sum0 = fout[i] if plain else acc0
-            sum1 = fout[i1] if plain else acc1
-            _sum_columns(out[i], out[i1], sum0, sum1, ring, rows, ring_offsets, col_weights, kind, zero, zero, width, tile, finish, channels, stride)
-            i += 2 if kind != PAIR_NONE else 1
+            # Output rows i .. i + count - 1 once their kh + count - 1 row-pass results are in the
+            # ring (a band's last rows, fewer than a sweep's, one at a time).
+            kind, count = (PAIR_COLUMN, ROWS_COLUMN) if i + ROWS_COLUMN <= last else (PAIR_NONE, 1)
+            while i < last and p >= i + kh + count - 2:
+                for u in range(kh + count - 1):
+                    ring_slots[u] = (i + u) % slots
+                rows = ring_slots if kind != PAIR_NONE else ring_slots[:kh]
+                sums = fout[i : i + count] if plain else acc
+                _sum_columns(out[i : i + count], sums, count, ring, rows, ring_offsets, col_weights, kind, zero, zero, width, tile, finish, channels, stride)
+                i += count
+                kind, count = (PAIR_COLUMN, ROWS_COLUMN) if i + ROWS_COLUMN <= last else (PAIR_NONE, 1)
 
 
 @njit(**COMPILE_OPTIONS)
@@ -624,8 +643,10 @@ def _plain_out(out, finish):
     return out if finish.plain else _NO_FLOAT_ROWS
 
 
-def _bands():
-    return tunables.CPU_BANDS_PER_THREAD * get_num_threads()
+def _bands(threads):
+    """Bands of output rows for ``threads`` (the entry point's count, which engine.run has
+    set numba to; asking numba again costs a lock)."""
+    return tunables.CPU_BANDS_PER_THREAD * (get_num_threads() if threads is None else threads)
 
 
 def _in_place(rows, channels, kw, ntaps):
@@ -656,13 +677,13 @@ def _pairing(kernel):
     return {(3, 3): PAIR_DENSE3X3, (5, 5): PAIR_DENSE5X5}.get((kh, kw), PAIR_NONE)
 
 
-def _separable_pass(rows, channels, column, row, mode, cval, out, finish, row_map=None, bands=None, stride=None):
+def _separable_pass(rows, channels, column, row, mode, cval, out, finish, row_map=None, bands=None, stride=None, threads=None):
     """``out`` = the rank-1 kernel ``outer(column, row)`` over ``rows``, both passes in one sweep
-    (``row_map``, ``bands``, ``stride``: as for :func:`run_direct`)."""
+    (``row_map``, ``bands``, ``stride``, ``threads``: as for :func:`run_direct`)."""
     row = np.asarray(row, np.float64)
     column = np.asarray(column, np.float64)
     stride = _checked_stride(rows, channels, stride, finish)
-    bands = _bands() if bands is None else bands
+    bands = _bands(threads) if bands is None else bands
     weights = ("separable", _weights_key(row), _weights_key(column))
 
     def prepare():
@@ -716,7 +737,7 @@ def run_direct(plan, rows, channels, mode, cval, finish, threads, *, row_map=Non
     """
     kernel = plan.kernel
     stride = _checked_stride(rows, channels, pixel_stride, finish)
-    bands = _bands() if bands is None else bands
+    bands = _bands(threads) if bands is None else bands
     weights = ("direct", _weights_key(kernel), kernel.shape)
 
     def prepare():
@@ -750,13 +771,13 @@ def run_separable(plan, rows, channels, mode, cval, finish, threads, *, row_map=
         (column, row), = plan.factors
         if out is None:
             out = np.empty(shape, finish.dtype)
-        _separable_pass(rows, channels, column, row, mode, cval, out, finish, row_map, bands, pixel_stride)
+        _separable_pass(rows, channels, column, row, mode, cval, out, finish, row_map, bands, pixel_stride, threads)
         return out, True
     _checked_stride(rows, channels, pixel_stride, FLOAT32)  # several pairs: packed only
     total = np.empty(shape, np.float32) if out is None else out
     part = np.empty(shape, np.float32)
     for index, (column, row) in enumerate(plan.factors):
-        _separable_pass(rows, channels, column, row, mode, cval, total if index == 0 else part, FLOAT32, row_map, bands)
+        _separable_pass(rows, channels, column, row, mode, cval, total if index == 0 else part, FLOAT32, row_map, bands, None, threads)
         if index:
             total += part
     return total, False

@@ -19,7 +19,6 @@ back in the same layout, pad bytes 255: no packing pass on either side.  Other r
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import numbers
 import os
@@ -171,18 +170,25 @@ def thread_count(threads: int | None) -> int:
     ValueError
         ``threads`` is not a whole number from 1 to ``NUMBA_NUM_THREADS``.
     """
+    return _thread_setting(threads)[0]
+
+
+def _thread_setting(threads: int | None) -> tuple[int, int | None]:
+    """:func:`thread_count`, and numba's setting in this thread as it was read (None where
+    numba is not imported)."""
     if "numba" in sys.modules or not _plain_thread_setting():
         import numba  # numba's own reading of an unusual NUMBA_NUM_THREADS: its error or warning
 
         limit = numba.config.NUMBA_NUM_THREADS
-        current = numba.get_num_threads()
+        current = read = numba.get_num_threads()
     else:  # numba's own default, read without importing it (engine/vector.py may run instead)
         limit = current = _default_thread_limit()
+        read = None
     if threads is None:
-        return current
+        return current, read
     if isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or not 1 <= threads <= limit:
         raise ValueError(f"threads must be a whole number from 1 to {limit} (NUMBA_NUM_THREADS), got {threads!r}")
-    return int(threads)
+    return int(threads), read
 
 
 def _plain_thread_setting() -> bool:
@@ -252,21 +258,29 @@ def band_route(plan: Plan, elements: float):
     return _entry(plan, elements)
 
 
-@contextlib.contextmanager
-def numba_threads(count: int):
+class numba_threads:
     """numba's parallel kernels called in this thread within run on ``count`` threads
-    (numba's setting is per calling thread); the setting before is restored after."""
-    import numba
+    (numba's setting is per calling thread); the setting before is restored after.
+    ``current``: this thread's setting, where the caller has just read it."""
 
-    previous = numba.get_num_threads()
-    if previous == count:  # (the usual case: setting it costs as much as the rest of a small call)
-        yield
-        return
-    numba.set_num_threads(count)
-    try:
-        yield
-    finally:
-        numba.set_num_threads(previous)
+    __slots__ = ("count", "current", "previous")
+
+    def __init__(self, count: int, current: int | None = None):
+        self.count, self.current, self.previous = count, current, None
+
+    def __enter__(self):
+        import numba
+
+        previous = numba.get_num_threads() if self.current is None else self.current
+        if previous != self.count:  # (else nothing: setting it costs as much as the rest of a small call)
+            numba.set_num_threads(self.count)
+            self.previous = previous
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            import numba
+
+            numba.set_num_threads(self.previous)
 
 
 def run_work(work, compiled: bool, count: int):
@@ -301,7 +315,7 @@ def run(
     (H, W * stride) rows in that layout (pad elements 255) where the route takes
     them (:func:`_takes_stride`), else packed (H, W * C) rows: tell them by their width.
     """
-    count = thread_count(threads)
+    count, current = _thread_setting(threads)
     stride = channels if pixel_stride is None else int(pixel_stride)
     if rows.size == 0:
         return np.zeros((rows.shape[0], rows.shape[1] // stride * channels), finish.dtype)
@@ -315,17 +329,18 @@ def run(
         else:
             rows = packed(rows, channels, stride)  # the one packing pass, where the route needs it
 
-    def execute():
+    def execute(known=None):
         if not compiled_route:  # numpy: no numba to import or set up
             return entry(plan, rows, channels, mode, cval, finish, count)
-        with numba_threads(count):
+        with numba_threads(count, known):
             return entry(plan, rows, channels, mode, cval, finish, count, **extra)
 
     # GPU work stays in the calling thread: its stream, buffers and taps are kept per
     # thread (engine/cuda.py), and a launch returns at once; so does a short CPU pass
-    # (:func:`_short`); longer CPU kernels run where Ctrl-C can still interrupt the wait.
+    # (:func:`_short`); longer CPU kernels run where Ctrl-C can still interrupt the wait
+    # (another thread, with its own numba setting).
     here = plan.backend == "cuda" or _short(plan, elements, taps)
-    out, finished = execute() if here else _interruptible(execute)
+    out, finished = execute(current) if here else _interruptible(execute)
     return out if finished else finish_array(out, finish)
 
 
