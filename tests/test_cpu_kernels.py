@@ -5,7 +5,7 @@ non-zero taps in row-major order, four at a time, ``((w0 a + w1 b) + w2 c) + w3 
 added to the running sum.  The reference here sums exactly so in numpy float32,
 and every sweep must give its bits: the fused sweeps (9, 13, 17 taps, the longer in
 two sweeps), several output rows a sweep (four for the dense 3x3, one-column kernels
-and the separable column pass, two for the dense 5x5), the group sweeps for other
+and the separable column pass, three for the dense 5x5), the group sweeps for other
 counts, float32 rows read in place (with their ends summed apart) and rows through
 line buffers, at image edges, for heights that leave rows outside a whole sweep
 (every remainder), widths that fill no whole vector, images narrower than the
@@ -80,7 +80,7 @@ def _kernel(rng, shape, zeros=()):
 # (name, shape, zero taps): which sweep each takes is in the comment.
 DIRECT_KERNELS = [
     ("3x3", (3, 3), ()),  # 9 taps fused, four rows a sweep (dense 3x3)
-    ("5x5", (5, 5), ()),  # 25 taps, two rows in two sweeps (dense 5x5); an unpaired row: group sweeps
+    ("5x5", (5, 5), ()),  # 25 taps, three rows in two sweeps (dense 5x5); rows beyond them: group sweeps
     ("3x3 sparse", (3, 3), [(0, 0), (0, 2), (2, 0), (2, 2)]),  # 5 taps: group sweeps
     ("3x3 one zero", (3, 3), [(1, 1)]),  # 8 taps
     ("13x1", (13, 1), ()),  # 13 fused, four rows a sweep (one column)
@@ -108,7 +108,7 @@ def float_rows(request, monkeypatch):
 def test_direct_sums_in_the_one_order(rng, float_rows, mode, name, kshape, zeros):
     kernel = _kernel(rng, kshape, zeros)
     cval = float(rng.normal())
-    # Heights leaving 0 to 3 rows beyond whole sweeps of four (or a row beyond pairs), widths
+    # Heights leaving 0 to 3 rows beyond whole sweeps of four (0 to 2 beyond sweeps of three), widths
     # filling no whole vector, an image narrower and shorter than the kernel, interleaved colour.
     shapes = [((23, 37), np.float32), ((16, 40), np.float32), ((18, 25), np.float32), ((3, 2), np.float32), ((11, 19, 3), np.uint8), ((9, 33), np.uint16)]
     for shape, dtype in shapes:

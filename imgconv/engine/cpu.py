@@ -36,7 +36,7 @@ counts take one sweep per group of four taps over a column tile.  Where
 output rows share their source rows -- the column pass of the separable kernel, a
 direct kernel of one column, a dense 3x3 or 5x5 -- several rows are computed in
 one sweep, each loaded source element serving all of them (``_rows*``): four rows
-(two for a dense 5x5, whose loads would not fit the registers), so a sweep loads
+(three for a dense 5x5, whose loads would not fit the registers), so a sweep loads
 fewer elements per output and the image's rows pass fewer times.  These loops are generated from one template
 (``_sum_expression``), so the order above is written once.  Compiling them all
 makes a cold first call of a kernel slower (docs/performance.md, "CPU kernels");
@@ -95,9 +95,10 @@ DENSE_PAIRS = (3, 5)
 # one-column kernel (its taps are kh consecutive rows), a dense 3x3 or 5x5.
 PAIR_NONE, PAIR_COLUMN, PAIR_DENSE3X3, PAIR_DENSE5X5 = 0, 1, 2, 3
 # Output rows a sweep for each (four: 12-31 % faster than two, 2048 x 2048 float32 on one
-# thread, for one-column kernels of 9 to 25 taps and the dense 3x3; a dense 5x5 gained 5 %
-# and needs more registers than there are, so it stays at two; docs/performance.md).
-ROWS_COLUMN, ROWS_DENSE3X3, ROWS_DENSE5X5 = 4, 4, 2
+# thread, for one-column kernels of 9 to 25 taps and the dense 3x3; the dense 5x5, whose
+# sweeps hold more loads, gained 7 % with three and lost it again with four;
+# docs/performance.md).
+ROWS_COLUMN, ROWS_DENSE3X3, ROWS_DENSE5X5 = 4, 4, 3
 ROWS_PER_SWEEP = {PAIR_NONE: 1, PAIR_COLUMN: ROWS_COLUMN, PAIR_DENSE3X3: ROWS_DENSE3X3, PAIR_DENSE5X5: ROWS_DENSE5X5}
 _DENSE_KINDS = {3: PAIR_DENSE3X3, 5: PAIR_DENSE5X5}
 
