@@ -4,12 +4,15 @@ Times each strategy on one thread over a range of kernels and prints ns per
 output pixel and channel, then constants for
 
     direct    = DIRECT_PIXEL_NS + DIRECT_TAP_NS * non-zero taps
-    separable = 2 * DIRECT_PIXEL_NS + DIRECT_TAP_NS * (kh + kw)       (per rank)
+    separable = SEPARABLE_PIXEL_NS + DIRECT_TAP_NS * (kh + kw)         (per rank)
                 + PASS_SUM_NS per rank beyond the first
     fft       = tiles x N^2 x TILE_NS[N]      (imgconv/tunables.py FFT_TILE_NS: ns per pixel of an N x N tile)
 
 The direct line is fitted to relative error (each size counts alike: the 3x3 and the
-17x17 both decide strategies).  Then the crossovers are checked: with the fitted
+17x17 both decide strategies); the separable one's fixed cost (both passes and the ring
+of row results) with the direct tap cost, to relative error, over the sizes where it
+meets direct (3x3 to 7x7: beyond, direct is several times dearer whatever the fit, and
+the 9-tap passes, summed in one sweep, cost less than a line through the others).  Then the crossovers are checked: with the fitted
 constants, the planner's choice against the faster measured strategy for rank-1
 kernels (direct or separable) and dense ones (direct or FFT).
 
@@ -72,10 +75,14 @@ def main():
     print(f"  DIRECT_PIXEL_NS = {pixel_ns:.3f}  DIRECT_TAP_NS = {tap_ns:.4f}")
 
     separable = []
-    for k in (3, 5, 9, 13, 17, 25, 49):
+    for k in (3, 5, 7, 9, 13, 17, 25, 49):
         g = rng.normal(size=k)
         separable.append((k, ns(np.outer(g, g), "separable")))
-    print("separable: size -> ns/px (model)", [(k, round(t, 2), round(2 * pixel_ns + tap_ns * 2 * k, 2)) for k, t in separable])
+    near = [(k, t) for k, t in separable if k <= 7]
+    # The least-squares intercept c of (c + tap_ns * 2k - t) / t.
+    separable_ns = sum((t - tap_ns * 2 * k) / t**2 for k, t in near) / sum(1 / t**2 for _, t in near)
+    print("separable: size -> ns/px (model)", [(k, round(t, 2), round(separable_ns + tap_ns * 2 * k, 2)) for k, t in separable])
+    print(f"  SEPARABLE_PIXEL_NS = {separable_ns:.3f}")
 
     # A second separable pair's result added to the first: the float32 sum over the image.
     total, part = np.empty_like(image), np.empty_like(image)
@@ -105,7 +112,7 @@ def main():
     print(f"  FFT_TILE_NS = {tile_ns}")
 
     # The crossovers, planned with the constants just fitted (the memo cleared before and after).
-    fitted = dict(DIRECT_PIXEL_NS=pixel_ns, DIRECT_TAP_NS=tap_ns, PASS_SUM_NS=pass_sum_ns, FFT_TILE_NS=tile_ns)
+    fitted = dict(DIRECT_PIXEL_NS=pixel_ns, DIRECT_TAP_NS=tap_ns, SEPARABLE_PIXEL_NS=separable_ns, PASS_SUM_NS=pass_sum_ns, FFT_TILE_NS=tile_ns)
     saved = {name: getattr(tunables, name) for name in fitted}
     try:
         for name, value in fitted.items():

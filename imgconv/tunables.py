@@ -55,15 +55,16 @@ STREAM_MAX_RECOMPUTE = 0.5
 
 # Measured cost of one tile, in ns per pixel of the N x N tile on one thread
 # (gather, forward and inverse float32 FFT, product, copy-out; bench/calibrate.py: per size,
-# the median of six runs of seven rounds, process CPU time, on 2026-12-02 with a neighbour's
-# load on the other vCPU; the direct constants fitted in the same runs were 0.46 + 0.027 per
-# tap, ~6% above those below, so this table errs, if anything, against the FFT).  Small tiles
-# pay Python's per-tile overhead, large ones leave the L2 cache.  A size costs the entry of
-# the largest key not above it.
-FFT_TILE_NS = {64: 40.4, 96: 20.5, 128: 14.5, 160: 11.9, 192: 10.7, 256: 8.7, 288: 9.0, 320: 8.1, 384: 8.3, 480: 8.2, 512: 8.1, 576: 8.3, 640: 8.6, 720: 9.2, 768: 10.2, 960: 9.9, 1024: 9.6}
+# the median of three runs of five rounds, process CPU time, on 2026-12-02 on a quiet
+# machine, in the same runs as the direct and separable constants below: fitted on
+# another day, the FFT's and direct's constants had drifted apart by a third, and a dense
+# 17x17 was planned direct where the FFT measured 20 % faster).  Small tiles pay Python's
+# per-tile overhead, large ones leave the L2 cache.  A size costs the entry of the largest
+# key not above it.
+FFT_TILE_NS = {64: 31.9, 96: 13.5, 128: 9.3, 160: 7.9, 192: 6.8, 256: 5.9, 288: 6.1, 320: 5.7, 384: 5.5, 480: 5.5, 512: 5.3, 576: 5.6, 640: 5.4, 720: 6.0, 768: 5.9, 960: 7.0, 1024: 6.2}
 # Tiles beyond the table (kernels longer than 1024 taps): the 1024 cost grown by the cache
 # misses of a 2048 tile (by 1.15: 10.8 beside 9.4, process time, median of three rounds).
-FFT_LARGE_TILE_NS = 11.0
+FFT_LARGE_TILE_NS = 7.1
 
 # --- GPU (engine/cuda.py) ----------------------------------------------------------------------
 
@@ -81,10 +82,14 @@ CUDA_TAP_CACHE_SIZE = 16
 # --- planning (engine/plan.py) -----------------------------------------------------------------
 
 # CPU cost model (ns per output pixel and channel, one thread), from bench/calibrate.py
-# (2048x2048 float32; the median of four runs on 2026-12-01, after the one-sweep and
-# two-rows-a-sweep kernels; docs/performance.md, "CPU kernels").
-DIRECT_PIXEL_NS = 0.367  # reading, converting and writing a pixel
-DIRECT_TAP_NS = 0.0256  # one non-zero tap
+# (2048x2048 float32; each the median of three runs on 2026-12-02, after the kernels that
+# sweep four rows at a time; docs/performance.md, "CPU kernels").
+DIRECT_PIXEL_NS = 0.271  # reading, converting and writing a pixel
+DIRECT_TAP_NS = 0.0228  # one non-zero tap
+# A separable pair's two passes and its ring of row results, beside its taps, fitted with
+# the tap cost above over 3x3 to 7x7, where it meets direct (it had been 2 x
+# DIRECT_PIXEL_NS, which left the rank-1 5x5 to separable, measured 15-35 % slower).
+SEPARABLE_PIXEL_NS = 0.62
 PASS_SUM_NS = 0.10  # adding one more separable pair's result (a float32 add over the image)
 
 # A CPU pass the cost model above expects to take at most this long (one thread) runs in
