@@ -116,6 +116,7 @@ def convolve(
     backend: str = "auto",
     strategy: str = "auto",
     threads: int | None = None,
+    output=None,
     explain: bool = False,
 ) -> np.ndarray | tuple[np.ndarray, Plan]:
     """Convolve an image with a 2-D kernel, exactly as ``scipy.ndimage.convolve``.
@@ -145,12 +146,19 @@ def convolve(
     threads : int, optional
         Threads to compute with; by default numba's setting (all cores, or
         ``NUMBA_NUM_THREADS``).
+    output : ndarray or dtype, optional
+        Where the result goes, as scipy's ``output``: a writable floating-point
+        array of the image's shape, filled and returned (a C-contiguous float32
+        one is written by the kernels themselves, with no new array: the way to
+        filter frame after frame into one buffer; it may be the image itself),
+        or a floating-point dtype for the returned array.  By default a new
+        float32 array.
     explain : bool
         Also return the :class:`imgconv.engine.plan.Plan` that ran.
 
     Returns
     -------
-    ndarray of float32, the shape of ``image`` (and the plan when ``explain``).
+    ndarray, the shape of ``image``: float32, or ``output`` (and the plan when ``explain``).
 
     Examples
     --------
@@ -160,14 +168,51 @@ def convolve(
     array([[ 5.,  4.,  4.,  3.],
            [ 1.,  0.,  0., -1.],
            [-3., -4., -4., -5.]], dtype=float32)
+    >>> frame = np.empty((3, 4), np.float32)
+    >>> imgconv.convolve(image, np.ones((1, 2)), output=frame) is frame
+    True
     """
     array = check_image(image)
     weights = check_kernel(kernel)
     mode = choices.canonical_mode(mode)
     cval = check_cval(cval)
     check_request(backend, strategy)
-    result, plan = convolve_planned(array, weights, mode=mode, cval=cval, backend=backend, strategy=strategy, threads=threads)
+    target, dtype = _check_output(output, array)
+    # The kernels write a float32 C-contiguous target themselves, unless it overlaps the image
+    # (they read the image while they write): then the result is made apart and copied in.
+    direct = target is not None and target.dtype == np.float32 and target.flags.c_contiguous and not np.may_share_memory(target, array)
+    result, plan = convolve_planned(
+        array, weights, mode=mode, cval=cval, backend=backend, strategy=strategy, threads=threads, out=target if direct else None
+    )
+    if target is not None:
+        if not direct:
+            np.copyto(target, result, casting="same_kind")
+        result = target  # (the kernels' result is a view of it)
+    elif dtype is not None:
+        result = result.astype(dtype, copy=False)
     return (result, plan) if explain else result
+
+
+def _check_output(output, array):
+    """``(target array, None)`` for an ``output`` array, ``(None, dtype)`` for a dtype, ``(None,
+    None)`` for none (ValueError for anything else: the result is floating point)."""
+    if output is None:
+        return None, None
+    if isinstance(output, np.ndarray):
+        if output.shape != array.shape:
+            raise ValueError(f"output must have the image's shape {array.shape}, got {output.shape}")
+        if output.dtype.kind != "f":
+            raise ValueError(f"output must be a floating-point array (the result is float32), got dtype {output.dtype}")
+        if not output.flags.writeable:
+            raise ValueError("output is read-only")
+        return output, None
+    try:
+        dtype = np.dtype(output)
+    except TypeError:
+        raise ValueError(f"output must be an array or a dtype, got {output!r}") from None
+    if dtype.kind != "f":
+        raise ValueError(f"output must be a floating-point dtype (the result is float32), got {dtype}")
+    return None, dtype
 
 
 def full_scale(dtype) -> float:

@@ -281,3 +281,79 @@ def test_kernel_longer_than_every_listed_fft_size(rng):
 def test_threads_validated_for_empty_images():
     with pytest.raises(ValueError, match="threads must be"):
         imgconv.convolve(np.zeros((0, 4)), np.ones((3, 3)), threads=0)
+
+
+# --- output= -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("route", ["compiled", "numpy"])
+@pytest.mark.parametrize("strategy", ["direct", "separable", "fft"])
+def test_output_array_receives_the_result(rng, monkeypatch, route, strategy):
+    """A float32 C-contiguous ``output`` is filled by the kernels and returned; every other
+    float target gets the same values; each is the default result, bit for bit."""
+    from imgconv.engine import compiled
+
+    if route == "numpy":
+        monkeypatch.setattr(compiled, "use_vector", lambda strategy, work: True)
+    kernel = np.outer(rng.normal(size=5), rng.normal(size=4))
+    images = [(rng.random(shape) * scale).astype(dtype) for shape, dtype, scale in [((37, 29), np.float32, 1), ((23, 18, 3), np.uint8, 255), ((30, 41), np.uint16, 65535), ((9, 5), np.float64, 1)]]
+    images.append(rng.integers(0, 256, size=(14, 11, 4), dtype=np.uint8)[:, :, :3])  # Pillow's RGB rows
+    for image in images:
+        shape = image.shape
+        expected = imgconv.convolve(image, kernel, mode="mirror", strategy=strategy)
+        assert_close_to_reference(expected, image, kernel, "mirror")
+        frame = np.full(shape, np.nan, np.float32)
+        got, plan = imgconv.convolve(image, kernel, mode="mirror", strategy=strategy, output=frame, explain=True)
+        assert got is frame and plan.strategy == strategy
+        np.testing.assert_array_equal(frame, expected)
+        wide = np.full(shape, np.nan, np.float64)
+        assert imgconv.convolve(image, kernel, mode="mirror", strategy=strategy, output=wide) is wide
+        np.testing.assert_array_equal(wide, expected.astype(np.float64))
+        strided = np.full((shape[0] * 2,) + shape[1:], np.nan, np.float32)[::2]  # not contiguous
+        assert imgconv.convolve(image, kernel, mode="mirror", strategy=strategy, output=strided) is strided
+        np.testing.assert_array_equal(strided, expected)
+
+
+def test_output_may_be_the_image_itself(rng):
+    """Filtering in place: the result is computed apart where the target overlaps the
+    image the kernels read."""
+    kernel = rng.normal(size=(3, 3))
+    base = rng.random((40, 52)).astype(np.float32)
+    expected = imgconv.convolve(base, kernel, mode="wrap")
+    image = base.copy()
+    assert imgconv.convolve(image, kernel, mode="wrap", output=image) is image
+    np.testing.assert_array_equal(image, expected)
+    # A target overlapping the image shifted by a row.
+    memory = np.concatenate([base, np.zeros((1, 52), np.float32)])
+    source, target = memory[:40], memory[1:41]
+    imgconv.convolve(source, kernel, mode="wrap", output=target)
+    np.testing.assert_array_equal(target, expected)
+
+
+def test_output_as_a_dtype(rng):
+    image = rng.random((12, 15)).astype(np.float32)
+    kernel = rng.normal(size=(3, 3))
+    got = imgconv.convolve(image, kernel, output=np.float64)
+    assert got.dtype == np.float64
+    np.testing.assert_array_equal(got, imgconv.convolve(image, kernel).astype(np.float64))
+
+
+@pytest.mark.parametrize(
+    "output, message",
+    [
+        (np.zeros((4, 5), np.float32), "output must have the image's shape"),
+        (np.zeros((5, 4), np.int16), "floating-point array"),
+        (np.int32, "floating-point dtype"),
+        ("not a dtype", "an array or a dtype"),
+    ],
+)
+def test_unusable_output_is_refused(output, message):
+    with pytest.raises(ValueError, match=message):
+        imgconv.convolve(np.zeros((5, 4), np.float32), np.ones((3, 3)), output=output)
+
+
+def test_read_only_output_is_refused():
+    frame = np.zeros((5, 4), np.float32)
+    frame.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        imgconv.convolve(np.zeros((5, 4), np.float32), np.ones((3, 3)), output=frame)

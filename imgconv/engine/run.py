@@ -306,9 +306,14 @@ def run(
     finish: Finish = FLOAT32,
     threads: int | None = None,
     pixel_stride: int | None = None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Execute ``plan`` over canonical ``rows`` (see :func:`canonical_rows`), or rows of
     ``pixel_stride`` elements a pixel, the ``channels`` first (:func:`padded_rows`).
+
+    ``out``: C-contiguous float32 (H, W * C) rows, not overlapping ``rows``, for a plain
+    float32 ``finish``: the result goes there and ``out`` is returned (the CPU direct and
+    separable routes sum into it; the others' result is copied in).
 
     Returns (H, W * C) rows in ``finish.dtype``, finished (offset, abs, round,
     clip) by the route's kernel or by the shared finish; for rows of a pixel stride,
@@ -317,7 +322,12 @@ def run(
     """
     count, current = _thread_setting(threads)
     stride = channels if pixel_stride is None else int(pixel_stride)
+    if out is not None and not finish.plain:
+        raise ValueError("an output array is for a plain float32 finish")
     if rows.size == 0:
+        if out is not None:
+            out.fill(0)
+            return out
         return np.zeros((rows.shape[0], rows.shape[1] // stride * channels), finish.dtype)
     elements = rows.size // stride * channels
     taps = _work(plan, 1.0)
@@ -328,10 +338,12 @@ def run(
             extra = {"pixel_stride": stride}
         else:
             rows = packed(rows, channels, stride)  # the one packing pass, where the route needs it
+    if out is not None and plan.backend == "cpu" and plan.strategy != "fft":
+        extra["out"] = out  # (float32: never Pillow's strided rows, which go packed above)
 
     def execute(known=None):
         if not compiled_route:  # numpy: no numba to import or set up
-            return entry(plan, rows, channels, mode, cval, finish, count)
+            return entry(plan, rows, channels, mode, cval, finish, count, **extra)
         with numba_threads(count, known):
             return entry(plan, rows, channels, mode, cval, finish, count, **extra)
 
@@ -340,8 +352,12 @@ def run(
     # (:func:`_short`); longer CPU kernels run where Ctrl-C can still interrupt the wait
     # (another thread, with its own numba setting).
     here = plan.backend == "cuda" or _short(plan, elements, taps)
-    out, finished = execute(current) if here else _interruptible(execute)
-    return out if finished else finish_array(out, finish)
+    result, finished = execute(current) if here else _interruptible(execute)
+    result = result if finished else finish_array(result, finish)
+    if out is not None and result is not out:
+        np.copyto(out, result)
+        return out
+    return result
 
 
 class _KernelThread:
@@ -416,18 +432,22 @@ def convolve_planned(
     factors=None,
     threads: int | None = None,
     finish: Finish = FLOAT32,
+    out: np.ndarray | None = None,
 ) -> tuple[np.ndarray, Plan]:
     """Plan (memoised) and run one convolution of a validated (H, W) or (H, W, C)
-    image; the result, shaped like ``image``, and the plan that ran."""
+    image; the result, shaped like ``image``, and the plan that ran.  ``out``: a
+    C-contiguous float32 array shaped like ``image``, not overlapping it, that receives
+    the result (a plain float32 finish only)."""
     plan = make_plan(kernel, image.shape, backend=backend, strategy=strategy, factors=factors)
+    out_rows = None if out is None else out.reshape(image.shape[0], -1)
     padded = padded_rows(image)
     if padded is not None:  # Pillow's RGB rows: read as they are, the result in that layout
         rows, channels, stride = padded
-        out = run(plan, rows, channels, mode=mode, cval=cval, finish=finish, threads=threads, pixel_stride=stride)
-        if out.shape[1] == rows.shape[1]:
-            mark_pads_set(out)  # the kernels set every pad element to 255
-            return out.reshape(image.shape[:2] + (stride,))[:, :, :channels], plan
-        return out.reshape(image.shape), plan
+        result = run(plan, rows, channels, mode=mode, cval=cval, finish=finish, threads=threads, pixel_stride=stride, out=out_rows)
+        if result.shape[1] == rows.shape[1]:
+            mark_pads_set(result)  # the kernels set every pad element to 255
+            return result.reshape(image.shape[:2] + (stride,))[:, :, :channels], plan
+        return result.reshape(image.shape), plan
     rows, channels = canonical_rows(image)
-    out = run(plan, rows, channels, mode=mode, cval=cval, finish=finish, threads=threads)
-    return out.reshape(image.shape), plan
+    result = run(plan, rows, channels, mode=mode, cval=cval, finish=finish, threads=threads, out=out_rows)
+    return result.reshape(image.shape), plan
