@@ -76,9 +76,10 @@ def fft_ns_per_pixel(image_shape, kernel_shape):
     return _tiles(image_shape, kernel_shape, n) * n * n * _tile_ns(n) / (height * width)
 
 
-def run_fft(plan, rows, channels, mode, cval, finish, threads, *, gather=None):
+def run_fft(plan, rows, channels, mode, cval, finish, threads, *, gather=None, out=None):
     """True convolution of (H, W * C) rows with ``plan.kernel`` by tiled FFTs,
-    in ``threads`` worker threads, each tile finished (``engine.finish``) as it is stored.
+    in ``threads`` worker threads, each tile finished (``engine.finish``) as it is stored
+    (into ``out`` when given: rows of the result's shape and ``finish.dtype``).
 
     ``gather`` fills a tile's input region (``cpu.gather_region``'s signature); None:
     the compiled ``cpu.gather_region`` (``vector.run_fft`` passes its numpy one).
@@ -102,7 +103,7 @@ def run_fft(plan, rows, channels, mode, cval, finish, threads, *, gather=None):
     # In float64: numpy's float32 forward transform at the default norm is its slow loop
     # (see run_tile), and the spectrum is the more exact for it.
     spectrum = np.fft.rfft2(kernel.astype(np.float64), s=(n, n)).astype(np.complex64)
-    out_rows = np.empty(rows.shape, finish.dtype)
+    out_rows = np.empty(rows.shape, finish.dtype) if out is None else out
     cval32 = np.float32(cval)
 
     origins = [(i0, j0) for i0 in range(0, height, out_h) for j0 in range(0, width, out_w)]

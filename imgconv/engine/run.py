@@ -312,8 +312,8 @@ def run(
     ``pixel_stride`` elements a pixel, the ``channels`` first (:func:`padded_rows`).
 
     ``out``: C-contiguous float32 (H, W * C) rows, not overlapping ``rows``, for a plain
-    float32 ``finish``: the result goes there and ``out`` is returned (the CPU direct and
-    separable routes sum into it; the others' result is copied in).
+    float32 ``finish``: the result goes there and ``out`` is returned (the CPU routes
+    write it; the GPU's result is copied in).
 
     Returns (H, W * C) rows in ``finish.dtype``, finished (offset, abs, round,
     clip) by the route's kernel or by the shared finish; for rows of a pixel stride,
@@ -338,7 +338,7 @@ def run(
             extra = {"pixel_stride": stride}
         else:
             rows = packed(rows, channels, stride)  # the one packing pass, where the route needs it
-    if out is not None and plan.backend == "cpu" and plan.strategy != "fft":
+    if out is not None and plan.backend == "cpu":
         extra["out"] = out  # (float32: never Pillow's strided rows, which go packed above)
 
     def execute(known=None):

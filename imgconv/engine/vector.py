@@ -428,9 +428,9 @@ def gather_region(src, row_map, col_map, channels, channel, cval, region):
         target[rmap < 0] = cval
 
 
-def run_fft(plan, rows, channels, mode, cval, finish, threads):
+def run_fft(plan, rows, channels, mode, cval, finish, threads, *, out=None):
     """``fft.run_fft`` with this module's ``gather_region`` for the tiles (no numba)."""
-    return fft.run_fft(plan, rows, channels, mode, cval, finish, threads, gather=gather_region)
+    return fft.run_fft(plan, rows, channels, mode, cval, finish, threads, gather=gather_region, out=out)
 
 
 # --- the band driver's per-element transforms: engine/points.py in numpy -------------------------
