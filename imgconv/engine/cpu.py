@@ -175,23 +175,30 @@ def _fused_sources():
     # Several output rows: taps on consecutive rows (no column offsets), or a dense side x side kernel.
     shapes = [(f"_rows{count}", count, 1, ROWS_PER_SWEEP[PAIR_COLUMN]) for count in PAIRED_TAPS]
     shapes += [(f"_rows_dense{side}", side * side, side, ROWS_PER_SWEEP[_DENSE_KINDS[side]]) for side in DENSE_PAIRS]
-    for name, count, side, group in shapes:
-        body = [f"    o{d} = sums[{d}, s0 : s0 + n]" for d in range(group)]
-        for first, last in _sweeps(count):
-            used = sorted({(t // side + d, t % side) for t in range(first, last) for d in range(group)})
-            body += [f"    x{u}_{v} = lines[rows[{u}], j0 + offsets[{v}] : j0 + offsets[{v}] + n]" for u, v in used]
-            body += [f"    w{t} = weights[{t}]" for t in range(first, last)]
-            body.append("    for j in range(n):")
-            body += [f"        a{u}_{v} = x{u}_{v}[j]" for u, v in used]
-            for d in range(group):
-                terms = [f"w{t} * a{t // side + d}_{t % side}" for t in range(first, last)]
-                body.append(f"        o{d}[j] = {_sum_expression(terms, f'o{d}[j]' if first else None)}")
-        parts.append(f"def {name}(sums, s0, lines, rows, offsets, weights, j0, n):\n" + "\n".join(body) + "\n")
+    parts += [_rows_source(name, count, side, group) for name, count, side, group in shapes]
     branches = "".join(f"    if ntaps == {c}:\n        _sum{c}(acc, lines, rows, offsets, weights, j0, n)\n        return True\n" for c in FUSED_TAPS)
     parts.append(f"def _fused_sum(ntaps, acc, lines, rows, offsets, weights, j0, n):\n{branches}    return False\n")
     branches = "".join(f"    if ntaps == {c}:\n        _rows{c}(sums, s0, lines, rows, offsets, weights, j0, n)\n        return True\n" for c in PAIRED_TAPS)
     parts.append(f"def _fused_rows(ntaps, sums, s0, lines, rows, offsets, weights, j0, n):\n{branches}    return False\n")
     return "\n\n".join(parts)
+
+
+def _rows_source(name, count, side, group):
+    """Source of ``name(sums, s0, lines, rows, offsets, weights, j0, n)``: ``group`` output rows
+    ``sums[r, s0 : s0 + n]`` of a dense kernel of ``count`` taps ``side`` columns wide (taps
+    ``t = side u + v``) in one sweep a ``_sweeps`` range, each over ``rows[r + u]`` and column
+    offsets ``offsets[v]`` (``bench/sweep_rows.py`` times it for other ``group``s)."""
+    body = [f"    o{d} = sums[{d}, s0 : s0 + n]" for d in range(group)]
+    for first, last in _sweeps(count):
+        used = sorted({(t // side + d, t % side) for t in range(first, last) for d in range(group)})
+        body += [f"    x{u}_{v} = lines[rows[{u}], j0 + offsets[{v}] : j0 + offsets[{v}] + n]" for u, v in used]
+        body += [f"    w{t} = weights[{t}]" for t in range(first, last)]
+        body.append("    for j in range(n):")
+        body += [f"        a{u}_{v} = x{u}_{v}[j]" for u, v in used]
+        for d in range(group):
+            terms = [f"w{t} * a{t // side + d}_{t % side}" for t in range(first, last)]
+            body.append(f"        o{d}[j] = {_sum_expression(terms, f'o{d}[j]' if first else None)}")
+    return f"def {name}(sums, s0, lines, rows, offsets, weights, j0, n):\n" + "\n".join(body) + "\n"
 
 
 def _compile_fused():
