@@ -178,9 +178,17 @@ def convolve(
     cval = check_cval(cval)
     check_request(backend, strategy)
     target, dtype = _check_output(output, array)
-    # The kernels write a float32 C-contiguous target themselves, unless it overlaps the image
-    # (they read the image while they write): then the result is made apart and copied in.
-    direct = target is not None and target.dtype == np.float32 and target.flags.c_contiguous and not np.may_share_memory(target, array)
+    # The kernels write an aligned, C-contiguous float32 target themselves (in native byte
+    # order: numba's one array type), unless it overlaps the image (they read the image while
+    # they write): then the result is made apart and copied in.
+    direct = (
+        target is not None
+        and target.dtype == np.float32
+        and target.dtype.isnative
+        and target.flags.c_contiguous
+        and target.flags.aligned
+        and not np.may_share_memory(target, array)
+    )
     result, plan = convolve_planned(
         array, weights, mode=mode, cval=cval, backend=backend, strategy=strategy, threads=threads, out=target if direct else None
     )

@@ -113,8 +113,8 @@ VECTOR_MAX_WORK = 1.5e9
 VECTOR_COPY_MAX_WORK = 2e8
 
 # The FFT is costed only for kernels of at least this many taps.  Its best
-# measured cost is ~8 ns per tile pixel (FFT_TILE_NS), which direct
-# (DIRECT_PIXEL_NS + DIRECT_TAP_NS * taps) only exceeds beyond ~300 taps:
+# measured cost is ~5.3 ns per tile pixel (FFT_TILE_NS), which direct
+# (DIRECT_PIXEL_NS + DIRECT_TAP_NS * taps) only exceeds beyond ~220 taps:
 # below 7x7 the estimate is wasted work, and the margin keeps it safe if the
 # tables are re-measured.
 FFT_MIN_TAPS = 49

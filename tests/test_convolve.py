@@ -357,3 +357,22 @@ def test_read_only_output_is_refused():
     frame.flags.writeable = False
     with pytest.raises(ValueError, match="read-only"):
         imgconv.convolve(np.zeros((5, 4), np.float32), np.ones((3, 3)), output=frame)
+
+
+def test_output_of_unusual_layouts(rng):
+    """Targets the kernels cannot write as they are -- unaligned, byte-swapped, Fortran-ordered --
+    and images with no pixels get the same values as a new array."""
+    image = rng.random((21, 17)).astype(np.float32)
+    kernel = rng.normal(size=(3, 3))
+    expected = imgconv.convolve(image, kernel)
+    memory = np.zeros(image.size * 4 + 1, np.uint8)
+    unaligned = memory[1:].view(np.float32).reshape(image.shape)
+    assert not unaligned.flags.aligned
+    for target in (unaligned, np.zeros(image.shape, ">f4"), np.zeros(image.shape, np.float32, order="F")):
+        assert imgconv.convolve(image, kernel, output=target) is target
+        np.testing.assert_array_equal(target, expected)
+    for shape in [(0, 4), (4, 0), (0, 4, 3), (0, 0)]:
+        empty = np.zeros(shape, np.float32)
+        target = np.full(shape, np.nan, np.float32)
+        assert imgconv.convolve(empty, kernel, output=target) is target
+        assert imgconv.convolve(empty.astype(np.uint8), kernel, output=target).shape == shape

@@ -17,8 +17,8 @@ Where the taps read from:
 - **A ring of line buffers** otherwise: uint8 and uint16 rows (converted to
   float32 once, so integer images need no full-size float copy), constant-mode
   rows beyond the image, and images too narrow for the in-place columns to pay
-  (``tunables.CPU_IN_PLACE_EDGE_WORK``).  Each thread keeps ``kh + 1`` line
-  buffers; a source row, converted and extended beyond its ends through the
+  (``tunables.CPU_IN_PLACE_EDGE_WORK``).  Each thread keeps ``kh + G - 1`` line
+  buffers (``G``: a sweep's output rows); a source row, converted and extended beyond its ends through the
   border index map (so there is no padded copy of the image), is filled once
   and serves the output rows that need it.
 
@@ -43,7 +43,7 @@ makes a cold first call of a kernel slower (docs/performance.md, "CPU kernels");
 ``cache=True`` keeps them.
 
 The separable kernel runs both 1-D passes in one sweep: each band keeps a ring
-of row-pass results and builds the output rows from it, two at a time, so
+of row-pass results and builds the output rows from it, four at a time, so
 there is no full-size intermediate image; float32 rows are read in place by
 the row pass as above.  Both kernels finish each row on the spot (offset,
 absolute value, rounding and clipping into the output dtype), so filtering a
@@ -83,7 +83,7 @@ COMPILE_OPTIONS = dict(cache=True, nogil=True)
 
 # Tap counts summed in one sweep, every tap in registers: dense 3x3 kernels, the 1-D
 # passes of Gaussians of sigma 1, 1.5 and 2 (docs/performance.md, "CPU kernels").  (25
-# taps in one row gained nothing over the group sweeps; dense 5x5 rows go two at a time.)
+# taps in one row gained nothing over the group sweeps; dense 5x5 rows go three at a time.)
 FUSED_TAPS = (9, 13, 17)
 # Counts of consecutive rows summed several output rows a sweep, each row loaded once for
 # all (the separable column pass, one-column kernels).
@@ -676,7 +676,7 @@ def _weights_key(weights):
 
 
 def _pairing(kernel):
-    """How two output rows of ``kernel`` (flipped, as the kernel sums it) share source rows."""
+    """How the output rows of a sweep of ``kernel`` (flipped, as the kernel sums it) share source rows."""
     kh, kw = kernel.shape
     if not np.all(kernel != 0) or kh < 2:
         return PAIR_NONE

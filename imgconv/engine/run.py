@@ -228,7 +228,8 @@ def _short(plan: Plan, elements: float, taps: float) -> bool:
     FFT plans always go to the kernel thread."""
     if plan.backend != "cpu" or plan.strategy == "fft":
         return False
-    return float(elements) * (tunables.DIRECT_PIXEL_NS + tunables.DIRECT_TAP_NS * taps) <= tunables.KERNEL_THREAD_MIN_NS
+    pixel = tunables.SEPARABLE_PIXEL_NS * len(plan.factors) if plan.strategy == "separable" else tunables.DIRECT_PIXEL_NS
+    return float(elements) * (pixel + tunables.DIRECT_TAP_NS * taps) <= tunables.KERNEL_THREAD_MIN_NS
 
 
 _modules = {}  # a route's module name -> the module, imported once
@@ -439,7 +440,7 @@ def convolve_planned(
     C-contiguous float32 array shaped like ``image``, not overlapping it, that receives
     the result (a plain float32 finish only)."""
     plan = make_plan(kernel, image.shape, backend=backend, strategy=strategy, factors=factors)
-    out_rows = None if out is None else out.reshape(image.shape[0], -1)
+    out_rows = None if out is None else out.reshape(image.shape[0], int(np.prod(image.shape[1:])))  # (-1 fails for no rows)
     padded = padded_rows(image)
     if padded is not None:  # Pillow's RGB rows: read as they are, the result in that layout
         rows, channels, stride = padded
