@@ -146,8 +146,9 @@ def rank1_factors(kernel):
     return factors[0] if factors else None
 
 
-def direct_cost(kernel) -> float:
-    return tunables.DIRECT_PIXEL_NS + tunables.DIRECT_TAP_NS * np.count_nonzero(kernel)
+def direct_cost(kernel, taps=None) -> float:
+    """ns per output element of the direct pass (``taps``: the kernel's non-zero taps, where known)."""
+    return tunables.DIRECT_PIXEL_NS + tunables.DIRECT_TAP_NS * (np.count_nonzero(kernel) if taps is None else taps)
 
 
 def separable_cost(kernel_shape, rank) -> float:

@@ -32,7 +32,7 @@ import numpy as np
 from imgconv import tunables
 from imgconv.choices import NATIVE_DTYPES
 from imgconv.engine.finish import FLOAT32, Finish, finish_array
-from imgconv.engine.plan import Plan, make_plan
+from imgconv.engine.plan import Plan, direct_cost, make_plan, separable_cost
 
 # (backend, strategy) -> (module, entry point); imported when a plan runs.
 _ROUTES = {
@@ -228,8 +228,11 @@ def _short(plan: Plan, elements: float, taps: float) -> bool:
     FFT plans always go to the kernel thread."""
     if plan.backend != "cpu" or plan.strategy == "fft":
         return False
-    pixel = tunables.SEPARABLE_PIXEL_NS * len(plan.factors) if plan.strategy == "separable" else tunables.DIRECT_PIXEL_NS
-    return float(elements) * (pixel + tunables.DIRECT_TAP_NS * taps) <= tunables.KERNEL_THREAD_MIN_NS
+    if plan.strategy == "separable":
+        ns = separable_cost(plan.kernel.shape, len(plan.factors))
+    else:
+        ns = direct_cost(plan.kernel, taps)
+    return float(elements) * ns <= tunables.KERNEL_THREAD_MIN_NS
 
 
 _modules = {}  # a route's module name -> the module, imported once
