@@ -219,6 +219,82 @@ def test_fft_single_thread_matches_threads(rng):
     np.testing.assert_array_equal(one, imgconv.convolve(image, kernel, strategy="fft", threads=2))
 
 
+def test_fft_kept_spectra_and_buffers_never_mix_kernels_or_sizes(rng, monkeypatch):
+    # The spectra and tile buffers kept between calls: kernels of one shape that differ in one
+    # weight, or only in dtype, images whose tiles differ, each against scipy, twice over.
+    from imgconv.engine import fft
+
+    base = rng.normal(size=(17, 17))
+    other = base.copy()
+    other[3, 5] += 1.0
+    cases = [(base, (150, 170)), (other, (150, 170)), (base.astype(np.float32), (150, 170)), (other, (400, 90, 3)), (base, (40, 30))]
+    for _ in range(2):
+        for kernel, shape in cases:
+            image = rng.random(shape)
+            got = imgconv.convolve(image, kernel, mode="wrap", strategy="fft", threads=2)
+            assert_close_to_reference(got, image, kernel.astype(np.float64), "wrap", 0.0)
+    # A full cache drops the least recently used spectra, and never holds more than its bytes.
+    from collections import OrderedDict
+
+    n = fft.tile_size((60, 60), base.shape)
+    monkeypatch.setattr(fft, "_spectra", OrderedDict())
+    monkeypatch.setattr(fft, "SPECTRA_BYTES", n * (n // 2 + 1) * 8)  # one spectrum
+    image = rng.random((60, 60))
+    for kernel in (base, other):
+        got = imgconv.convolve(image, kernel, mode="nearest", strategy="fft")
+        assert_close_to_reference(got, image, kernel, "nearest", 0.0)
+    assert [key[2] for key in fft._spectra] == [other.tobytes()]
+    monkeypatch.setattr(fft, "SPECTRA_BYTES", 0)  # larger than the cache: not kept
+    got = imgconv.convolve(image, base, mode="nearest", strategy="fft")
+    assert_close_to_reference(got, image, base, "nearest", 0.0)
+    assert [key[2] for key in fft._spectra] == [other.tobytes()]
+
+
+def test_helper_threads_are_kept_and_raise_the_first_error():
+    import os
+    import threading
+
+    from imgconv.engine import helpers
+
+    def idents(count):
+        seen, lock = set(), threading.Lock()
+
+        def note(item):
+            with lock:
+                seen.add(threading.get_ident())
+            threading.Event().wait(0.01)  # (so that every thread takes an item)
+
+        helpers.in_threads(note, range(12), count)
+        return seen
+
+    first = idents(3)
+    assert len(first) == 3 and idents(3) == first  # the same threads, kept
+    done = []
+
+    def fail(item):
+        if item == 2:
+            raise KeyError("tile 2")
+        done.append(item)
+
+    with pytest.raises(KeyError, match="tile 2"):
+        helpers.in_threads(fail, range(50), 2)
+    assert len(done) < 49  # the others stopped at their next item
+    where = []
+    helpers.in_threads(lambda item: where.append(threading.get_ident()), range(3), 1, here=False)
+    assert len(where) == 3 and threading.get_ident() not in where  # here=False: helpers only
+    # A forked child's helpers are its own (its parent's threads did not come with it).
+    pid = os.fork()
+    if pid == 0:
+        try:
+            count = []
+            helpers.in_threads(count.append, range(5), 2)
+            os._exit(0 if sorted(count) == list(range(5)) else 1)
+        except BaseException:
+            os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
 @pytest.mark.parametrize("threads", [0, -1, 10**6, 1.5, True])
 def test_bad_thread_counts(threads):
     with pytest.raises(ValueError, match="threads must be"):

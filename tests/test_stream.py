@@ -14,7 +14,7 @@ from conftest import MODES, scipy_convolve
 from imgconv import choices, tunables
 from imgconv.chain import Chain, apply_chain, parse_chain
 from imgconv.colour import linear_to_srgb, srgb_to_linear
-from imgconv.engine import compiled
+from imgconv.engine import compiled, helpers
 from imgconv.kernels import Filter, Kernel, load_catalog
 
 
@@ -178,7 +178,7 @@ def test_band_pipelines_change_no_bit(rng, catalog, monkeypatch, route, dtype, s
     # each kernel call on its thread alone), give one band's bits, in every mode.
     import numba
 
-    from imgconv.engine import stream, vector
+    from imgconv.engine import stream
 
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("one thread only here")
@@ -192,7 +192,7 @@ def test_band_pipelines_change_no_bit(rng, catalog, monkeypatch, route, dtype, s
     monkeypatch.setattr(tunables, "STREAM_MAX_RECOMPUTE", float("inf"))
     one = _run_cases(np.random.default_rng(seed), catalog, shape, dtype, threads=1)
     pipelines, alone = [], []
-    real_threads, real_band = vector._in_daemon_threads, stream._band
+    real_threads, real_band = helpers.in_threads, stream._band
 
     def in_threads(function, items, count):
         pipelines.append(count)
@@ -202,7 +202,7 @@ def test_band_pipelines_change_no_bit(rng, catalog, monkeypatch, route, dtype, s
         alone.append(getattr(stream._pipeline, "threads", None))
         return real_band(*args)
 
-    monkeypatch.setattr(vector, "_in_daemon_threads", in_threads)
+    monkeypatch.setattr(helpers, "in_threads", in_threads)
     monkeypatch.setattr(stream, "_band", band)
     two = _run_cases(np.random.default_rng(seed), catalog, shape, dtype, threads=2)
     assert pipelines and set(pipelines) == {2} and set(alone) == {1}

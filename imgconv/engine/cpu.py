@@ -325,6 +325,16 @@ def _sweep_rows(kind):
 
 
 @njit(**COMPILE_OPTIONS)
+def _next_sweep(kind, i, last):
+    """(kind, rows) for the sweep at output row ``i`` of a band ending before ``last``: a
+    whole sweep of ``kind``, else (the band's last rows, fewer) one row alone."""
+    group = _sweep_rows(kind)
+    if i + group <= last:
+        return kind, group
+    return PAIR_NONE, 1
+
+
+@njit(**COMPILE_OPTIONS)
 def _weighted_rows(sums, s0, lines, rows, offsets, weights, kind, j0, n):
     """``_sweep_rows(kind)`` output rows ``sums[r, s0 : s0 + n]`` in one sweep where they share
     source rows, each in ``_weighted_sum``'s order.  ``kind``: ``PAIR_COLUMN``, taps on
@@ -505,8 +515,7 @@ def _direct_rows(src, fsrc, tap_rows, tap_offsets, tap_weights, kh, row_map, col
         filled = first  # the ring holds extended rows filled - slots .. filled - 1, row p in slot p % slots
         i = first
         while i < last:
-            # A band's last rows, fewer than a sweep's, one at a time.
-            kind, count = (pair, group) if i + group <= last else (PAIR_NONE, 1)
+            kind, count = _next_sweep(pair, i, last)
             reach = kh + count - 2  # extended rows i .. i + reach are read
             direct = in_place
             for u in range(reach + 1):
@@ -594,7 +603,7 @@ def _separable_rows(src, fsrc, row_offsets, row_weights, col_weights, row_map, c
                     _store_ends(target, ends[p - first], lead, inner, row_finish)
             # Output rows i .. i + count - 1 once their kh + count - 1 row-pass results are in the
             # ring (a band's last rows, fewer than a sweep's, one at a time).
-            kind, count = (PAIR_COLUMN, ROWS_COLUMN) if i + ROWS_COLUMN <= last else (PAIR_NONE, 1)
+            kind, count = _next_sweep(PAIR_COLUMN, i, last)
             while i < last and p >= i + kh + count - 2:
                 for u in range(kh + count - 1):
                     ring_slots[u] = (i + u) % slots
@@ -602,7 +611,7 @@ def _separable_rows(src, fsrc, row_offsets, row_weights, col_weights, row_map, c
                 sums = fout[i : i + count] if plain else acc
                 _sum_columns(out[i : i + count], sums, count, ring, rows, ring_offsets, col_weights, kind, zero, zero, width, tile, finish, channels, stride)
                 i += count
-                kind, count = (PAIR_COLUMN, ROWS_COLUMN) if i + ROWS_COLUMN <= last else (PAIR_NONE, 1)
+                kind, count = _next_sweep(PAIR_COLUMN, i, last)
 
 
 @njit(**COMPILE_OPTIONS)
@@ -612,6 +621,18 @@ def gather_region(src, row_map, col_map, channels, channel, cval, region):
     beyond the maps' ends (a last, partial tile) are left as they are."""
     rows = min(region.shape[0], row_map.shape[0])
     cols = min(region.shape[1], col_map.shape[0])
+    # The longest run of consecutive source columns (the tile's inside) is copied without
+    # the map: a tile at a border reads the rest through it.
+    run_first, run_end, b = 0, 0, 0
+    while b < cols:
+        e = b + 1
+        if col_map[b] >= 0:
+            while e < cols and col_map[e] == col_map[e - 1] + 1:
+                e += 1
+            if e - b > run_end - run_first:
+                run_first, run_end = b, e
+        b = e
+    base = (col_map[run_first] - run_first) * channels + channel if run_end > run_first else 0
     for a in range(rows):
         r = row_map[a]
         line = region[a]
@@ -619,7 +640,12 @@ def gather_region(src, row_map, col_map, channels, channel, cval, region):
             line[:cols] = cval
             continue
         row = src[r]
-        for b in range(cols):
+        for b in range(run_first):
+            c = col_map[b]
+            line[b] = row[c * channels + channel] if c >= 0 else cval
+        for b in range(run_first, run_end):
+            line[b] = row[base + b * channels]
+        for b in range(run_end, cols):
             c = col_map[b]
             line[b] = row[c * channels + channel] if c >= 0 else cval
 

@@ -10,16 +10,60 @@ numpy's FFT releases the GIL, so a thread pool runs them side by side.
 
 import math
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from collections import OrderedDict
 
 import numpy as np
 
 from imgconv import tunables
-from imgconv.engine import borders
+from imgconv.engine import borders, helpers
 from imgconv.engine.finish import finish_array
 
 # Transform sizes numpy's pocketfft handles fast (products of 2, 3 and 5; 7 is slower).
 FAST_SIZES = sorted({2**a * 3**b * 5**c for a in range(13) for b in range(3) for c in range(2) if 64 <= 2**a * 3**b * 5**c <= 8192})
+
+# Kept between calls: the kernel's spectrum (a float64 transform of an N x N tile, 5 ms at
+# N = 640, a twentieth of a 31x31 over 2048 x 2048 on one thread), up to this many bytes
+# of spectra in all, the least recently used dropped first; and each thread's tile
+# buffers, for tiles up to KEPT_BUFFER_SIZE (three arrays of about 4 N^2 bytes: 6 MB at
+# N = 720), whose pages would otherwise fault in again on every call.
+SPECTRA_BYTES = 64 << 20
+KEPT_BUFFER_SIZE = 1024
+
+_spectra = OrderedDict()
+_spectra_lock = threading.Lock()
+_scratch = threading.local()
+
+
+def _spectrum(kernel, n):
+    """The kernel's spectrum for N x N tiles (complex64, (N, N // 2 + 1))."""
+    key = (kernel.shape, kernel.dtype.str, kernel.tobytes(), n)
+    with _spectra_lock:
+        found = _spectra.get(key)
+        if found is not None:
+            _spectra.move_to_end(key)
+            return found
+    # In float64: numpy's float32 forward transform at the default norm is its slow loop
+    # (see run_fft's tiles), and the spectrum is the more exact for it.
+    spectrum = np.fft.rfft2(kernel.astype(np.float64), s=(n, n)).astype(np.complex64)
+    spectrum.flags.writeable = False  # (shared by every call with this kernel)
+    if spectrum.nbytes > SPECTRA_BYTES:
+        return spectrum
+    with _spectra_lock:
+        _spectra[key] = spectrum
+        while sum(value.nbytes for value in _spectra.values()) > SPECTRA_BYTES:
+            _spectra.popitem(last=False)
+    return spectrum
+
+
+def _buffers(local, n, out_h):
+    """This thread's tile buffers (region, spectrum product, result) for N x N tiles, kept
+    in ``local``."""
+    kept = getattr(local, "buffers", None)
+    if kept is None or kept[0].shape != (n, n) or kept[2].shape[0] != out_h:
+        kept = (np.empty((n, n), np.float32), np.empty((n, n // 2 + 1), np.complex64), np.empty((out_h, n), np.float32))
+        local.buffers = kept
+    return kept
+
 
 def _tile_ns(n):
     """Measured ns per pixel of an N x N tile (``tunables.FFT_TILE_NS``)."""
@@ -100,9 +144,7 @@ def run_fft(plan, rows, channels, mode, cval, finish, threads, *, gather=None, o
     cols_needed = math.ceil(width / out_w) * out_w + kw - 1
     row_map = borders.index_map(height, top, rows_needed - height - top, mode)
     col_map = borders.index_map(width, left, cols_needed - width - left, mode)
-    # In float64: numpy's float32 forward transform at the default norm is its slow loop
-    # (see run_tile), and the spectrum is the more exact for it.
-    spectrum = np.fft.rfft2(kernel.astype(np.float64), s=(n, n)).astype(np.complex64)
+    spectrum = _spectrum(kernel, n)
     out_rows = np.empty(rows.shape, finish.dtype) if out is None else out
     cval32 = np.float32(cval)
 
@@ -111,15 +153,11 @@ def run_fft(plan, rows, channels, mode, cval, finish, threads, *, gather=None, o
     # seventh of the index-mapped gather's time (0.07 against 0.47 ms for 720 x 720 grey).
     row_starts = _interior_starts(row_map, range(0, height, out_h), n)
     col_starts = _interior_starts(col_map, range(0, width, out_w), n)
-    scratch = threading.local()
+    scratch = _scratch if n <= KEPT_BUFFER_SIZE else threading.local()  # (larger: this call's only)
 
     def run_tile(origin):
         i0, j0 = origin
-        if not hasattr(scratch, "region"):  # buffers per worker thread, reused for every tile
-            scratch.region = np.empty((n, n), np.float32)
-            scratch.spectrum = np.empty((n, n // 2 + 1), np.complex64)
-            scratch.result = np.empty((out_h, n), np.float32)
-        region, product, result = scratch.region, scratch.spectrum, scratch.result
+        region, product, result = _buffers(scratch, n, out_h)
         bh, bw = min(out_h, height - i0), min(out_w, width - j0)
         r0, c0 = row_starts[i0], col_starts[j0]
         for c in range(channels):
@@ -145,9 +183,9 @@ def run_fft(plan, rows, channels, mode, cval, finish, threads, *, gather=None, o
                 piece = finish_array(np.array(piece, np.float32), finish)
             out_rows[i0 : i0 + bh, j0 * channels + c : (j0 + bw) * channels : channels] = piece
 
-    # Even one thread runs in a worker: numpy's FFT measured twice as fast there
-    # as in the main thread (its temporaries come from a per-thread malloc arena
-    # instead of fresh pages each call).
-    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(origins)))) as pool:
-        list(pool.map(run_tile, origins))
+    # Not in the main thread, even on one thread: numpy's FFT measured twice as fast in
+    # another (its temporaries come from a per-thread malloc arena instead of fresh pages
+    # each call).
+    count = max(1, min(threads, len(origins)))
+    helpers.in_threads(run_tile, origins, count, here=threading.current_thread() is not threading.main_thread())
     return out_rows, True

@@ -53,7 +53,7 @@ import threading
 import numpy as np
 
 from imgconv import tunables
-from imgconv.engine import borders
+from imgconv.engine import borders, helpers
 from imgconv.engine.finish import Finish, finish_array
 from imgconv.engine.plan import Plan
 
@@ -277,8 +277,6 @@ def _sweep(layers, source, out, band, count=1, compiled=False):
         for a in starts:
             _band(layers, source, out, a, min(height, a + band), buffers)
         return out
-    from imgconv.engine.vector import _in_daemon_threads
-
     local = threading.local()
 
     def one(a):
@@ -288,7 +286,7 @@ def _sweep(layers, source, out, band, count=1, compiled=False):
         with _alone(compiled):
             _band(layers, source, out, a, min(height, a + band), buffers)
 
-    _in_daemon_threads(one, starts, workers)
+    helpers.in_threads(one, starts, workers)
     return out
 
 

@@ -60,7 +60,7 @@ import threading
 
 import numpy as np
 
-from imgconv.engine import borders, fft
+from imgconv.engine import borders, fft, helpers
 from imgconv.engine.finish import FLOAT32
 
 # Output elements summed per chunk.  One thread: the chunk's sum and its two scratch buffers
@@ -232,36 +232,6 @@ class _Pass:
         self.taps, self.kh, self.fill, self.width, self.line_len, self.weights = taps, kh, fill, width, line_len, weights
 
 
-def _in_daemon_threads(function, items, count):
-    """``function(item)`` for every item, in ``count`` threads (the calling one among them).
-
-    Daemon threads, unlike a ThreadPoolExecutor's, are not joined at interpreter exit:
-    a filter abandoned by Ctrl-C in a library call does not hold up the exit.  The
-    first exception stops the others at their next item and is raised here.
-    """
-    pending, lock, errors, done = iter(items), threading.Lock(), [], object()
-
-    def drain():
-        while not errors:
-            with lock:
-                item = next(pending, done)
-            if item is done:
-                return
-            try:
-                function(item)
-            except BaseException as exc:  # handed to the calling thread
-                errors.append(exc)
-
-    helpers = [threading.Thread(target=drain, name="imgconv-vector", daemon=True) for _ in range(count - 1)]
-    for helper in helpers:
-        helper.start()
-    drain()
-    for helper in helpers:
-        helper.join()
-    if errors:
-        raise errors[0]
-
-
 class _Bands:
     """The bands of output rows of one call of ``passes``, and each thread's buffers (made
     on its first band)."""
@@ -301,7 +271,7 @@ class _Bands:
 
         starts = range(0, self.height, self.band)
         if self.threads > 1 and len(starts) > 1:
-            _in_daemon_threads(band, starts, min(self.threads, len(starts)))
+            helpers.in_threads(band, starts, min(self.threads, len(starts)))
         else:
             for first in starts:
                 band(first)
