@@ -4,8 +4,9 @@ The CPU and CUDA backends promise one order (engine/cpu.py module notes): the
 non-zero taps in row-major order, four at a time, ``((w0 a + w1 b) + w2 c) + w3 d``
 added to the running sum.  The reference here sums exactly so in numpy float32,
 and every sweep must give its bits: the fused sweeps (9, 13, 17 taps, the longer in
-two sweeps), several output rows a sweep (four for the dense 3x3, one-column kernels
-and the separable column pass, three for the dense 5x5), the group sweeps for other
+two sweeps), several output rows a sweep (four for one-column kernels and the separable
+column pass; with AVX-512, four for the dense 3x3 and three for the dense 5x5, else
+one), the group sweeps for other
 counts, float32 rows read in place (with their ends summed apart) and rows through
 line buffers, at image edges, for heights that leave rows outside a whole sweep
 (every remainder), widths that fill no whole vector, images narrower than the
@@ -101,6 +102,21 @@ def float_rows(request, monkeypatch):
     """Read float32 rows in place wherever the kernels can, or never."""
     monkeypatch.setattr(tunables, "CPU_IN_PLACE_EDGE_WORK", float("inf") if request.param == "in place" else 0.0)
     return request.param
+
+
+def test_dense_sweeps_follow_the_cpu(monkeypatch):
+    # Several dense rows a sweep with AVX-512's registers, one without (numba's target CPU).
+    assert (cpu.ROWS_DENSE3X3, cpu.ROWS_DENSE5X5) == ((4, 3) if cpu.DENSE_SWEEPS else (1, 1))
+    assert cpu.ROWS_PER_SWEEP[cpu.PAIR_DENSE3X3] == cpu.ROWS_DENSE3X3 and cpu.ROWS_COLUMN == 4
+    from numba.core import config
+
+    monkeypatch.setattr(config, "CPU_FEATURES", "+avx,+avx2,+avx512f,+fma")
+    assert cpu._wide_vectors()
+    monkeypatch.setattr(config, "CPU_FEATURES", "+avx,+avx2,-avx512f,+fma")
+    assert not cpu._wide_vectors()
+    monkeypatch.setattr(config, "CPU_FEATURES", None)
+    monkeypatch.setattr(config, "CPU_NAME", "generic")
+    assert not cpu._wide_vectors()
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -94,11 +94,35 @@ DENSE_PAIRS = (3, 5)
 # How output rows of a kernel share source rows (run_direct decides): not at all, a
 # one-column kernel (its taps are kh consecutive rows), a dense 3x3 or 5x5.
 PAIR_NONE, PAIR_COLUMN, PAIR_DENSE3X3, PAIR_DENSE5X5 = 0, 1, 2, 3
-# Output rows a sweep for each (four: 12-31 % faster than two, 2048 x 2048 float32 on one
-# thread, for one-column kernels of 9 to 25 taps and the dense 3x3; the dense 5x5, whose
-# sweeps hold more loads, gained 7 % with three and lost it again with four;
-# docs/performance.md).
-ROWS_COLUMN, ROWS_DENSE3X3, ROWS_DENSE5X5 = 4, 4, 3
+
+
+def _wide_vectors() -> bool:
+    """Whether numba compiles for AVX-512 (its target CPU: the host's, or NUMBA_CPU_NAME and
+    NUMBA_CPU_FEATURES)."""
+    from numba.core import config
+
+    features = config.CPU_FEATURES
+    if features is None:
+        if config.CPU_NAME not in (None, "host"):
+            return False  # (a named CPU without its features: the narrow choice)
+        import llvmlite.binding as ll
+
+        features = ll.get_host_cpu_features().flatten()
+    return "+avx512f" in features.split(",")
+
+
+DENSE_SWEEPS = _wide_vectors()
+
+# Output rows a sweep for each (AVX-512, AMD Zen 5: four 12-31 % faster than two, 2048 x 2048
+# float32 on one thread, for one-column kernels of 9 to 25 taps and the dense 3x3; the
+# dense 5x5, whose sweeps hold more loads, gained 7 % with three and lost it again with
+# four).  With AVX2's 16 vector registers (AMD Zen 3) the dense sweeps' sums and loads
+# spill: one row a sweep was the fastest there, 3.06 against 3.86 ms with four for the
+# 3x3, 5.20 against 6.93 with three for the 5x5; one-column kernels, within 10 % either
+# way of one row, keep four (docs/performance.md, bench/sweep_rows.py).  numba compiles for this CPU, and keys
+# its cache to it, so the choice and the compiled sweeps go together.
+ROWS_COLUMN = 4
+ROWS_DENSE3X3, ROWS_DENSE5X5 = (4, 3) if DENSE_SWEEPS else (1, 1)
 ROWS_PER_SWEEP = {PAIR_NONE: 1, PAIR_COLUMN: ROWS_COLUMN, PAIR_DENSE3X3: ROWS_DENSE3X3, PAIR_DENSE5X5: ROWS_DENSE5X5}
 _DENSE_KINDS = {3: PAIR_DENSE3X3, 5: PAIR_DENSE5X5}
 
