@@ -64,14 +64,20 @@ def policy() -> str:
 
 
 def _cpu_model() -> str:
+    """The CPU as numba's code generation sees it, cheaply: the first processor's model name,
+    family, model and flags (a VM may name Zen 3 and Zen 5 hosts alike, "AMD EPYC", while
+    numba compiles AVX-512 code for one and not the other, and keys its cache to that)."""
+    fields = []
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
             for line in info:
-                if line.startswith(("model name", "cpu model", "Processor")):
-                    return line.split(":", 1)[-1].strip()
+                if not line.strip():
+                    break  # the first processor's block only
+                if line.startswith(("model name", "cpu model", "Processor", "cpu family", "model\t", "flags", "Features")):
+                    fields.append(line.strip())
     except OSError:
         pass
-    return platform.processor()
+    return "\n".join(fields) or platform.processor()
 
 
 def cache_key() -> str:
