@@ -213,6 +213,32 @@ def test_fft_interior_tiles_every_mode(rng, mode, monkeypatch):
             assert_close_to_reference(got, image, kernel, mode, -3.0)
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_fft_tiles_finished_into_integer_results(rng, dtype, monkeypatch):
+    # The compiled store (finish and strided store in one pass) gives numpy's bits, and
+    # the reference's values rounded half to even and clipped, for every channel of tiles
+    # inside and at the borders.
+    from imgconv.engine import fft
+    from imgconv.engine.finish import Finish
+    from imgconv.engine.run import canonical_rows
+
+    monkeypatch.setattr(fft, "tile_size", lambda image_shape, kernel_shape: 64)
+    top = np.iinfo(dtype).max
+    image = rng.integers(0, top, (150, 170, 3), endpoint=True).astype(dtype)
+    kernel = rng.normal(size=(9, 12))
+    plan = make_plan(kernel, image.shape, strategy="fft")
+    rows, channels = canonical_rows(image)
+    for finish in (Finish(dtype), Finish(dtype, offset=top / 2, absolute=True)):
+        compiled, _ = fft.run_fft(plan, rows, channels, "mirror", 7.0, finish, 2)
+        numpy_store, _ = fft.run_fft(plan, rows, channels, "mirror", 7.0, finish, 2, store=fft.store_tile)
+        assert compiled.dtype == dtype
+        np.testing.assert_array_equal(compiled, numpy_store)
+        reference = scipy_convolve(image, kernel, "mirror", 7.0) + finish.offset
+        reference = np.clip(np.rint(np.abs(reference) if finish.absolute else reference), 0, top).reshape(rows.shape)
+        # Float32 round-off may move a value across a rounding boundary: one unit at most.
+        assert np.abs(compiled.astype(np.int64) - reference).max() <= 1
+
+
 def test_fft_single_thread_matches_threads(rng):
     image, kernel = rng.random((260, 270)), rng.normal(size=(25, 25))
     one = imgconv.convolve(image, kernel, strategy="fft", threads=1)

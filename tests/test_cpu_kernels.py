@@ -119,6 +119,21 @@ def test_dense_sweeps_follow_the_cpu(monkeypatch):
     assert not cpu._wide_vectors()
 
 
+def test_ring_rows_spread_over_the_cache_sets(rng):
+    # A ring row holds its elements in an odd number of 64-byte lines (at most two more),
+    # so rows 4 KB long (1024 grey float32 pixels) do not put one column of every row in
+    # one cache set; the sums over such rows are scipy's.
+    for n in list(range(1, 200)) + [1024, 2048, 6144, 6150, 12288]:
+        length = cpu._ring_row(n)
+        assert length >= n and length % 16 == 0 and (length // 16) % 2 == 1 and length - n < 48, n
+    image = rng.integers(0, 256, (40, 1024)).astype(np.float32)
+    for kernel in (rng.random((13, 1)), np.outer(rng.random(13), rng.random(9))):
+        for strategy in ("direct", "separable"):
+            for rows in (image, image.astype(np.uint8)):  # float32 rows in place, integer rows in the ring
+                got = imgconv.convolve(rows, kernel, mode="constant", cval=3.0, strategy=strategy)
+                assert_close_to_reference(got, image, kernel, "constant", 3.0)
+
+
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("name, kshape, zeros", DIRECT_KERNELS, ids=[k[0] for k in DIRECT_KERNELS])
 def test_direct_sums_in_the_one_order(rng, float_rows, mode, name, kshape, zeros):

@@ -264,7 +264,7 @@ def numba_preloaded() -> None:
 def compile_kernels() -> list[str]:
     """Compile (or load) every CPU kernel signature the catalog's filters use: uint8,
     uint16 and float32 rows to their own dtype and to float32, direct and separable,
-    and the FFT's gather.  Returns the signatures, as text."""
+    and the FFT's gather and store.  Returns the signatures, as text."""
     import numpy as np
 
     from imgconv.engine import cpu
@@ -282,7 +282,9 @@ def compile_kernels() -> list[str]:
             cpu.run_direct(direct, rows, 3, "reflect", 0.0, finish, 1)
             cpu.run_separable(separable, rows, 3, "reflect", 0.0, finish, 1)
         cpu.gather_region(rows, np.arange(8), np.arange(8), 3, 0, np.float32(0), np.empty((8, 8), np.float32))
-    kernels = (cpu._direct_rows, cpu._separable_rows, cpu.gather_region) + _compile_points()
+        if dtype != np.float32:  # the FFT's store into 8- and 16-bit results (a view of its tile buffer)
+            cpu.store_tile(rows, np.zeros((8, 10), np.float32)[:, 1:9], 0, 0, 3, 0, Finish(dtype).spec())
+    kernels = (cpu._direct_rows, cpu._separable_rows, cpu.gather_region, cpu.store_tile) + _compile_points()
     return [str(signature) for kernel in kernels for signature in kernel.signatures]
 
 

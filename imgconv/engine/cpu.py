@@ -270,9 +270,22 @@ def _fill_line(line, src, r, col_map, cval, lead, channels, stride):
     for j in range(lead):
         c = col_map[j]
         line[j] = row[(c // channels) * stride + c % channels] if c >= 0 else cval
-    for j in range(lead + width, line.shape[0]):
+    for j in range(lead + width, col_map.shape[0]):  # (a ring's rows are longer: _ring_row)
         c = col_map[j]
         line[j] = row[(c // channels) * stride + c % channels] if c >= 0 else cval
+
+
+@njit(**COMPILE_OPTIONS)
+def _ring_row(n):
+    """The length of a ring buffer's rows holding ``n`` float32 elements: an odd number of
+    whole 64-byte cache lines, so that one column of consecutive rows falls in different
+    L1 cache sets.  (Rows a multiple of 4 KB long, a 2048-pixel RGB row's 24 KB, put a
+    column of every row in one set of 8 ways: the column pass's 16 rows then missed the
+    cache, and ran 2-3 times slower, measured.)"""
+    lines = (n + 15) // 16
+    if lines % 2 == 0:
+        lines += 1
+    return lines * 16
 
 
 @njit(**COMPILE_OPTIONS)
@@ -549,7 +562,7 @@ def _direct_rows(src, fsrc, tap_rows, tap_offsets, tap_weights, kh, row_map, col
                 source, shift, j_first, j_last = fsrc, -lead, lead, lead + inner
             else:
                 if lines.shape[0] == 0:
-                    lines = np.empty((slots, line_len), np.float32)
+                    lines = np.empty((slots, _ring_row(line_len)), np.float32)
                 for p in range(max(filled, i), i + reach + 1):
                     _fill_line(lines[p % slots], src, row_map[p], col_map, cval, lead, channels, stride)
                 filled = i + reach + 1
@@ -597,7 +610,7 @@ def _separable_rows(src, fsrc, row_offsets, row_weights, col_weights, row_map, c
         if first >= last:
             continue
         line = np.empty((1, line_len), np.float32)
-        ring = np.empty((slots, width), np.float32)
+        ring = np.empty((slots, _ring_row(width)), np.float32)
         acc = np.empty((ROWS_COLUMN, min(width, tile)), np.float32)
         line_slots = np.zeros(nrow, np.int64)
         source_rows = np.empty(nrow, np.int64)
@@ -672,6 +685,20 @@ def gather_region(src, row_map, col_map, channels, channel, cval, region):
         for b in range(run_end, cols):
             c = col_map[b]
             line[b] = row[c * channels + channel] if c >= 0 else cval
+
+
+@njit(**COMPILE_OPTIONS)
+def store_tile(out, piece, i0, j0, channels, channel, finish):
+    """``piece`` (one channel of an FFT tile's float32 results) finished (``finish``:
+    ``Finish.spec``) into ``out[i0 + a, (j0 + b) * channels + channel]``, in one pass:
+    numpy's finish and strided store took four (``fft.store_tile``)."""
+    offset, absolute, rounding, low, high = finish[0], finish[1] != 0, finish[2] != 0, finish[3], finish[4]
+    base = j0 * channels + channel
+    for a in range(piece.shape[0]):
+        row = out[i0 + a]
+        values = piece[a]
+        for b in range(piece.shape[1]):
+            row[base + b * channels] = _finished(values[b], offset, absolute, rounding, low, high)
 
 
 # The arguments a whole-image call derives from its plan, image shape, mode and finish (the

@@ -5,7 +5,7 @@ kernel's reach, read through the border index maps, so every mode is exact) is
 transformed with numpy's float32 real FFT at a size chosen for speed,
 multiplied by the kernel's spectrum and transformed back; the part of the
 result free of wrap-around is the tile's output.  Tiles are independent and
-numpy's FFT releases the GIL, so a thread pool runs them side by side.
+numpy's FFT releases the GIL, so helper threads (``engine/helpers.py``) run them side by side.
 """
 
 import math
@@ -120,18 +120,32 @@ def fft_ns_per_pixel(image_shape, kernel_shape):
     return _tiles(image_shape, kernel_shape, n) * n * n * _tile_ns(n) / (height * width)
 
 
-def run_fft(plan, rows, channels, mode, cval, finish, threads, *, gather=None, out=None):
+def store_tile(out_rows, piece, i0, j0, channels, channel, finish):
+    """``piece`` (one channel of a tile's float32 results, changed in place) finished into
+    ``out_rows[i0 + a, (j0 + b) * channels + channel]``; ``cpu.store_tile`` in numpy."""
+    bh, bw = piece.shape
+    target = out_rows[i0 : i0 + bh, j0 * channels + channel : (j0 + bw) * channels : channels]
+    target[...] = piece if finish.plain else finish_array(piece, finish)
+
+
+def run_fft(plan, rows, channels, mode, cval, finish, threads, *, gather=None, store=None, out=None):
     """True convolution of (H, W * C) rows with ``plan.kernel`` by tiled FFTs,
     in ``threads`` worker threads, each tile finished (``engine.finish``) as it is stored
     (into ``out`` when given: rows of the result's shape and ``finish.dtype``).
 
-    ``gather`` fills a tile's input region (``cpu.gather_region``'s signature); None:
-    the compiled ``cpu.gather_region`` (``vector.run_fft`` passes its numpy one).
+    ``gather`` fills a tile's input region (``cpu.gather_region``'s signature), ``store``
+    finishes and stores its results (:func:`store_tile`'s); None: the compiled
+    ``cpu.gather_region``, and ``cpu.store_tile`` for 8- and 16-bit results (one pass where
+    numpy's finish takes four), else :func:`store_tile` (``vector.run_fft`` passes numpy's).
     """
     if gather is None:
         from imgconv.engine import cpu  # numba: only when there is work (the planner imports this module)
 
         gather = cpu.gather_region
+        if store is None and np.dtype(finish.dtype) in (np.uint8, np.uint16):
+            spec = finish.spec()
+            store = lambda out_rows, piece, i0, j0, channels, channel, finish: cpu.store_tile(out_rows, piece, i0, j0, channels, channel, spec)  # noqa: E731
+    store = store_tile if store is None else store
 
     kernel = plan.kernel
     height, width = rows.shape[0], rows.shape[1] // channels
@@ -148,7 +162,9 @@ def run_fft(plan, rows, channels, mode, cval, finish, threads, *, gather=None, o
     out_rows = np.empty(rows.shape, finish.dtype) if out is None else out
     cval32 = np.float32(cval)
 
-    origins = [(i0, j0) for i0 in range(0, height, out_h) for j0 in range(0, width, out_w)]
+    # One work item a tile and channel: more items than tiles share out evenly among the
+    # threads (nine tiles of a 2048 x 2048 image on two threads left one doing five).
+    origins = [(i0, j0, c) for i0 in range(0, height, out_h) for j0 in range(0, width, out_w) for c in range(channels)]
     # Tiles clear of every border are a strided slice of the rows: numpy copies one in a
     # seventh of the index-mapped gather's time (0.07 against 0.47 ms for 720 x 720 grey).
     row_starts = _interior_starts(row_map, range(0, height, out_h), n)
@@ -156,32 +172,28 @@ def run_fft(plan, rows, channels, mode, cval, finish, threads, *, gather=None, o
     scratch = _scratch if n <= KEPT_BUFFER_SIZE else threading.local()  # (larger: this call's only)
 
     def run_tile(origin):
-        i0, j0 = origin
+        i0, j0, c = origin
         region, product, result = _buffers(scratch, n, out_h)
         bh, bw = min(out_h, height - i0), min(out_w, width - j0)
         r0, c0 = row_starts[i0], col_starts[j0]
-        for c in range(channels):
-            if r0 >= 0 and c0 >= 0:
-                np.copyto(region, rows[r0 : r0 + n, c0 * channels + c : (c0 + n) * channels : channels], casting="unsafe")
-            else:
-                gather(rows, row_map[i0 : i0 + n], col_map[j0 : j0 + n], channels, c, cval32, region)
-            # One axis at a time, in place, into the reused buffers (irfft2's out= gives
-            # wrong results in numpy 2.4, and it allocates its intermediate).  norm="ortho"
-            # both ways (1/n each, 1/n^2 in all, as the default): numpy's default forward
-            # passes the integer 1 as its scale, which runs complex64 through a slower loop,
-            # 2-8x the inverse's time (4.5 against 0.53 ms for 512 rows of 512, numpy 2.4).
-            np.fft.rfft(region, axis=1, out=product, norm="ortho")
-            np.fft.fft(product, axis=0, out=product, norm="ortho")
-            product *= spectrum
-            np.fft.ifft(product, axis=0, out=product, norm="ortho")
-            # Rows/columns before kh-1 / kw-1 hold wrap-around: only the bh rows after
-            # them are transformed back along the rows.
-            np.fft.irfft(product[kh - 1 : kh - 1 + bh], n=n, axis=1, out=result[:bh], norm="ortho")
-            # Finished here, tile by tile in the worker threads, while it is in cache.
-            piece = result[:bh, kw - 1 : kw - 1 + bw]
-            if not finish.plain:
-                piece = finish_array(np.array(piece, np.float32), finish)
-            out_rows[i0 : i0 + bh, j0 * channels + c : (j0 + bw) * channels : channels] = piece
+        if r0 >= 0 and c0 >= 0:
+            np.copyto(region, rows[r0 : r0 + n, c0 * channels + c : (c0 + n) * channels : channels], casting="unsafe")
+        else:
+            gather(rows, row_map[i0 : i0 + n], col_map[j0 : j0 + n], channels, c, cval32, region)
+        # One axis at a time, in place, into the reused buffers (irfft2's out= gives
+        # wrong results in numpy 2.4, and it allocates its intermediate).  norm="ortho"
+        # both ways (1/n each, 1/n^2 in all, as the default): numpy's default forward
+        # passes the integer 1 as its scale, which runs complex64 through a slower loop,
+        # 2-8x the inverse's time (4.5 against 0.53 ms for 512 rows of 512, numpy 2.4).
+        np.fft.rfft(region, axis=1, out=product, norm="ortho")
+        np.fft.fft(product, axis=0, out=product, norm="ortho")
+        product *= spectrum
+        np.fft.ifft(product, axis=0, out=product, norm="ortho")
+        # Rows/columns before kh-1 / kw-1 hold wrap-around: only the bh rows after
+        # them are transformed back along the rows.
+        np.fft.irfft(product[kh - 1 : kh - 1 + bh], n=n, axis=1, out=result[:bh], norm="ortho")
+        # Finished here, tile by tile in the worker threads, while it is in cache.
+        store(out_rows, result[:bh, kw - 1 : kw - 1 + bw], i0, j0, channels, c, finish)
 
     # Not in the main thread, even on one thread: numpy's FFT measured twice as fast in
     # another (its temporaries come from a per-thread malloc arena instead of fresh pages
