@@ -126,6 +126,11 @@ def test_ring_rows_spread_over_the_cache_sets(rng):
     for n in list(range(1, 200)) + [1024, 2048, 6144, 6150, 12288]:
         length = cpu._ring_row(n)
         assert length >= n and length % 16 == 0 and (length // 16) % 2 == 1 and length - n < 48, n
+    # float32 rows read in place unless a sweep's rows crowd one cache set: a 13x1 kernel's
+    # 16 rows of 1024 pixels go through the (spread) line buffers, of 1000 pixels in place.
+    assert not cpu._in_place(np.zeros((40, 1024), np.float32), 1, 1, 13, cpu._rows_at_once(cpu.PAIR_COLUMN, 13, None))
+    assert cpu._in_place(np.zeros((40, 1000), np.float32), 1, 1, 13, 16)
+    assert cpu._in_place(np.zeros((40, 1024), np.float32), 1, 5, 25, cpu._rows_at_once(cpu.PAIR_NONE, 5, np.repeat(np.arange(5), 5)))
     image = rng.integers(0, 256, (40, 1024)).astype(np.float32)
     for kernel in (rng.random((13, 1)), np.outer(rng.random(13), rng.random(9))):
         for strategy in ("direct", "separable"):

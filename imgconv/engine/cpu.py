@@ -734,15 +734,43 @@ def _bands(threads):
     return tunables.CPU_BANDS_PER_THREAD * (get_num_threads() if threads is None else threads)
 
 
-def _in_place(rows, channels, kw, ntaps):
+def _in_place(rows, channels, kw, ntaps, rows_at_once=1):
     """Whether the kernels read ``rows`` where they are (then handed as ``fsrc``): float32
     rows whose end columns, summed apart, are little work beside the row
-    (``tunables.CPU_IN_PLACE_EDGE_WORK``); other rows go through line buffers."""
+    (``tunables.CPU_IN_PLACE_EDGE_WORK``), and whose ``rows_at_once`` rows a sweep reads do
+    not crowd one cache set (:func:`_crowded`); other rows go through line buffers."""
     if rows.dtype != np.float32:
         return False
     width = rows.shape[1]
     edge = (kw - 1) * channels  # elements per row whose taps leave it
+    if _crowded(rows.strides[0], rows_at_once):
+        return False
     return bool(width > edge and edge * max(ntaps, 1) <= tunables.CPU_IN_PLACE_EDGE_WORK * width)
+
+
+def _crowded(stride, count):
+    """Whether ``count`` rows ``stride`` bytes apart put one column's elements more than 8
+    to an L1 cache set (64 sets of 64-byte lines, a 4 KB period; 8 ways on Zen 3, 12 on
+    Zen 5 and recent Intel).  Rows of 2048 float32 all land in one set: a 13x1 kernel's
+    sweep of 16 of them ran in 14.3 ms in place over 2048 x 2048, 6.7 through the line
+    buffers (``_ring_row``); a 5x1 kernel's 8 rows ran as fast in place (measured, Zen 3).
+
+    >>> _crowded(8192, 16), _crowded(8192, 8), _crowded(8160, 16)
+    (True, False, False)
+    """
+    sets = {}
+    for r in range(count):
+        line = (r * stride // 64) % 64
+        sets[line] = sets.get(line, 0) + 1
+    return max(sets.values(), default=0) > 8
+
+
+def _rows_at_once(pairing, kh, tap_rows):
+    """How many source rows one sweep of a direct kernel reads together: a sweep's rows of a
+    one-column or dense kernel, the rows of a fused tap count, else a group of four taps'."""
+    if pairing != PAIR_NONE:
+        return kh + ROWS_PER_SWEEP[pairing] - 1
+    return len(set(tap_rows.tolist())) if len(tap_rows) in FUSED_TAPS else 4
 
 
 def _weights_key(weights):
@@ -831,9 +859,10 @@ def run_direct(plan, rows, channels, mode, cval, finish, threads, *, row_map=Non
         height, width = rows.shape[0], rows.shape[1] // stride
         full_map, col_map, lead = borders.extended_maps(height, width, channels, kh, kw, mode)
         taps_u, taps_v = np.nonzero(flipped)  # zero taps cost nothing
-        in_place = _in_place(rows, channels, kw, len(taps_u))
+        pairing = _pairing(flipped)
+        in_place = _in_place(rows, channels, kw, len(taps_u), _rows_at_once(pairing, kh, taps_u))
         taps = (taps_u.astype(np.int64), (taps_v * channels).astype(np.int64), np.ascontiguousarray(flipped[taps_u, taps_v], dtype=np.float32), kh)
-        rest = (col_map, np.float32(cval), lead, in_place, _pairing(flipped), bands, _tile(channels, stride), finish.spec())
+        rest = (col_map, np.float32(cval), lead, in_place, pairing, bands, _tile(channels, stride), finish.spec())
         return in_place, full_map, taps, rest
 
     in_place, full_map, taps, rest = _prepared(weights, rows, channels, stride, mode, cval, finish, bands, prepare)
