@@ -13,14 +13,17 @@ Where the taps read from:
   rows where they are, for every column whose taps stay inside the row.  The
   few columns at each end whose taps leave the row (``(kw - 1) * C`` in all)
   are gathered through the border index map for the whole band at once and
-  summed down the rows (``_row_ends``).  Nothing is copied.
+  summed down the rows (``_row_ends``).  Nothing is copied.  (Not where a sweep's
+  rows would crowd one cache set, ``_crowded``: rows a multiple of 4 KB long
+  put one column of every row in one set.)
 - **A ring of line buffers** otherwise: uint8 and uint16 rows (converted to
   float32 once, so integer images need no full-size float copy), constant-mode
   rows beyond the image, and images too narrow for the in-place columns to pay
   (``tunables.CPU_IN_PLACE_EDGE_WORK``).  Each thread keeps ``kh + G - 1`` line
   buffers (``G``: a sweep's output rows); a source row, converted and extended beyond its ends through the
   border index map (so there is no padded copy of the image), is filled once
-  and serves the output rows that need it.
+  and serves the output rows that need it.  Ring rows are an odd number of
+  cache lines long (``_ring_row``), for the same reason.
 
 **The order of the sum** is one order, whichever path reads the taps: the
 non-zero taps in row-major order, four at a time, ``((w0 a + w1 b) + w2 c) +
