@@ -1,5 +1,9 @@
 """Fit the planner's cost model (imgconv/engine/plan.py) to this machine.
 
+The fit goes in imgconv/tunables.py's CPU_COST_FITS, under this machine's kind of CPU
+(printed first: tunables.CPU_COST_FIT, "avx512" or "avx2"); the planner takes the fit of
+the kind it runs on.
+
 Times each strategy on one thread over a range of kernels and prints ns per
 output pixel and channel, then constants for
 
@@ -54,6 +58,7 @@ def main():
     from imgconv.engine import plan as planner
 
     numba.set_num_threads(1)
+    print(f"this CPU's fit: CPU_COST_FITS[{tunables.CPU_COST_FIT!r}]")
     rng = np.random.default_rng(0)
     image = rng.random((args.size, args.size), dtype=np.float32)
     pixels = image.size

@@ -53,18 +53,70 @@ STREAM_MAX_RECOMPUTE = 0.5
 
 # --- FFT (engine/fft.py) -----------------------------------------------------------------------
 
-# Measured cost of one tile, in ns per pixel of the N x N tile on one thread
-# (gather, forward and inverse float32 FFT, product, copy-out; bench/calibrate.py: per size,
-# the median of three runs of five rounds, process CPU time, on 2026-12-02 on a quiet
-# machine, in the same runs as the direct and separable constants below: fitted on
-# another day, the FFT's and direct's constants had drifted apart by a third, and a dense
-# 17x17 was planned direct where the FFT measured 20 % faster).  Small tiles pay Python's
-# per-tile overhead, large ones leave the L2 cache.  A size costs the entry of the largest
-# key not above it.
-FFT_TILE_NS = {64: 31.9, 96: 13.5, 128: 9.3, 160: 7.9, 192: 6.8, 256: 5.9, 288: 6.1, 320: 5.7, 384: 5.5, 480: 5.5, 512: 5.3, 576: 5.6, 640: 5.4, 720: 6.0, 768: 5.9, 960: 7.0, 1024: 6.2}
-# Tiles beyond the table (kernels longer than 1024 taps): the 1024 cost grown by the cache
-# misses of a 2048 tile (by 1.15: 10.8 beside 9.4, process time, median of three rounds).
-FFT_LARGE_TILE_NS = 7.1
+# The planner's CPU cost model, one fit per kind of CPU (bench/calibrate.py prints one), the
+# one of this machine's kind taken (CPU_COST_FIT).  Every figure is ns per output pixel and
+# channel on one thread, 2048x2048 float32 (docs/performance.md, "CPU kernels"):
+# - DIRECT_PIXEL_NS, DIRECT_TAP_NS: a direct pass reading, converting and writing a pixel,
+#   and each non-zero tap;
+# - SEPARABLE_PIXEL_NS: a separable pair's two passes and its ring of row results, beside its
+#   taps, fitted with the tap cost over 3x3 to 7x7, where it meets direct (it had been
+#   2 x DIRECT_PIXEL_NS, which left the rank-1 5x5 to separable, measured 15-35 % slower);
+# - PASS_SUM_NS: adding one more separable pair's result (a float32 add over the image);
+# - FFT_TILE_NS: one FFT tile, per pixel of the N x N tile (gather, forward and inverse
+#   float32 FFT, product, copy-out; per size, process CPU time).  Small tiles pay Python's
+#   per-tile overhead, large ones leave the L2 cache.  A size costs the entry of the largest
+#   key not above it; FFT_LARGE_TILE_NS, tiles beyond the table (kernels longer than 1024
+#   taps): the 1024 cost grown by the cache misses of a 2048 tile (by 1.15, measured on the
+#   AVX-512 host: 10.8 beside 9.4, process time, median of three rounds).
+# The direct and FFT constants of one fit come from the same runs: fitted on different days
+# they had drifted apart by a third, and a dense 17x17 was planned direct where the FFT
+# measured 20 % faster.  The two kinds differ most there: on the AVX2 host the FFT's tiles
+# cost 2.5-3x the AVX-512 host's and direct taps 2.5x, so with the AVX-512 fit dense 13x13
+# and 17x17 kernels went to the FFT, 2.2x and 1.4x slower than direct there.
+CPU_COST_FITS = {
+    # AMD Zen 5 (AVX-512), 2026-12-02, after the kernels that sweep four rows at a time:
+    # each the median of three runs on a quiet machine.
+    "avx512": dict(
+        DIRECT_PIXEL_NS=0.271,
+        DIRECT_TAP_NS=0.0228,
+        SEPARABLE_PIXEL_NS=0.62,
+        PASS_SUM_NS=0.10,
+        FFT_TILE_NS={64: 31.9, 96: 13.5, 128: 9.3, 160: 7.9, 192: 6.8, 256: 5.9, 288: 6.1, 320: 5.7, 384: 5.5, 480: 5.5, 512: 5.3, 576: 5.6, 640: 5.4, 720: 6.0, 768: 5.9, 960: 7.0, 1024: 6.2},
+        FFT_LARGE_TILE_NS=7.1,
+    ),
+    # AMD Zen 3 (AVX2, no AVX-512), 2026-12-02 (fifth session): each the mean of two runs
+    # (--rounds 3 and 5) on a quiet machine; the large-tile cost the 1024 one grown by 1.15.
+    "avx2": dict(
+        DIRECT_PIXEL_NS=0.85,
+        DIRECT_TAP_NS=0.0572,
+        SEPARABLE_PIXEL_NS=1.44,
+        PASS_SUM_NS=0.56,
+        FFT_TILE_NS={64: 59.0, 96: 34.3, 128: 25.9, 160: 22.1, 192: 19.8, 256: 17.1, 288: 17.2, 320: 15.6, 384: 15.8, 480: 15.9, 512: 14.1, 576: 16.0, 640: 15.6, 720: 17.8, 768: 18.4, 960: 20.4, 1024: 19.7},
+        FFT_LARGE_TILE_NS=22.7,
+    ),
+}
+
+
+def _cpu_has_avx512(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether the CPU lists AVX-512 (``avx512f``) in ``cpuinfo``'s first ``flags`` line.
+
+    Read here rather than asked of numba or llvmlite, which planning does not import.
+    Where there is no such file (not Linux), False: the AVX2 fit, the commoner kind.
+    """
+    try:
+        with open(cpuinfo, encoding="ascii", errors="replace") as info:
+            for line in info:
+                if line.startswith("flags"):
+                    return "avx512f" in line.split()
+    except OSError:
+        pass
+    return False
+
+
+#: The fit the planner uses: this machine's kind of CPU.
+CPU_COST_FIT = "avx512" if _cpu_has_avx512() else "avx2"
+FFT_TILE_NS = CPU_COST_FITS[CPU_COST_FIT]["FFT_TILE_NS"]
+FFT_LARGE_TILE_NS = CPU_COST_FITS[CPU_COST_FIT]["FFT_LARGE_TILE_NS"]
 
 # --- GPU (engine/cuda.py) ----------------------------------------------------------------------
 
@@ -81,16 +133,11 @@ CUDA_TAP_CACHE_SIZE = 16
 
 # --- planning (engine/plan.py) -----------------------------------------------------------------
 
-# CPU cost model (ns per output pixel and channel, one thread), from bench/calibrate.py
-# (2048x2048 float32; each the median of three runs on 2026-12-02, after the kernels that
-# sweep four rows at a time; docs/performance.md, "CPU kernels").
-DIRECT_PIXEL_NS = 0.271  # reading, converting and writing a pixel
-DIRECT_TAP_NS = 0.0228  # one non-zero tap
-# A separable pair's two passes and its ring of row results, beside its taps, fitted with
-# the tap cost above over 3x3 to 7x7, where it meets direct (it had been 2 x
-# DIRECT_PIXEL_NS, which left the rank-1 5x5 to separable, measured 15-35 % slower).
-SEPARABLE_PIXEL_NS = 0.62
-PASS_SUM_NS = 0.10  # adding one more separable pair's result (a float32 add over the image)
+# CPU cost model: this CPU's fit (CPU_COST_FITS, above).
+DIRECT_PIXEL_NS = CPU_COST_FITS[CPU_COST_FIT]["DIRECT_PIXEL_NS"]
+DIRECT_TAP_NS = CPU_COST_FITS[CPU_COST_FIT]["DIRECT_TAP_NS"]
+SEPARABLE_PIXEL_NS = CPU_COST_FITS[CPU_COST_FIT]["SEPARABLE_PIXEL_NS"]
+PASS_SUM_NS = CPU_COST_FITS[CPU_COST_FIT]["PASS_SUM_NS"]
 
 # A CPU pass the cost model above expects to take at most this long (one thread) runs in
 # the calling thread; longer ones run in engine/run.py's kernel thread, where Ctrl-C still
@@ -113,8 +160,8 @@ VECTOR_MAX_WORK = 1.5e9
 VECTOR_COPY_MAX_WORK = 2e8
 
 # The FFT is costed only for kernels of at least this many taps.  Its best
-# measured cost is ~5.3 ns per tile pixel (FFT_TILE_NS), which direct
-# (DIRECT_PIXEL_NS + DIRECT_TAP_NS * taps) only exceeds beyond ~220 taps:
+# measured cost is ~5.3 ns per tile pixel on the AVX-512 host (~14 on the AVX2 one),
+# which direct (DIRECT_PIXEL_NS + DIRECT_TAP_NS * taps) only exceeds beyond ~220 taps:
 # below 7x7 the estimate is wasted work, and the margin keeps it safe if the
 # tables are re-measured.
 FFT_MIN_TAPS = 49

@@ -340,6 +340,23 @@ def test_plan_prefers_fft_for_large_dense_kernels_and_direct_for_small(rng):
     assert plan.strategy == "separable" and len(plan.factors) == 2
 
 
+def test_the_cost_model_is_the_fit_of_this_kind_of_cpu(tmp_path):
+    from imgconv import tunables
+
+    names = {"DIRECT_PIXEL_NS", "DIRECT_TAP_NS", "SEPARABLE_PIXEL_NS", "PASS_SUM_NS", "FFT_TILE_NS", "FFT_LARGE_TILE_NS"}
+    for fit in tunables.CPU_COST_FITS.values():
+        assert set(fit) == names and set(fit["FFT_TILE_NS"]) == set(tunables.CPU_COST_FITS["avx512"]["FFT_TILE_NS"])
+    chosen = tunables.CPU_COST_FITS[tunables.CPU_COST_FIT]
+    assert all(getattr(tunables, name) == chosen[name] for name in names)
+    # The kind from the first "flags" line; no such file (not Linux): the AVX2 fit.
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw\n\nprocessor\t: 1\nflags\t\t: fpu\n")
+    assert tunables._cpu_has_avx512(str(info))
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512_vnni_like\n")
+    assert not tunables._cpu_has_avx512(str(info))
+    assert not tunables._cpu_has_avx512(str(tmp_path / "missing"))
+
+
 def test_plan_explains_its_choice(rng):
     taps = np.exp(-0.5 * (np.arange(-6, 7) / 2.0) ** 2)
     gaussian = np.outer(taps, taps) / taps.sum() ** 2
