@@ -115,8 +115,9 @@ def _cpu_has_avx512(cpuinfo: str = "/proc/cpuinfo") -> bool:
 
 #: The fit the planner uses: this machine's kind of CPU.
 CPU_COST_FIT = "avx512" if _cpu_has_avx512() else "avx2"
-FFT_TILE_NS = CPU_COST_FITS[CPU_COST_FIT]["FFT_TILE_NS"]
-FFT_LARGE_TILE_NS = CPU_COST_FITS[CPU_COST_FIT]["FFT_LARGE_TILE_NS"]
+_FIT = CPU_COST_FITS[CPU_COST_FIT]
+FFT_TILE_NS = _FIT["FFT_TILE_NS"]
+FFT_LARGE_TILE_NS = _FIT["FFT_LARGE_TILE_NS"]
 
 # --- GPU (engine/cuda.py) ----------------------------------------------------------------------
 
@@ -134,10 +135,10 @@ CUDA_TAP_CACHE_SIZE = 16
 # --- planning (engine/plan.py) -----------------------------------------------------------------
 
 # CPU cost model: this CPU's fit (CPU_COST_FITS, above).
-DIRECT_PIXEL_NS = CPU_COST_FITS[CPU_COST_FIT]["DIRECT_PIXEL_NS"]
-DIRECT_TAP_NS = CPU_COST_FITS[CPU_COST_FIT]["DIRECT_TAP_NS"]
-SEPARABLE_PIXEL_NS = CPU_COST_FITS[CPU_COST_FIT]["SEPARABLE_PIXEL_NS"]
-PASS_SUM_NS = CPU_COST_FITS[CPU_COST_FIT]["PASS_SUM_NS"]
+DIRECT_PIXEL_NS = _FIT["DIRECT_PIXEL_NS"]
+DIRECT_TAP_NS = _FIT["DIRECT_TAP_NS"]
+SEPARABLE_PIXEL_NS = _FIT["SEPARABLE_PIXEL_NS"]
+PASS_SUM_NS = _FIT["PASS_SUM_NS"]
 
 # A CPU pass the cost model above expects to take at most this long (one thread) runs in
 # the calling thread; longer ones run in engine/run.py's kernel thread, where Ctrl-C still
