@@ -1,23 +1,27 @@
 """Fit the planner's cost model (imgconv/engine/plan.py) to this machine.
 
 The fit goes in imgconv/tunables.py's CPU_COST_FITS, under this machine's kind of CPU
-(printed first: tunables.CPU_COST_FIT, "avx512" or "avx2"); the planner takes the fit of
-the kind it runs on.
+(printed first: tunables.CPU_COST_FIT, "avx512-amd", "avx512-intel" or "avx2"); the
+planner takes the fit of the kind it runs on.
 
 Times each strategy on one thread over a range of kernels and prints ns per
 output pixel and channel, then constants for
 
-    direct    = DIRECT_PIXEL_NS + DIRECT_TAP_NS * non-zero taps
-    separable = SEPARABLE_PIXEL_NS + DIRECT_TAP_NS * (kh + kw)         (per rank)
+    direct    = DIRECT_PIXEL_NS + DIRECT_TAP_NS * non-zero taps        (taps held in registers)
+              = DIRECT_PIXEL_NS + DIRECT_GROUP_TAP_NS * non-zero taps  (the others)
+    separable = SEPARABLE_PIXEL_NS + the kh + kw taps of its passes     (per rank; each
+                costed as in direct, by whether its sweeps hold them in registers)
                 + PASS_SUM_NS per rank beyond the first
     fft       = tiles x N^2 x TILE_NS[N]      (imgconv/tunables.py FFT_TILE_NS: ns per pixel of an N x N tile)
 
-The direct line is fitted to relative error (each size counts alike: the 3x3 and the
-17x17 both decide strategies); the separable one's fixed cost (both passes and the ring
-of row results) with the direct tap cost, to relative error, over the sizes where it
-meets direct (3x3 to 7x7: beyond, direct is several times dearer whatever the fit, and
-the 9-tap passes, summed in one sweep, cost less than a line through the others).  Then the crossovers are checked: with the fitted
-constants, the planner's choice against the faster measured strategy for rank-1
+The direct costs are fitted to relative error (each size counts alike: the 3x3 and the
+17x17 both decide strategies), one fixed cost and a tap cost for each kind of sweep
+(engine/sweeps.py: dense 3x3 and 5x5 kernels hold their taps in registers, 7x7 and up
+are summed four taps a sweep, at 4x the cost a tap on the Intel host).  The separable
+one's fixed cost (both passes and the ring of row results), beside its passes' taps, to
+relative error, over the sizes where it meets direct (3x3 to 7x7: beyond, direct is
+several times dearer whatever the fit).  Then the crossovers are checked: with the
+fitted constants, the planner's choice against the faster measured strategy for rank-1
 kernels (direct or separable) and dense ones (direct or FFT).
 
     python bench/calibrate.py [--size 2048] [--rounds 5]
@@ -56,6 +60,7 @@ def main():
     from imgconv import tunables
     from imgconv.engine import fft as fft_module
     from imgconv.engine import plan as planner
+    from imgconv.engine.sweeps import in_registers
 
     numba.set_num_threads(1)
     print(f"this CPU's fit: CPU_COST_FITS[{tunables.CPU_COST_FIT!r}]")
@@ -71,22 +76,33 @@ def main():
         check_crossovers(rng, image, lambda kernel, strategy: ns(kernel, strategy, args.check_threads), planner)
         return
 
-    direct = [(k * k, ns(rng.normal(size=(k, k)), "direct")) for k in (1, 3, 5, 7, 9, 13, 17)]
-    taps = np.array([t for t, _ in direct], float)
+    # Dense squares, and 1-D kernels whose taps are also held in registers (one row of a
+    # fused count, one column of a paired one): with the two dense sizes alone the
+    # registers' tap cost rested on two points, and one noisy run gave it 30x the others'.
+    shapes = [(k, k) for k in (1, 3, 5, 7, 9, 13, 17)] + [(1, 13), (13, 1), (1, 17), (25, 1)]
+    direct = [(shape, ns(rng.normal(size=shape), "direct")) for shape in shapes]
+    taps = np.array([h * w for (h, w), _ in direct], float)
     measured = np.array([t for _, t in direct])
-    a = np.stack([np.ones_like(taps), taps], axis=1) / measured[:, None]  # relative error
-    pixel_ns, tap_ns = np.linalg.lstsq(a, np.ones_like(measured), rcond=None)[0]
-    print("direct: taps -> ns/px (model)", [(int(t), round(m, 2), round(pixel_ns + tap_ns * t, 2)) for t, m in direct])
-    print(f"  DIRECT_PIXEL_NS = {pixel_ns:.3f}  DIRECT_TAP_NS = {tap_ns:.4f}")
+    held = np.array([in_registers((h, w), h * w) for h, w in shapes])
+    # One fixed cost, one tap cost for each kind of sweep; relative error.
+    a = np.stack([np.ones_like(taps), np.where(held, taps, 0), np.where(held, 0, taps)], axis=1) / measured[:, None]
+    pixel_ns, tap_ns, group_tap_ns = np.linalg.lstsq(a, np.ones_like(measured), rcond=None)[0]
+    model = pixel_ns + np.where(held, tap_ns, group_tap_ns) * taps
+    print("direct: shape -> ns/px (model)", [(f"{h}x{w}", round(m, 2), round(float(e), 2)) for ((h, w), m), e in zip(direct, model)])
+    print(f"  DIRECT_PIXEL_NS = {pixel_ns:.3f}  DIRECT_TAP_NS = {tap_ns:.4f}  DIRECT_GROUP_TAP_NS = {group_tap_ns:.4f}")
 
     separable = []
     for k in (3, 5, 7, 9, 13, 17, 25, 49):
         g = rng.normal(size=k)
         separable.append((k, ns(np.outer(g, g), "separable")))
     near = [(k, t) for k, t in separable if k <= 7]
-    # The least-squares intercept c of (c + tap_ns * 2k - t) / t.
-    separable_ns = sum((t - tap_ns * 2 * k) / t**2 for k, t in near) / sum(1 / t**2 for _, t in near)
-    print("separable: size -> ns/px (model)", [(k, round(t, 2), round(separable_ns + tap_ns * 2 * k, 2)) for k, t in separable])
+
+    def pass_taps_ns(k):  # both passes' taps, as engine/plan.py's separable_cost costs them
+        return sum(k * (tap_ns if in_registers(shape, k) else group_tap_ns) for shape in ((k, 1), (1, k)))
+
+    # The least-squares intercept c of (c + pass_taps_ns(k) - t) / t.
+    separable_ns = sum((t - pass_taps_ns(k)) / t**2 for k, t in near) / sum(1 / t**2 for _, t in near)
+    print("separable: size -> ns/px (model)", [(k, round(t, 2), round(separable_ns + pass_taps_ns(k), 2)) for k, t in separable])
     print(f"  SEPARABLE_PIXEL_NS = {separable_ns:.3f}")
 
     # A second separable pair's result added to the first: the float32 sum over the image.
@@ -117,7 +133,7 @@ def main():
     print(f"  FFT_TILE_NS = {tile_ns}")
 
     # The crossovers, planned with the constants just fitted (the memo cleared before and after).
-    fitted = dict(DIRECT_PIXEL_NS=pixel_ns, DIRECT_TAP_NS=tap_ns, SEPARABLE_PIXEL_NS=separable_ns, PASS_SUM_NS=pass_sum_ns, FFT_TILE_NS=tile_ns)
+    fitted = dict(DIRECT_PIXEL_NS=pixel_ns, DIRECT_TAP_NS=tap_ns, DIRECT_GROUP_TAP_NS=group_tap_ns, SEPARABLE_PIXEL_NS=separable_ns, PASS_SUM_NS=pass_sum_ns, FFT_TILE_NS=tile_ns)
     saved = {name: getattr(tunables, name) for name in fitted}
     try:
         for name, value in fitted.items():
@@ -139,7 +155,7 @@ def check_crossovers(rng, image, ns, planner):
         times = {s: round(ns(kernel, s), 2) for s in ("direct", "separable")}
         chosen = planner.make_plan(kernel, image.shape).strategy
         print(f"  rank 1 {k}x{k}: {times}, faster {min(times, key=times.get)}, planned {chosen}")
-    for k in (7, 9, 13, 17, 21):
+    for k in (7, 9, 11, 13, 15, 17, 21):
         kernel = rng.normal(size=(k, k))
         times = {s: round(ns(kernel, s), 2) for s in ("direct", "fft")}
         chosen = planner.make_plan(kernel, image.shape).strategy

@@ -56,8 +56,12 @@ STREAM_MAX_RECOMPUTE = 0.5
 # The planner's CPU cost model, one fit per kind of CPU (bench/calibrate.py prints one), the
 # one of this machine's kind taken (CPU_COST_FIT).  Every figure is ns per output pixel and
 # channel on one thread, 2048x2048 float32 (docs/performance.md, "CPU kernels"):
-# - DIRECT_PIXEL_NS, DIRECT_TAP_NS: a direct pass reading, converting and writing a pixel,
-#   and each non-zero tap;
+# - DIRECT_PIXEL_NS, DIRECT_TAP_NS, DIRECT_GROUP_TAP_NS: a direct pass reading, converting
+#   and writing a pixel, and each non-zero tap: of a kernel whose sweeps hold every tap in
+#   registers (engine/sweeps.py: dense 3x3 and 5x5, the fused tap counts), else of one
+#   summed four taps a sweep (7x7 and up).  Fitted apart since the Intel host, where a
+#   grouped tap costs 3x a held one and one line for both put a dense 13x13 at 5.9 ns
+#   against its measured 7.8; the Zen fits, made before, hold one line for both;
 # - SEPARABLE_PIXEL_NS: a separable pair's two passes and its ring of row results, beside its
 #   taps, fitted with the tap cost over 3x3 to 7x7, where it meets direct (it had been
 #   2 x DIRECT_PIXEL_NS, which left the rank-1 5x5 to separable, measured 15-35 % slower);
@@ -70,25 +74,43 @@ STREAM_MAX_RECOMPUTE = 0.5
 #   AVX-512 host: 10.8 beside 9.4, process time, median of three rounds).
 # The direct and FFT constants of one fit come from the same runs: fitted on different days
 # they had drifted apart by a third, and a dense 17x17 was planned direct where the FFT
-# measured 20 % faster.  The two kinds differ most there: on the AVX2 host the FFT's tiles
-# cost 2.5-3x the AVX-512 host's and direct taps 2.5x, so with the AVX-512 fit dense 13x13
-# and 17x17 kernels went to the FFT, 2.2x and 1.4x slower than direct there.
+# measured 20 % faster.  The kinds differ most there: on the AVX2 host the FFT's tiles
+# cost 2.5-3x the Zen 5 host's and direct taps 2.5x, so with the Zen 5 fit dense 13x13
+# and 17x17 kernels went to the FFT, 2.2x and 1.4x slower than direct there; on the
+# Intel AVX-512 host grouped direct taps cost 2x Zen 5's, the FFT's tiles 1.3x, and with
+# the Zen 5 fit dense 13x13 kernels went direct, 1.15-1.25x slower than the FFT there.
 CPU_COST_FITS = {
     # AMD Zen 5 (AVX-512), 2026-12-02, after the kernels that sweep four rows at a time:
     # each the median of three runs on a quiet machine.
-    "avx512": dict(
+    "avx512-amd": dict(
         DIRECT_PIXEL_NS=0.271,
         DIRECT_TAP_NS=0.0228,
+        DIRECT_GROUP_TAP_NS=0.0228,
         SEPARABLE_PIXEL_NS=0.62,
         PASS_SUM_NS=0.10,
         FFT_TILE_NS={64: 31.9, 96: 13.5, 128: 9.3, 160: 7.9, 192: 6.8, 256: 5.9, 288: 6.1, 320: 5.7, 384: 5.5, 480: 5.5, 512: 5.3, 576: 5.6, 640: 5.4, 720: 6.0, 768: 5.9, 960: 7.0, 1024: 6.2},
         FFT_LARGE_TILE_NS=7.1,
+    ),
+    # Intel Xeon with AVX-512 and AMX (a 2-vCPU VM; llvmlite names it rocketlake),
+    # 2026-12-02 (sixth session): each the mean of three runs; the large-tile cost the
+    # 1024 one grown by 1.15.  Two near calls: a rank-1 5x5 is planned direct (separable
+    # measured 0-12 % faster), a dense 13x13 at 2048 x 2048 the FFT by 1 % of its estimate
+    # (it measured 8-14 % faster), both within a run's spread of the model.
+    "avx512-intel": dict(
+        DIRECT_PIXEL_NS=0.399,
+        DIRECT_TAP_NS=0.0144,
+        DIRECT_GROUP_TAP_NS=0.0434,
+        SEPARABLE_PIXEL_NS=0.413,
+        PASS_SUM_NS=0.27,
+        FFT_TILE_NS={64: 19.0, 96: 9.5, 128: 8.0, 160: 7.4, 192: 7.0, 256: 7.0, 288: 7.2, 320: 6.8, 384: 7.0, 480: 7.0, 512: 6.8, 576: 7.0, 640: 7.0, 720: 7.6, 768: 7.3, 960: 7.3, 1024: 7.5},
+        FFT_LARGE_TILE_NS=8.6,
     ),
     # AMD Zen 3 (AVX2, no AVX-512), 2026-12-02 (fifth session): each the mean of two runs
     # (--rounds 3 and 5) on a quiet machine; the large-tile cost the 1024 one grown by 1.15.
     "avx2": dict(
         DIRECT_PIXEL_NS=0.85,
         DIRECT_TAP_NS=0.0572,
+        DIRECT_GROUP_TAP_NS=0.0572,
         SEPARABLE_PIXEL_NS=1.44,
         PASS_SUM_NS=0.56,
         FFT_TILE_NS={64: 59.0, 96: 34.3, 128: 25.9, 160: 22.1, 192: 19.8, 256: 17.1, 288: 17.2, 320: 15.6, 384: 15.8, 480: 15.9, 512: 14.1, 576: 16.0, 640: 15.6, 720: 17.8, 768: 18.4, 960: 20.4, 1024: 19.7},
@@ -97,24 +119,34 @@ CPU_COST_FITS = {
 }
 
 
-def _cpu_has_avx512(cpuinfo: str = "/proc/cpuinfo") -> bool:
-    """Whether the CPU lists AVX-512 (``avx512f``) in ``cpuinfo``'s first ``flags`` line.
+def _cpu_kind(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """This CPU's key in :data:`CPU_COST_FITS`, from the first processor's ``vendor_id`` and
+    ``flags`` lines in ``cpuinfo``: "avx512-intel" (GenuineIntel with ``avx512f``),
+    "avx512-amd" (any other vendor with it), else "avx2".
 
     Read here rather than asked of numba or llvmlite, which planning does not import.
-    Where there is no such file (not Linux), False: the AVX2 fit, the commoner kind.
+    Where there is no such file (not Linux), "avx2": the commoner kind.
     """
+    vendor, flags = "", None
     try:
         with open(cpuinfo, encoding="ascii", errors="replace") as info:
             for line in info:
-                if line.startswith("flags"):
-                    return "avx512f" in line.split()
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "vendor_id" and not vendor:
+                    vendor = value.strip()
+                elif key == "flags":
+                    flags = value.split()
+                    break
     except OSError:
         pass
-    return False
+    if flags is None or "avx512f" not in flags:
+        return "avx2"
+    return "avx512-intel" if vendor == "GenuineIntel" else "avx512-amd"
 
 
 #: The fit the planner uses: this machine's kind of CPU.
-CPU_COST_FIT = "avx512" if _cpu_has_avx512() else "avx2"
+CPU_COST_FIT = _cpu_kind()
 _FIT = CPU_COST_FITS[CPU_COST_FIT]
 FFT_TILE_NS = _FIT["FFT_TILE_NS"]
 FFT_LARGE_TILE_NS = _FIT["FFT_LARGE_TILE_NS"]
@@ -137,6 +169,7 @@ CUDA_TAP_CACHE_SIZE = 16
 # CPU cost model: this CPU's fit (CPU_COST_FITS, above).
 DIRECT_PIXEL_NS = _FIT["DIRECT_PIXEL_NS"]
 DIRECT_TAP_NS = _FIT["DIRECT_TAP_NS"]
+DIRECT_GROUP_TAP_NS = _FIT["DIRECT_GROUP_TAP_NS"]
 SEPARABLE_PIXEL_NS = _FIT["SEPARABLE_PIXEL_NS"]
 PASS_SUM_NS = _FIT["PASS_SUM_NS"]
 
@@ -161,8 +194,9 @@ VECTOR_MAX_WORK = 1.5e9
 VECTOR_COPY_MAX_WORK = 2e8
 
 # The FFT is costed only for kernels of at least this many taps.  Its best
-# measured cost is ~5.3 ns per tile pixel on the AVX-512 host (~14 on the AVX2 one),
-# which direct (DIRECT_PIXEL_NS + DIRECT_TAP_NS * taps) only exceeds beyond ~220 taps:
+# measured cost is ~5.3 ns per tile pixel on the Zen 5 host (~6.4 on the Intel AVX-512
+# one, ~14 on the AVX2 one), which direct (DIRECT_PIXEL_NS + DIRECT_TAP_NS * taps) only
+# exceeds beyond ~180-230 taps:
 # below 7x7 the estimate is wasted work, and the margin keeps it safe if the
 # tables are re-measured.
 FFT_MIN_TAPS = 49

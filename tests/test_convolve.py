@@ -340,21 +340,53 @@ def test_plan_prefers_fft_for_large_dense_kernels_and_direct_for_small(rng):
     assert plan.strategy == "separable" and len(plan.factors) == 2
 
 
+def test_the_planner_knows_which_kernels_hold_their_taps_in_registers(rng, monkeypatch):
+    from imgconv import tunables
+    from imgconv.engine import cpu, sweeps
+    from imgconv.engine.plan import direct_cost
+
+    shapes = [(3, 3), (5, 5), (7, 7), (9, 9), (1, 9), (1, 13), (1, 25), (9, 1), (13, 1), (25, 1), (11, 1), (3, 5), (4, 4), (2, 2), (1, 1)]
+    for shape in shapes:
+        for holes in (0, 1, 4):
+            kernel = rng.normal(size=shape)
+            kernel.flat[rng.choice(kernel.size, min(holes, kernel.size - 1), replace=False)] = 0
+            flipped = kernel[::-1, ::-1]
+            taps = int(np.count_nonzero(kernel))
+            pairing = cpu._pairing(flipped)
+            # As the compiled drivers dispatch: several rows a sweep, else one fused sweep.
+            held = pairing in (cpu.PAIR_DENSE3X3, cpu.PAIR_DENSE5X5) or (pairing == cpu.PAIR_COLUMN and taps in sweeps.PAIRED_TAPS) or taps in sweeps.FUSED_TAPS
+            assert sweeps.in_registers(shape, taps) == held, (shape, holes)
+    monkeypatch.setattr(tunables, "DIRECT_PIXEL_NS", 1.0)
+    monkeypatch.setattr(tunables, "DIRECT_TAP_NS", 0.01)
+    monkeypatch.setattr(tunables, "DIRECT_GROUP_TAP_NS", 0.1)
+    assert direct_cost(np.ones((3, 3))) == pytest.approx(1.09)
+    assert direct_cost(np.ones((7, 7))) == pytest.approx(5.9)
+    assert direct_cost(np.ones((7, 7)), 9) == pytest.approx(1.09)  # 9 non-zero taps: one fused sweep
+
+
 def test_the_cost_model_is_the_fit_of_this_kind_of_cpu(tmp_path):
     from imgconv import tunables
 
-    names = {"DIRECT_PIXEL_NS", "DIRECT_TAP_NS", "SEPARABLE_PIXEL_NS", "PASS_SUM_NS", "FFT_TILE_NS", "FFT_LARGE_TILE_NS"}
+    names = {"DIRECT_PIXEL_NS", "DIRECT_TAP_NS", "DIRECT_GROUP_TAP_NS", "SEPARABLE_PIXEL_NS", "PASS_SUM_NS", "FFT_TILE_NS", "FFT_LARGE_TILE_NS"}
+    sizes = set(tunables.CPU_COST_FITS["avx2"]["FFT_TILE_NS"])
     for fit in tunables.CPU_COST_FITS.values():
-        assert set(fit) == names and set(fit["FFT_TILE_NS"]) == set(tunables.CPU_COST_FITS["avx512"]["FFT_TILE_NS"])
+        assert set(fit) == names and set(fit["FFT_TILE_NS"]) == sizes
     chosen = tunables.CPU_COST_FITS[tunables.CPU_COST_FIT]
     assert all(getattr(tunables, name) == chosen[name] for name in names)
-    # The kind from the first "flags" line; no such file (not Linux): the AVX2 fit.
+    # The kind from the first processor's vendor and "flags" lines; no such file (not
+    # Linux), or no AVX-512: the AVX2 fit.
     info = tmp_path / "cpuinfo"
-    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw\n\nprocessor\t: 1\nflags\t\t: fpu\n")
-    assert tunables._cpu_has_avx512(str(info))
-    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512_vnni_like\n")
-    assert not tunables._cpu_has_avx512(str(info))
-    assert not tunables._cpu_has_avx512(str(tmp_path / "missing"))
+
+    def kind(*blocks):
+        info.write_text("\n".join(f"processor\t: {i}\nvendor_id\t: {vendor}\nflags\t\t: {flags}\n" for i, (vendor, flags) in enumerate(blocks)))
+        return tunables._cpu_kind(str(info))
+
+    assert kind(("GenuineIntel", "fpu sse2 avx2 avx512f avx512bw"), ("GenuineIntel", "fpu")) == "avx512-intel"
+    assert kind(("AuthenticAMD", "fpu sse2 avx2 avx512f avx512bw"), ("GenuineIntel", "fpu")) == "avx512-amd"
+    assert kind(("GenuineIntel", "fpu sse2 avx2 avx512_vnni_like"), ("GenuineIntel", "avx512f")) == "avx2"
+    assert kind(("AuthenticAMD", "fpu sse2 avx2")) == "avx2"
+    assert tunables._cpu_kind(str(tmp_path / "missing")) == "avx2"
+    assert set(tunables.CPU_COST_FITS) == {"avx512-intel", "avx512-amd", "avx2"}
 
 
 def test_plan_explains_its_choice(rng):

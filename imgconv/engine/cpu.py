@@ -81,18 +81,9 @@ from numba import get_num_threads, njit, prange  # noqa: E402
 
 from imgconv import tunables  # noqa: E402
 from imgconv.engine import borders  # noqa: E402
+from imgconv.engine.sweeps import DENSE_PAIRS, FUSED_TAPS, PAIRED_TAPS  # noqa: E402  (the planner reads them too)
 
 COMPILE_OPTIONS = dict(cache=True, nogil=True)
-
-# Tap counts summed in one sweep, every tap in registers: dense 3x3 kernels, the 1-D
-# passes of Gaussians of sigma 1, 1.5 and 2 (docs/performance.md, "CPU kernels").  (25
-# taps in one row gained nothing over the group sweeps; dense 5x5 rows go three at a time.)
-FUSED_TAPS = (9, 13, 17)
-# Counts of consecutive rows summed several output rows a sweep, each row loaded once for
-# all (the separable column pass, one-column kernels).
-PAIRED_TAPS = (9, 13, 17, 25)
-# Dense square kernels (their side) summed several output rows a sweep.
-DENSE_PAIRS = (3, 5)
 
 # How output rows of a kernel share source rows (run_direct decides): not at all, a
 # one-column kernel (its taps are kh consecutive rows), a dense 3x3 or 5x5.

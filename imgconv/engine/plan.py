@@ -28,6 +28,7 @@ from typing import Literal
 import numpy as np
 
 from imgconv import choices, tunables
+from imgconv.engine.sweeps import in_registers
 from imgconv.errors import BackendError
 
 STRATEGIES = choices.STRATEGIES
@@ -146,14 +147,24 @@ def rank1_factors(kernel):
     return factors[0] if factors else None
 
 
+def _tap_ns(shape, taps) -> float:
+    """ns per element of ``taps`` non-zero taps of a kernel of ``shape`` in a direct sweep:
+    ``DIRECT_TAP_NS`` each where its sweeps hold every tap in registers
+    (``sweeps.in_registers``), else ``DIRECT_GROUP_TAP_NS`` (summed four taps a sweep)."""
+    return taps * (tunables.DIRECT_TAP_NS if in_registers(shape, taps) else tunables.DIRECT_GROUP_TAP_NS)
+
+
 def direct_cost(kernel, taps=None) -> float:
     """ns per output element of the direct pass (``taps``: the kernel's non-zero taps, where known)."""
-    return tunables.DIRECT_PIXEL_NS + tunables.DIRECT_TAP_NS * (np.count_nonzero(kernel) if taps is None else taps)
+    return tunables.DIRECT_PIXEL_NS + _tap_ns(np.shape(kernel), np.count_nonzero(kernel) if taps is None else taps)
 
 
 def separable_cost(kernel_shape, rank) -> float:
+    """ns per output element of ``rank`` separable pairs: each a row pass of ``kw`` taps and a
+    column pass of ``kh``, their taps costed as the direct sweeps that sum them."""
     kh, kw = kernel_shape
-    return rank * (tunables.SEPARABLE_PIXEL_NS + tunables.DIRECT_TAP_NS * (kh + kw)) + (rank - 1) * tunables.PASS_SUM_NS
+    pair = tunables.SEPARABLE_PIXEL_NS + _tap_ns((kh, 1), kh) + _tap_ns((1, kw), kw)
+    return rank * pair + (rank - 1) * tunables.PASS_SUM_NS
 
 
 def fft_cost(image_shape, kernel_shape) -> float:
