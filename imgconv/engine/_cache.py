@@ -4,9 +4,11 @@ Imported by the compiled-kernel modules before numba itself: numba reads
 ``NUMBA_CACHE_DIR`` at import, and ``cache=True`` raises at decoration time
 when neither the package's ``__pycache__`` nor numba's own user cache folder
 is writable (a system-wide install used by an ordinary user, a read-only
-container image).
+container image).  ``guard_numba_cache`` makes that cache safe for several
+processes saving into it at once.
 """
 
+import itertools
 import os
 import sys
 import tempfile
@@ -50,3 +52,90 @@ def configure_numba_cache() -> str:
     if config is not None:  # numba was imported before us: tell its live config too
         config.CACHE_DIR = os.environ["NUMBA_CACHE_DIR"]
     return os.environ["NUMBA_CACHE_DIR"]
+
+
+# --- several processes writing one cache --------------------------------------------------------
+#
+# numba's cache keeps, per function, an index (signature -> data file number) and one data
+# file per compiled signature.  Saving a new signature reads the index, takes the first free
+# number, writes the index and then the data, with no lock: two processes compiling two
+# signatures of one function at once (batch workers, the background compile beside a
+# command) can both take the same number, and the index is then left naming one signature's
+# file for the other's.  A later process loads the wrong machine code for it: a TypingError
+# where a kernel calls it ("known signatures: ..." without the one asked for), or a kernel
+# run on arguments of another type.  The guard below serialises the saves of one cache
+# folder, writes the data before the index names it, and refuses a loaded entry whose
+# signature is not the one asked for (numba then compiles it afresh and rewrites the entry,
+# which heals a cache damaged before).
+
+_GUARDED = "_imgconv_guarded"
+_SAVE_LOCK = "imgconv-cache-save.lock"
+
+
+class _SaveLock:
+    """An exclusive ``flock`` on the cache folder's save lock, where there is one."""
+
+    def __init__(self, folder):
+        self.path = os.path.join(folder, _SAVE_LOCK)
+        self.handle = None
+
+    def __enter__(self):
+        try:
+            import fcntl
+
+            self.handle = open(self.path, "a")
+            fcntl.flock(self.handle, fcntl.LOCK_EX)
+        except (ImportError, OSError):  # no flock here, or no lock file: save as numba does
+            self.__exit__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.handle is not None:
+            self.handle.close()  # lets go of the lock
+            self.handle = None
+
+
+def _locked_save(self, key, data):
+    with _SaveLock(self._cache_path):
+        overloads = self._load_index()  # read under the lock: every earlier save is in it
+        name = overloads.get(key)
+        if name is None:
+            taken = set(overloads.values())
+            name = next(n for n in map(self._data_name, itertools.count(1)) if n not in taken)
+            self._save_data(name, data)  # before the index names it: no reader finds the name without its data
+            overloads[key] = name
+            self._save_index(overloads)
+        else:
+            self._save_data(name, data)
+
+
+def _signature_checked(load):
+    def load_overload(self, sig, target_context):
+        result = load(self, sig, target_context)
+        signature = getattr(result, "signature", None)
+        if result is None or signature is None:
+            return result
+        from numba.core.sigutils import normalize_signature
+
+        args = normalize_signature(sig)[0] if not isinstance(sig, tuple) else sig
+        return result if tuple(signature.args) == tuple(args) else None
+
+    return load_overload
+
+
+def guard_numba_cache(module=None, check_loads=True) -> None:
+    """Make the on-disk cache of ``module`` (``numba.core.caching`` unless given: numba-cuda
+    has its own copy) safe for several processes at once; once per module, after numba is
+    imported.  ``check_loads``: also refuse an entry compiled for another signature (the
+    CPU's compile results say theirs).  A numba whose cache is built otherwise is left as
+    it is."""
+    if module is None:
+        from numba.core import caching as module
+    files, cache = getattr(module, "IndexDataCacheFile", None), getattr(module, "Cache", None)
+    if files is None or getattr(files, _GUARDED, False):
+        return
+    if all(hasattr(files, name) for name in ("_load_index", "_save_index", "_save_data", "_data_name", "save")):
+        files.save = _locked_save
+    if check_loads and cache is not None and hasattr(cache, "load_overload"):
+        cache.load_overload = _signature_checked(cache.load_overload)
+    setattr(files, _GUARDED, True)

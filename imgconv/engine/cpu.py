@@ -70,7 +70,7 @@ once per literal value it is called with).  The entry points ``run_direct``
 and ``run_separable`` have ``engine.run``'s signature.
 """
 
-from imgconv.engine._cache import configure_numba_cache
+from imgconv.engine._cache import configure_numba_cache, guard_numba_cache
 
 configure_numba_cache()
 
@@ -78,6 +78,8 @@ import hashlib  # noqa: E402
 
 import numpy as np  # noqa: E402
 from numba import get_num_threads, njit, prange  # noqa: E402
+
+guard_numba_cache()
 
 from imgconv import tunables  # noqa: E402
 from imgconv.engine import borders  # noqa: E402

@@ -49,7 +49,7 @@ would add a host copy; whether double-buffered pinned transfers pay is owed
 to a measurement on a GPU, see docs/performance.md).
 """
 
-from imgconv.engine._cache import configure_numba_cache
+from imgconv.engine._cache import configure_numba_cache, guard_numba_cache
 
 configure_numba_cache()
 
@@ -58,6 +58,13 @@ from collections import OrderedDict  # noqa: E402
 
 import numpy as np  # noqa: E402
 from numba import cuda, float32, int32  # noqa: E402
+
+try:  # numba-cuda caches its kernels with its own copy of numba's cache files
+    from numba.cuda.core import caching as _cuda_caching  # noqa: E402
+except ImportError:
+    _cuda_caching = None
+if _cuda_caching is not None:
+    guard_numba_cache(_cuda_caching, check_loads=False)
 
 from imgconv import tunables  # noqa: E402
 from imgconv.engine import borders  # noqa: E402

@@ -14,12 +14,14 @@ start of its bucket of float32 patterns, plus one from the bucket's threshold on
 ``colour.srgb_to_linear`` of every level (decoding, exact for 8 and 16 bits).
 """
 
-from imgconv.engine._cache import configure_numba_cache
+from imgconv.engine._cache import configure_numba_cache, guard_numba_cache
 
 configure_numba_cache()
 
 import numpy as np  # noqa: E402
 from numba import njit, prange  # noqa: E402
+
+guard_numba_cache()
 
 COMPILE_OPTIONS = dict(cache=True, nogil=True, parallel=True)
 
