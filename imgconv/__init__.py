@@ -10,8 +10,14 @@ resident worker (``imgconv.resident``) before anything heavy is imported.
 """
 
 import importlib
+import sys
 
 from imgconv.errors import BackendError, CatalogError, ImageError, ImgconvError, ImgconvWarning
+
+if "numba" in sys.modules:  # a caller that may start numba's threads itself (set_num_threads) before computing
+    from imgconv.engine._threads import prefer_tbb
+
+    prefer_tbb()
 
 _LAZY = {
     "convolve": "imgconv.filtering",

@@ -206,3 +206,61 @@ def test_prepared_kernel_arguments_follow_every_setting(mode):
                 assert np.array_equal(out.reshape(source.shape), np.abs(plain + np.float32(2.0)))
                 out, _ = route(plan, rows, 3, mode, cval, FLOAT32, 1)
                 assert np.array_equal(out.reshape(source.shape), plain)
+
+
+# --- the thread pool -----------------------------------------------------------------------------
+
+_LAYER_SCRIPT = """
+import sys
+import numpy as np
+if sys.argv[1] == "numba-first":  # a caller that starts numba's threads itself
+    import numba
+    import imgconv
+    numba.set_num_threads(1)
+else:
+    import imgconv
+    import numba
+rng = np.random.default_rng(1)
+image = rng.random((40, 30), dtype=np.float32)
+kernel = rng.normal(size=(3, 3))
+out = imgconv.convolve(image, kernel, mode="reflect", threads=2)
+from scipy import ndimage
+expected = ndimage.convolve(image.astype(np.float64), kernel, mode="reflect")
+assert np.allclose(out, expected, rtol=1e-5, atol=1e-5), abs(out - expected).max()
+print(numba.threading_layer())
+"""
+
+
+def _layer_after(order, **env):
+    import os
+    import subprocess
+    import sys
+
+    environment = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
+    environment.update(env, NUMBA_NUM_THREADS="2")
+    done = subprocess.run([sys.executable, "-c", _LAYER_SCRIPT, order], capture_output=True, text=True, env=environment, timeout=600)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()[-1]
+
+
+def _tbb_installed():
+    import importlib.metadata
+    import platform
+    import sys
+
+    try:
+        importlib.metadata.distribution("tbb")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return sys.platform.startswith("linux") and platform.machine() == "x86_64"
+
+
+@pytest.mark.skipif(not _tbb_installed(), reason="the tbb wheel is a dependency on Linux x86_64 only")
+@pytest.mark.parametrize("order", ["imgconv-first", "numba-first"])
+def test_parallel_kernels_run_on_tbb_where_it_is_installed(order):
+    # The wheel's library is off the loader's path: without imgconv loading it, numba takes OpenMP.
+    assert _layer_after(order) == "tbb"
+
+
+def test_a_threading_layer_the_user_chose_is_kept():
+    assert _layer_after("imgconv-first", NUMBA_THREADING_LAYER="workqueue") == "workqueue"

@@ -71,8 +71,10 @@ and ``run_separable`` have ``engine.run``'s signature.
 """
 
 from imgconv.engine._cache import configure_numba_cache, guard_numba_cache
+from imgconv.engine._threads import prefer_tbb
 
 configure_numba_cache()
+prefer_tbb()
 
 import hashlib  # noqa: E402
 

@@ -15,8 +15,10 @@ start of its bucket of float32 patterns, plus one from the bucket's threshold on
 """
 
 from imgconv.engine._cache import configure_numba_cache, guard_numba_cache
+from imgconv.engine._threads import prefer_tbb
 
 configure_numba_cache()
+prefer_tbb()
 
 import numpy as np  # noqa: E402
 from numba import njit, prange  # noqa: E402

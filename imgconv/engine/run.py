@@ -177,6 +177,9 @@ def _thread_setting(threads: int | None) -> tuple[int, int | None]:
     """:func:`thread_count`, and numba's setting in this thread as it was read (None where
     numba is not imported)."""
     if "numba" in sys.modules or not _plain_thread_setting():
+        from imgconv.engine._threads import prefer_tbb
+
+        prefer_tbb()  # (reading the setting starts numba's threads)
         import numba  # numba's own reading of an unusual NUMBA_NUM_THREADS: its error or warning
 
         limit = numba.config.NUMBA_NUM_THREADS
