@@ -15,8 +15,8 @@ installs that library into ``<prefix>/lib``, which the loader does not search:
 it: the compiled-kernel modules call it before numba starts its threads, and so does
 ``import imgconv`` where numba is imported already (a caller that may start numba's
 threads itself, ``numba.set_num_threads``, before its first computation).  A threading
-layer the user chose (``NUMBA_THREADING_LAYER``, ``numba.config.THREADING_LAYER``) is
-left alone.
+layer the user named (``NUMBA_THREADING_LAYER`` or ``numba.config.THREADING_LAYER`` set to
+``omp`` or ``workqueue``) is left alone.
 """
 
 import os
@@ -25,6 +25,7 @@ from pathlib import Path
 
 _LIBRARY = "libtbb.so.12"
 _tried = False
+_NOT_TBB = ("omp", "workqueue")  # numba's other choices ("default", "safe", ...) may all take TBB
 
 
 def _candidates():
@@ -45,11 +46,12 @@ def prefer_tbb() -> None:
     if _tried:
         return
     _tried = True
-    if not sys.platform.startswith("linux") or os.environ.get("NUMBA_THREADING_LAYER"):
+    if not sys.platform.startswith("linux"):
         return
-    config = sys.modules.get("numba.core.config")
-    if config is not None and config.THREADING_LAYER != "default":
-        return  # set in code before this
+    config = sys.modules.get("numba.core.config")  # (set in code before this)
+    chosen = config.THREADING_LAYER if config is not None else os.environ.get("NUMBA_THREADING_LAYER", "default")
+    if chosen.lower() in _NOT_TBB:
+        return
     import ctypes
 
     for path in _candidates():
