@@ -31,6 +31,7 @@ import numpy as np
 
 from imgconv import tunables
 from imgconv.choices import NATIVE_DTYPES
+from imgconv.engine._threads import prefer_tbb
 from imgconv.engine.finish import FLOAT32, Finish, finish_array
 from imgconv.engine.plan import Plan, direct_cost, make_plan, separable_cost
 
@@ -177,8 +178,6 @@ def _thread_setting(threads: int | None) -> tuple[int, int | None]:
     """:func:`thread_count`, and numba's setting in this thread as it was read (None where
     numba is not imported)."""
     if "numba" in sys.modules or not _plain_thread_setting():
-        from imgconv.engine._threads import prefer_tbb
-
         prefer_tbb()  # (reading the setting starts numba's threads)
         import numba  # numba's own reading of an unusual NUMBA_NUM_THREADS: its error or warning
 
