@@ -58,10 +58,10 @@ def main(argv=None):
     parser.add_argument("--kernel", type=int, default=3, help="a dense random kernel this many taps square")
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--pause", type=float, default=0.05, help="seconds before each call")
-    parser.add_argument("--one", nargs=2, metavar=("LAYER", "THREADS"), help=argparse.SUPPRESS)
+    parser.add_argument("--one", type=int, metavar="THREADS", help=argparse.SUPPRESS)  # (the layer: from the environment)
     args = parser.parse_args(argv)
     if args.one:
-        one_layer(args.size, int(args.one[1]), args.kernel, args.rounds, args.pause)
+        one_layer(args.size, args.one, args.kernel, args.rounds, args.pause)
         return
     print(f"# {args.size}x{args.size} float32, dense {args.kernel}x{args.kernel}, {args.pause * 1e3:.0f} ms before each call")
     print()
@@ -71,7 +71,7 @@ def main(argv=None):
     for threads in args.threads.split(","):
         for layer in args.layers.split(","):
             env = dict(os.environ, NUMBA_THREADING_LAYER=layer)
-            command = [sys.executable, __file__, "--one", layer, threads, "--size", str(args.size), "--kernel", str(args.kernel), "--rounds", str(args.rounds), "--pause", str(args.pause)]
+            command = [sys.executable, __file__, "--one", threads, "--size", str(args.size), "--kernel", str(args.kernel), "--rounds", str(args.rounds), "--pause", str(args.pause)]
             done = subprocess.run(command, env=env, capture_output=True, text=True)
             if done.returncode != 0:
                 reason = (done.stderr.strip().splitlines() or ["failed"])[-1]
