@@ -10,15 +10,17 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+import sys
 from dataclasses import dataclass
 
 import numpy as np
 
 from imgconv import choices
+from imgconv.choices import NATIVE_DTYPES
 from imgconv.errors import shorten
 from imgconv.engine.finish import Finish, clip_to_range, float32_range, shift, to_dtype
 from imgconv.engine.plan import Plan, check_request, make_plan
-from imgconv.engine.run import convolve_planned
+from imgconv.engine.run import convolve_planned, repeat_of
 from imgconv.engine.run import takes_pillow_rows as _route_takes_pillow_rows
 
 ALPHA_POLICIES = choices.ALPHA_POLICIES
@@ -160,6 +162,13 @@ def convolve(
     -------
     ndarray, the shape of ``image``: float32, or ``output`` (and the plan when ``explain``).
 
+    Notes
+    -----
+    A call that repeats an earlier one's kernel and settings over an image of the same
+    shape and dtype (C-contiguous, uint8, uint16 or float32, the kernel a numpy array of
+    at most 4 KB) goes straight to the kernel prepared for it, without planning again:
+    filtering frame after frame costs the kernel's time and little more.
+
     Examples
     --------
     >>> import numpy as np, imgconv
@@ -172,6 +181,12 @@ def convolve(
     >>> imgconv.convolve(image, np.ones((1, 2)), output=frame) is frame
     True
     """
+    key = _repeat_key(image, kernel, mode, cval, backend, strategy, threads, output)
+    repeat = None if key is None else _REPEATS.get(key)
+    if repeat is not None:
+        result = _run_repeat(repeat, image, output, key[-1])
+        if result is not None:
+            return (result, repeat.plan) if explain else result
     array = check_image(image)
     weights = check_kernel(kernel)
     mode = choices.canonical_mode(mode)
@@ -198,7 +213,79 @@ def convolve(
         result = target  # (the kernels' result is a view of it)
     elif dtype is not None:
         result = result.astype(dtype, copy=False)
+    if key is not None and dtype is None and (target is None or direct):
+        _keep_repeat(key, plan, array, mode, cval, threads)
     return (result, plan) if explain else result
+
+
+# Calls repeated with the same kernel, settings and kind of image (a filter applied frame
+# after frame, a loop over tiles) skip the validation, planning and routing they repeat:
+# those are about 300 us of Python right after other work has left the caches cold, against
+# the 160 us of the compiled kernel's own call over 64 x 64 (docs/performance.md, "Repeated
+# calls").  Keyed by everything those steps read; made only after a call has passed them.
+# A plain dict, emptied when full: threads share it without a lock.
+_REPEATS = {}
+_REPEATS_SIZE = 64
+_REPEAT_KERNEL_BYTES = 4096  # larger kernels cost more than the steps skipped
+
+
+def _repeat_key(image, kernel, mode, cval, backend, strategy, threads, output):
+    """The :data:`_REPEATS` key of a call, or None where the call cannot repeat one: only
+    plain arrays, an image the kernels read as it is (C-contiguous, aligned, writable, of
+    a native dtype), a small kernel, and no output or a float32 one.  Its last element is
+    numba's thread setting in this thread (read once the compiled kernels have run)."""
+    if type(image) is not np.ndarray or type(kernel) is not np.ndarray or kernel.nbytes > _REPEAT_KERNEL_BYTES:
+        return None
+    if "imgconv.engine.cpu" not in sys.modules or not image.size:
+        return None  # (no compiled pass has run; and numba's threads start with it, on its layer)
+    flags = image.flags
+    if not (flags.c_contiguous and flags.aligned and flags.writeable) or image.dtype not in NATIVE_DTYPES:
+        return None
+    if type(cval) is float:
+        cval_key = cval.hex()  # (tells -0.0 from 0.0)
+    elif type(cval) is int:
+        cval_key = cval
+    else:
+        return None
+    if output is not None and (type(output) is not np.ndarray or output.dtype != np.float32):
+        return None
+    if type(threads) is not int and threads is not None:
+        return None
+    current = sys.modules["numba"].get_num_threads()
+    return (image.shape, image.dtype, kernel.shape, kernel.dtype, kernel.tobytes(), mode, cval_key, backend, strategy, threads, output is None, current)
+
+
+def _run_repeat(repeat, image, output, current):
+    """The result of a kept :class:`imgconv.engine.run.Repeat` for this call, or None where
+    ``output`` is not an array the kernels may write (the full path then copies into it), or
+    the repeat no longer holds."""
+    if output is not None:
+        flags = output.flags
+        if (
+            output.shape != image.shape
+            or not (flags.c_contiguous and flags.aligned and flags.writeable)
+            or not output.dtype.isnative
+            or np.may_share_memory(output, image)
+        ):
+            return None
+    rows = image if image.ndim == 2 else image.reshape(image.shape[0], -1)
+    out = None if output is None else output.reshape(rows.shape)
+    result = repeat(rows, out, current)
+    if result is None:  # (imgconv.tunables changed since it was kept)
+        return None
+    return output if output is not None else result.reshape(image.shape)
+
+
+def _keep_repeat(key, plan, array, mode, cval, threads):
+    """Keep the :class:`imgconv.engine.run.Repeat` of a call that has just run, where it ran
+    one compiled CPU pass over the image as it is."""
+    rows = array if array.ndim == 2 else array.reshape(array.shape[0], -1)
+    repeat = repeat_of(plan, rows, _channels(array), mode=mode, cval=cval, threads=threads)
+    if repeat is None:
+        return
+    if len(_REPEATS) >= _REPEATS_SIZE:
+        _REPEATS.clear()
+    _REPEATS[key] = repeat
 
 
 def _check_output(output, array):

@@ -74,6 +74,16 @@ import pytest  # noqa: E402
 MODES = ("reflect", "mirror", "nearest", "wrap", "constant")
 
 
+@pytest.fixture(autouse=True)
+def _no_kept_repeats():
+    """Each test starts with no repeated calls kept (``imgconv.filtering._REPEATS``): a
+    test that patches the planner or the routes sees its patch on every call."""
+    filtering = sys.modules.get("imgconv.filtering")
+    if filtering is not None:
+        filtering._REPEATS.clear()
+    yield
+
+
 @pytest.fixture
 def rng():
     """A generator with a fresh seed, printed so a failure can be replayed."""

@@ -527,3 +527,100 @@ def test_output_of_unusual_layouts(rng):
         target = np.full(shape, np.nan, np.float32)
         assert imgconv.convolve(empty, kernel, output=target) is target
         assert imgconv.convolve(empty.astype(np.uint8), kernel, output=target).shape == shape
+
+
+# --- repeated calls (filtering._REPEATS) ---------------------------------------------------------
+
+
+def _fresh_result(image, kernel, **kwargs):
+    """The call's result with nothing kept from earlier calls."""
+    from imgconv import filtering
+
+    filtering._REPEATS.clear()
+    return imgconv.convolve(image, kernel, **kwargs)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+@pytest.mark.parametrize("shape", [(37, 29), (23, 31, 3)])
+@pytest.mark.parametrize("kernel_kind", ["dense", "separable", "sparse"])
+def test_repeated_calls_are_the_first_calls_bit_for_bit(rng, dtype, shape, kernel_kind):
+    mode = rng.choice(MODES)
+    kernel = {
+        "dense": rng.normal(size=(3, 3)),
+        "separable": np.outer(rng.normal(size=5), rng.normal(size=3)),
+        "sparse": rng.normal(size=(4, 6)) * (rng.random((4, 6)) < 0.4),
+    }[kernel_kind]
+    kernel[0, 0] = 1.0  # (never all zero)
+    scale = 200 if dtype == np.uint8 else 60000 if dtype == np.uint16 else 1
+    for _ in range(3):  # new pixels each call: what is kept must be the call, never its result
+        image = (rng.random(shape) * scale).astype(dtype)
+        cval = float(rng.normal())
+        frame = np.empty(shape, np.float32)
+        got = imgconv.convolve(image, kernel, mode=mode, cval=cval)
+        again = imgconv.convolve(image, kernel, mode=mode, cval=cval)
+        into = imgconv.convolve(image, kernel, mode=mode, cval=cval, output=frame)
+        assert into is frame
+        assert_close_to_reference(got, image, kernel, mode, cval)
+        fresh = _fresh_result(image, kernel, mode=mode, cval=cval)
+        for result in (got, again, into):
+            np.testing.assert_array_equal(result, fresh)
+
+
+def test_a_repeated_call_skips_planning(rng, monkeypatch):
+    from imgconv.engine import run
+
+    image, kernel = rng.random((48, 40)).astype(np.float32), rng.normal(size=(5, 5))
+    first, plan = imgconv.convolve(image, kernel, mode="wrap", explain=True)
+
+    def no_planning(*args, **kwargs):
+        raise AssertionError("planned again")
+
+    monkeypatch.setattr(run, "make_plan", no_planning)
+    image2 = rng.random((48, 40)).astype(np.float32)
+    second, plan2 = imgconv.convolve(image2, kernel, mode="wrap", explain=True)
+    assert plan2 is plan
+    assert_close_to_reference(second, image2, kernel, "wrap")
+    with pytest.raises(AssertionError, match="planned again"):  # another kernel is planned
+        imgconv.convolve(image2, kernel * 2, mode="wrap")
+
+
+def test_repeated_calls_keep_every_setting_apart(rng):
+    image = rng.random((30, 26)).astype(np.float32)
+    kernel = np.array([[0.0, 0.0, 1.0]])  # the first column reads only outside the image
+    results = {}
+    for cval in (0.0, -0.0, 2.0, 2):
+        for mode in ("constant", "wrap", "nearest"):
+            for threads in (None, 1, 2):
+                got = imgconv.convolve(image, kernel, mode=mode, cval=cval, threads=threads)
+                fresh = _fresh_result(image, kernel, mode=mode, cval=cval, threads=threads)
+                np.testing.assert_array_equal(got, fresh)
+                assert np.array_equal(np.signbit(got), np.signbit(fresh))
+                results[cval, mode, threads] = got
+    np.testing.assert_array_equal(results[2.0, "constant", 1][:, 0], 2.0)
+    np.testing.assert_array_equal(results[2.0, "wrap", 2][:, 0], image[:, -1])
+
+
+def test_a_repeated_call_still_checks_its_output_and_threads(rng):
+    import numba
+
+    image, kernel = rng.random((20, 24)).astype(np.float32), rng.normal(size=(3, 3))
+    frame = np.empty(image.shape, np.float32)
+    imgconv.convolve(image, kernel, output=frame, threads=1)
+    imgconv.convolve(image, kernel, output=frame, threads=1)
+    with pytest.raises(ValueError, match="output must have the image's shape"):
+        imgconv.convolve(image, kernel, output=np.empty((20, 23), np.float32), threads=1)
+    with pytest.raises(ValueError, match="output is read-only"):
+        locked = np.empty(image.shape, np.float32)
+        locked.setflags(write=False)
+        imgconv.convolve(image, kernel, output=locked, threads=1)
+    # Into the image itself (the kernels would read what they write): made apart, copied in.
+    expected = _fresh_result(image, kernel, threads=1)
+    imgconv.convolve(image, kernel, output=frame, threads=1)
+    assert imgconv.convolve(image, kernel, output=image, threads=1) is image
+    np.testing.assert_array_equal(image, expected)
+    before = numba.get_num_threads()
+    imgconv.convolve(frame, kernel, threads=1)
+    imgconv.convolve(frame, kernel, threads=1)
+    assert numba.get_num_threads() == before
+    with pytest.raises(ValueError, match="threads must be"):
+        imgconv.convolve(frame, kernel, threads=10**6)

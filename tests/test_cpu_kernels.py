@@ -169,7 +169,7 @@ def test_separable_sums_in_the_one_order(rng, float_rows, mode, lengths):
         channels = 1 if image.ndim == 2 else image.shape[2]
         rows = image.reshape(shape[0], -1)
         out = np.empty(rows.shape, np.float32)
-        cpu._separable_pass(rows, channels, column, row, mode, cval, out, FLOAT32)
+        cpu._separable_call(rows, channels, column, row, mode, cval, FLOAT32)(rows, out)
         np.testing.assert_array_equal(out, ordered_separable(rows, channels, column, row, mode, cval), err_msg=f"{shape} {dtype}")
 
 

@@ -85,6 +85,7 @@ guard_numba_cache()
 
 from imgconv import tunables  # noqa: E402
 from imgconv.engine import borders  # noqa: E402
+from imgconv.engine.helpers import new_rows  # noqa: E402
 from imgconv.engine.sweeps import DENSE_PAIRS, FUSED_TAPS, PAIRED_TAPS  # noqa: E402  (the planner reads them too)
 
 COMPILE_OPTIONS = dict(cache=True, nogil=True)
@@ -720,12 +721,6 @@ def _prepared(weights, rows, channels, stride, mode, cval, finish, bands, make):
     return found
 
 
-def _plain_out(out, finish):
-    """``out`` where the kernels may sum straight into it (float32, nothing to finish), else
-    an empty float32 array: one compiled signature per input dtype either way."""
-    return out if finish.plain else _NO_FLOAT_ROWS
-
-
 def _bands(threads):
     """Bands of output rows for ``threads`` (the entry point's count, which engine.run has
     set numba to; asking numba again costs a lock)."""
@@ -788,9 +783,27 @@ def _pairing(kernel):
     return {(3, 3): PAIR_DENSE3X3, (5, 5): PAIR_DENSE5X5}.get((kh, kw), PAIR_NONE)
 
 
-def _separable_pass(rows, channels, column, row, mode, cval, out, finish, row_map=None, bands=None, stride=None, threads=None):
-    """``out`` = the rank-1 kernel ``outer(column, row)`` over ``rows``, both passes in one sweep
-    (``row_map``, ``bands``, ``stride``, ``threads``: as for :func:`run_direct`)."""
+class KernelCall:
+    """One of the two kernels (``_direct_rows``, ``_separable_rows``) with every argument but
+    its source rows and output prepared: ``call(rows, out, row_map=None)`` fills ``out``
+    from ``rows`` of the shape and dtype it was prepared for.  Kept in :data:`_PREPARED`,
+    and by ``engine.run.Repeat`` for calls that repeat one convolution."""
+
+    __slots__ = ("kernel", "in_place", "full_map", "taps", "rest", "plain", "channels", "stride")
+
+    def __init__(self, kernel, in_place, full_map, taps, rest, finish, channels, stride):
+        self.kernel, self.in_place, self.full_map, self.taps, self.rest = kernel, in_place, full_map, taps, rest
+        self.plain, self.channels, self.stride = finish.plain, np.int64(channels), np.int64(stride)
+
+    def __call__(self, rows, out, row_map=None):
+        fsrc = rows if self.in_place else _NO_FLOAT_ROWS
+        fout = out if self.plain else _NO_FLOAT_ROWS  # (one compiled signature per input dtype)
+        self.kernel(rows, fsrc, *self.taps, self.full_map if row_map is None else row_map, *self.rest, out, fout, self.channels, self.stride)
+
+
+def _separable_call(rows, channels, column, row, mode, cval, finish, bands=None, stride=None, threads=None):
+    """The :class:`KernelCall` of the rank-1 kernel ``outer(column, row)``, both passes in one
+    sweep (``bands``, ``stride``, ``threads``: as for :func:`run_direct`)."""
     row = np.asarray(row, np.float64)
     column = np.asarray(column, np.float64)
     stride = _checked_stride(rows, channels, stride, finish)
@@ -805,11 +818,10 @@ def _separable_pass(rows, channels, column, row, mode, cval, out, finish, row_ma
         row_weights = np.ascontiguousarray(row[::-1], dtype=np.float32)
         column_weights = np.ascontiguousarray(column[::-1], dtype=np.float32)
         # Rows beyond the image hold cval in every column: their row pass gives cval * sum(row).
-        return in_place, full_map, (offsets, row_weights, column_weights), (col_map, np.float32(cval), np.float32(cval * row.sum()), lead, in_place, bands, _tile(channels, stride), finish.spec())
+        rest = (col_map, np.float32(cval), np.float32(cval * row.sum()), lead, in_place, bands, _tile(channels, stride), finish.spec())
+        return KernelCall(_separable_rows, in_place, full_map, (offsets, row_weights, column_weights), rest, finish, channels, stride)
 
-    in_place, full_map, taps, rest = _prepared(weights, rows, channels, stride, mode, cval, finish, bands, prepare)
-    fsrc = rows if in_place else _NO_FLOAT_ROWS
-    _separable_rows(rows, fsrc, *taps, full_map if row_map is None else row_map, *rest, out, _plain_out(out, finish), np.int64(channels), np.int64(stride))
+    return _prepared(weights, rows, channels, stride, mode, cval, finish, bands, prepare)
 
 
 def _checked_stride(rows, channels, stride, finish):
@@ -846,6 +858,14 @@ def run_direct(plan, rows, channels, mode, cval, finish, threads, *, row_map=Non
     (Pillow's RGB rows: 4, ``engine.run.pixel_stride``), and so does the output, its
     extra elements 255; integer rows and finish only (``_checked_stride``).
     """
+    if out is None:
+        out = new_rows(rows.shape, finish.dtype, threads)
+    _direct_call(plan, rows, channels, mode, cval, finish, threads, bands, pixel_stride)(rows, out, row_map)
+    return out, True
+
+
+def _direct_call(plan, rows, channels, mode, cval, finish, threads, bands=None, pixel_stride=None):
+    """The :class:`KernelCall` of :func:`run_direct`."""
     kernel = plan.kernel
     stride = _checked_stride(rows, channels, pixel_stride, finish)
     bands = _bands(threads) if bands is None else bands
@@ -861,14 +881,21 @@ def run_direct(plan, rows, channels, mode, cval, finish, threads, *, row_map=Non
         in_place = _in_place(rows, channels, kw, len(taps_u), _rows_at_once(pairing, kh, taps_u))
         taps = (taps_u.astype(np.int64), (taps_v * channels).astype(np.int64), np.ascontiguousarray(flipped[taps_u, taps_v], dtype=np.float32), kh)
         rest = (col_map, np.float32(cval), lead, in_place, pairing, bands, _tile(channels, stride), finish.spec())
-        return in_place, full_map, taps, rest
+        return KernelCall(_direct_rows, in_place, full_map, taps, rest, finish, channels, stride)
 
-    in_place, full_map, taps, rest = _prepared(weights, rows, channels, stride, mode, cval, finish, bands, prepare)
-    fsrc = rows if in_place else _NO_FLOAT_ROWS
-    if out is None:
-        out = np.empty(rows.shape, finish.dtype)
-    _direct_rows(rows, fsrc, *taps, full_map if row_map is None else row_map, *rest, out, _plain_out(out, finish), np.int64(channels), np.int64(stride))
-    return out, True
+    return _prepared(weights, rows, channels, stride, mode, cval, finish, bands, prepare)
+
+
+def one_pass_call(plan, rows, channels, mode, cval, finish, threads):
+    """The :class:`KernelCall` that runs ``plan`` over packed ``rows`` like these in one
+    pass (a direct kernel, or one separable pair), as :func:`run_direct` and
+    :func:`run_separable` run it; None for plans of several passes."""
+    if plan.strategy == "direct":
+        return _direct_call(plan, rows, channels, mode, cval, finish, threads)
+    if plan.strategy == "separable" and len(plan.factors) == 1:
+        (column, row), = plan.factors
+        return _separable_call(rows, channels, column, row, mode, cval, finish, threads=threads)
+    return None
 
 
 def run_separable(plan, rows, channels, mode, cval, finish, threads, *, row_map=None, out=None, bands=None, pixel_stride=None):
@@ -882,14 +909,14 @@ def run_separable(plan, rows, channels, mode, cval, finish, threads, *, row_map=
     if len(plan.factors) == 1:
         (column, row), = plan.factors
         if out is None:
-            out = np.empty(shape, finish.dtype)
-        _separable_pass(rows, channels, column, row, mode, cval, out, finish, row_map, bands, pixel_stride, threads)
+            out = new_rows(shape, finish.dtype, threads)
+        _separable_call(rows, channels, column, row, mode, cval, finish, bands, pixel_stride, threads)(rows, out, row_map)
         return out, True
     _checked_stride(rows, channels, pixel_stride, FLOAT32)  # several pairs: packed only
-    total = np.empty(shape, np.float32) if out is None else out
-    part = np.empty(shape, np.float32)
+    total = new_rows(shape, np.float32, threads) if out is None else out
+    part = new_rows(shape, np.float32, threads)
     for index, (column, row) in enumerate(plan.factors):
-        _separable_pass(rows, channels, column, row, mode, cval, total if index == 0 else part, FLOAT32, row_map, bands, None, threads)
+        _separable_call(rows, channels, column, row, mode, cval, FLOAT32, bands, None, threads)(rows, total if index == 0 else part, row_map)
         if index:
             total += part
     return total, False

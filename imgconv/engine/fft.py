@@ -159,7 +159,7 @@ def run_fft(plan, rows, channels, mode, cval, finish, threads, *, gather=None, s
     row_map = borders.index_map(height, top, rows_needed - height - top, mode)
     col_map = borders.index_map(width, left, cols_needed - width - left, mode)
     spectrum = _spectrum(kernel, n)
-    out_rows = np.empty(rows.shape, finish.dtype) if out is None else out
+    out_rows = helpers.new_rows(rows.shape, finish.dtype, threads) if out is None else out
     cval32 = np.float32(cval)
 
     # One work item a tile and channel: more items than tiles share out evenly among the

@@ -33,6 +33,7 @@ from imgconv import tunables
 from imgconv.choices import NATIVE_DTYPES
 from imgconv.engine._threads import prefer_tbb
 from imgconv.engine.finish import FLOAT32, Finish, finish_array
+from imgconv.engine.helpers import new_rows
 from imgconv.engine.plan import Plan, direct_cost, make_plan, separable_cost
 
 # (backend, strategy) -> (module, entry point); imported when a plan runs.
@@ -338,6 +339,7 @@ def run(
     elements = rows.size // stride * channels
     taps = _work(plan, 1.0)
     entry, compiled_route = _entry(plan, elements, taps)
+    _last_run.compiled = plan if compiled_route and plan.backend == "cpu" else None
     extra = {}
     if stride != channels:
         if _takes_stride(plan, rows, finish, compiled_route):
@@ -364,6 +366,66 @@ def run(
         np.copyto(out, result)
         return out
     return result
+
+
+def _tunable_settings() -> tuple:
+    """Every setting in ``imgconv.tunables`` as it is now (0.4 us): a :class:`Repeat` is
+    made under them."""
+    return tuple(vars(tunables).values())
+
+
+# The plan whose compiled CPU route this thread's last run() took (None: another route), for
+# repeat_of: a Repeat is made only of what has just run.
+_last_run = threading.local()
+
+
+class Repeat:
+    """:func:`run` of one plan, made once for the calls that repeat it (``filtering.convolve``
+    keeps them): every decision :func:`run` makes from the plan, the rows' shape and dtype
+    and the settings (thread count, route, the kernel's prepared arguments, this thread or
+    the kernel thread) is taken here, so a repeated small call costs the kernel's own call.
+    ``repeat(rows, out)`` runs it over rows of that shape and dtype (``out``: None, or
+    float32 rows as :func:`run` takes them)."""
+
+    __slots__ = ("plan", "call", "count", "here", "settings")
+
+    def __init__(self, plan, call, count, here):
+        self.plan, self.call, self.count, self.here = plan, call, count, here
+        self.settings = _tunable_settings()
+
+    def __call__(self, rows, out=None, current=None):
+        """The result (``out`` where given), or None where ``imgconv.tunables`` has changed
+        since (the decisions kept may no longer be :func:`run`'s: run it instead).
+        ``current``: numba's setting in this thread, where the caller has just read it."""
+        if _tunable_settings() != self.settings:
+            return None
+        if out is None:
+            out = new_rows(rows.shape, np.float32, self.count)
+        call, count = self.call, self.count
+
+        def execute(known=None):
+            with numba_threads(count, known):
+                call(rows, out)
+
+        if self.here:
+            execute(current)
+        else:
+            _interruptible(execute)
+        return out
+
+
+def repeat_of(plan: Plan, rows: np.ndarray, channels: int, *, mode: str, cval: float, threads: int | None):
+    """A :class:`Repeat` of what :func:`run` has just done for packed ``rows`` with a plain
+    float32 finish, where that was one compiled CPU pass; else None (numpy's routes, which
+    run while the kernels are not loaded, the FFT and several passes)."""
+    elements = rows.size
+    if elements == 0 or not _one_cpu_pass(plan) or getattr(_last_run, "compiled", None) is not plan:
+        return None
+    count = _thread_setting(threads)[0]
+    from imgconv.engine import cpu
+
+    call = cpu.one_pass_call(plan, rows, channels, mode, cval, FLOAT32, count)
+    return None if call is None else Repeat(plan, call, count, _short(plan, elements, _work(plan, 1.0)))
 
 
 class _KernelThread:
