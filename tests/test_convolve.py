@@ -624,3 +624,26 @@ def test_a_repeated_call_still_checks_its_output_and_threads(rng):
     assert numba.get_num_threads() == before
     with pytest.raises(ValueError, match="threads must be"):
         imgconv.convolve(frame, kernel, threads=10**6)
+
+
+def test_large_results_laid_apart_from_their_image_and_mapped_up_front(rng):
+    """Results of the kernels (engine/helpers.py ``new_rows``): a float32 result of 256 KB or
+    more lies 2 KB + 64 from its float32 image modulo 4 KB, and one of 32 MiB or more made
+    for one thread has its pages mapped before the kernel writes it; the sums are the same."""
+    from imgconv.engine import helpers
+
+    image = rng.random((400, 300)).astype(np.float32)
+    for kernel in (rng.normal(size=(3, 3)), np.outer(rng.normal(size=5), rng.normal(size=7))):
+        for _ in range(2):  # the first call and its repeat
+            got = imgconv.convolve(image, kernel, mode="mirror")
+            assert (got.ctypes.data - image.ctypes.data) % 4096 == helpers._APART
+            assert got.flags.c_contiguous and got.flags.writeable and got.flags.aligned
+            assert_close_to_reference(got, image, kernel, "mirror")
+    large = rng.random((3000, 3000)).astype(np.float32)
+    assert large.nbytes >= helpers.FRESH_PAGES_BYTES
+    kernel = rng.normal(size=(3, 3))
+    got = imgconv.convolve(large, kernel, mode="nearest", threads=1)
+    np.testing.assert_array_equal(got, imgconv.convolve(large, kernel, mode="nearest", threads=2))
+    rows = slice(0, 3000, 997)
+    expected = plain_scipy_convolve(large[:, :], kernel, "nearest")[rows]
+    np.testing.assert_allclose(got[rows], expected, rtol=0, atol=1e-5)

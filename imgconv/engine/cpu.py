@@ -859,7 +859,7 @@ def run_direct(plan, rows, channels, mode, cval, finish, threads, *, row_map=Non
     extra elements 255; integer rows and finish only (``_checked_stride``).
     """
     if out is None:
-        out = new_rows(rows.shape, finish.dtype, threads)
+        out = new_rows(rows.shape, finish.dtype, threads, rows)
     _direct_call(plan, rows, channels, mode, cval, finish, threads, bands, pixel_stride)(rows, out, row_map)
     return out, True
 
@@ -909,7 +909,7 @@ def run_separable(plan, rows, channels, mode, cval, finish, threads, *, row_map=
     if len(plan.factors) == 1:
         (column, row), = plan.factors
         if out is None:
-            out = new_rows(shape, finish.dtype, threads)
+            out = new_rows(shape, finish.dtype, threads, rows)
         _separable_call(rows, channels, column, row, mode, cval, finish, bands, pixel_stride, threads)(rows, out, row_map)
         return out, True
     _checked_stride(rows, channels, pixel_stride, FLOAT32)  # several pairs: packed only

@@ -103,9 +103,24 @@ _MADV_POPULATE_WRITE = 23  # Linux 5.14
 _madvise = None  # libc's madvise, once looked up; False where there is none
 
 
-def new_rows(shape, dtype, threads=None) -> np.ndarray:
+# Where a float32 result's rows lie against its source's, modulo 4 KB (see new_rows).
+_ALIAS_PERIOD = 4096
+_APART = 2048 + 64  # (measured a little faster than 2048 alone)
+_APART_MIN_BYTES = 256 << 10
+
+
+def new_rows(shape, dtype, threads=None, apart_from=None) -> np.ndarray:
     """``np.empty(shape, dtype)`` for a kernel's result, its pages mapped up front where it
     is large and one thread will write it.
+
+    ``apart_from``: the rows the kernel reads as it writes these (float32 rows are read
+    in place).  Where a store and a later load have the same address modulo 4 KB the core
+    takes the load to depend on the store and waits (4K aliasing), and two arrays from
+    the allocator usually start at the same offset in a page: a float32 3x3 over 2048 x
+    2048 took 3.71 ms into a result at the image's offset, 3.2-3.4 ms at offsets 1-3 KB
+    away (one thread, 50 ms before each call; docs/performance.md, "Fresh pages").  So a
+    float32 result of at least 256 KB over float32 rows is laid 2 KB from them modulo
+    4 KB: a view into an allocation 4 KB larger.
 
     A fresh page faults in (zeroed by the kernel) when first written; the kernel's zeroing
     then evicts the rows the sweep is reading.  Mapping all of them in one madvise call
@@ -113,7 +128,14 @@ def new_rows(shape, dtype, threads=None) -> np.ndarray:
     float32 on one thread (docs/performance.md, "Fresh pages").  With several threads
     their faults are zeroed in parallel, which one call in one thread would serialise.
     """
-    out = np.empty(shape, dtype)
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    if apart_from is None or nbytes < _APART_MIN_BYTES or dtype != np.float32 or apart_from.dtype != np.float32:
+        out = np.empty(shape, dtype)
+    else:
+        memory = np.empty(nbytes + _ALIAS_PERIOD, np.uint8)
+        start = (apart_from.ctypes.data + _APART - memory.ctypes.data) % _ALIAS_PERIOD
+        out = memory[start : start + nbytes].view(dtype).reshape(shape)
     if threads == 1 and out.nbytes >= FRESH_PAGES_BYTES:
         _populate(out)
     return out

@@ -400,7 +400,7 @@ class Repeat:
         if _tunable_settings() != self.settings:
             return None
         if out is None:
-            out = new_rows(rows.shape, np.float32, self.count)
+            out = new_rows(rows.shape, np.float32, self.count, rows)
         call, count = self.call, self.count
 
         def execute(known=None):
