@@ -20,7 +20,7 @@ from imgconv.choices import NATIVE_DTYPES
 from imgconv.errors import shorten
 from imgconv.engine.finish import Finish, clip_to_range, float32_range, shift, to_dtype
 from imgconv.engine.plan import Plan, check_request, make_plan
-from imgconv.engine.run import convolve_planned, repeat_of
+from imgconv.engine.run import convolve_planned, numba_thread_setting, repeat_of
 from imgconv.engine.run import takes_pillow_rows as _route_takes_pillow_rows
 
 ALPHA_POLICIES = choices.ALPHA_POLICIES
@@ -227,6 +227,7 @@ def convolve(
 _REPEATS = {}
 _REPEATS_SIZE = 64
 _REPEAT_KERNEL_BYTES = 4096  # larger kernels cost more than the steps skipped
+_NATIVE = frozenset(NATIVE_DTYPES)  # (a set: half the tuple's cost to search)
 
 
 def _repeat_key(image, kernel, mode, cval, backend, strategy, threads, output):
@@ -238,21 +239,16 @@ def _repeat_key(image, kernel, mode, cval, backend, strategy, threads, output):
         return None
     if "imgconv.engine.cpu" not in sys.modules or not image.size:
         return None  # (no compiled pass has run; and numba's threads start with it, on its layer)
-    flags = image.flags
-    if not (flags.c_contiguous and flags.aligned and flags.writeable) or image.dtype not in NATIVE_DTYPES:
+    if not image.flags.carray or image.dtype not in _NATIVE:  # (carray: C-contiguous, aligned, writable)
         return None
-    if type(cval) is float:
-        cval_key = cval.hex()  # (tells -0.0 from 0.0)
-    elif type(cval) is int:
-        cval_key = cval
-    else:
-        return None
+    if (type(cval) is not float and type(cval) is not int) or (cval == 0 and math.copysign(1.0, cval) < 0):
+        return None  # (-0.0 equals 0.0 as a key; it takes the full path)
     if output is not None and (type(output) is not np.ndarray or output.dtype != np.float32):
         return None
     if type(threads) is not int and threads is not None:
         return None
-    current = sys.modules["numba"].get_num_threads()
-    return (image.shape, image.dtype, kernel.shape, kernel.dtype, kernel.tobytes(), mode, cval_key, backend, strategy, threads, output is None, current)
+    current = numba_thread_setting()
+    return (image.shape, image.dtype, kernel.shape, kernel.dtype, kernel.tobytes(), mode, cval, backend, strategy, threads, output is None, current)
 
 
 def _run_repeat(repeat, image, output, current):

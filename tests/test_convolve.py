@@ -640,7 +640,7 @@ def test_large_results_laid_apart_from_their_image_and_mapped_up_front(rng):
             assert got.flags.c_contiguous and got.flags.writeable and got.flags.aligned
             assert_close_to_reference(got, image, kernel, "mirror")
     large = rng.random((3000, 3000)).astype(np.float32)
-    assert large.nbytes >= helpers.FRESH_PAGES_BYTES
+    assert large.nbytes >= helpers.POPULATE_MIN_BYTES
     kernel = rng.normal(size=(3, 3))
     got = imgconv.convolve(large, kernel, mode="nearest", threads=1)
     np.testing.assert_array_equal(got, imgconv.convolve(large, kernel, mode="nearest", threads=2))
