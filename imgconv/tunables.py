@@ -27,6 +27,13 @@ CPU_IN_PLACE_EDGE_WORK = 0.25
 # re-reads kh - 1 rows at its top.
 CPU_BANDS_PER_THREAD = 4
 
+# Memory of dropped results of 32 MiB or more kept for the next result of the same
+# size (engine/helpers.py new_rows), at most this many bytes; a result of another size
+# releases them all.  A fresh 64 MB result's page faults cost 8.4 ms, as long as a 3x3
+# over its image; in recycled memory a float32 3x3 over 4096 x 4096 on one thread took
+# TBD.  0: every large result is mapped afresh, and dropped memory goes back at once.
+RESULT_RECYCLE_BYTES = 256 << 20
+
 # --- the band driver (engine/stream.py: chains, repeat, strength, linear light, alpha) ----------
 
 # Elements of a band's float32 rows (about 6 MiB): each step of a chain keeps one such

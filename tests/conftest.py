@@ -77,10 +77,15 @@ MODES = ("reflect", "mirror", "nearest", "wrap", "constant")
 @pytest.fixture(autouse=True)
 def _no_kept_repeats():
     """Each test starts with no repeated calls kept (``imgconv.filtering._REPEATS``): a
-    test that patches the planner or the routes sees its patch on every call."""
+    test that patches the planner or the routes sees its patch on every call; and with no
+    dropped results' memory kept (``imgconv.engine.helpers``), so one test's results do not
+    hold memory through the next."""
     filtering = sys.modules.get("imgconv.filtering")
     if filtering is not None:
         filtering._REPEATS.clear()
+    helpers = sys.modules.get("imgconv.engine.helpers")
+    if helpers is not None:
+        helpers.release_recycled()
     yield
 
 

@@ -647,3 +647,50 @@ def test_large_results_laid_apart_from_their_image_and_mapped_up_front(rng):
     rows = slice(0, 3000, 997)
     expected = plain_scipy_convolve(large[:, :], kernel, "nearest")[rows]
     np.testing.assert_allclose(got[rows], expected, rtol=0, atol=1e-5)
+
+
+def test_large_results_recycle_only_memory_nothing_still_holds(rng, monkeypatch):
+    """A result of 32 MiB or more is made over the memory of one the caller has dropped, never
+    over one still held, whole or through a view; a result of another size releases the
+    kept memory, and RESULT_RECYCLE_BYTES = 0 keeps none."""
+    from imgconv import tunables
+    from imgconv.engine import helpers
+
+    shape = (3000, 3000)  # 36 MB of float32
+    kernel = rng.normal(size=(3, 3))
+    rows = slice(1, 3000, 1499)
+
+    def check(got, image):
+        expected = plain_scipy_convolve(image, kernel, "wrap")[rows]
+        np.testing.assert_allclose(got[rows], expected, rtol=0, atol=1e-5)
+
+    images = [rng.random(shape, dtype=np.float32) for _ in range(3)]
+    for threads in (1, 2):
+        helpers.release_recycled()
+        first = imgconv.convolve(images[0], kernel, mode="wrap", threads=threads)
+        view = first[2000:]  # holds the memory after `first` goes
+        kept = view.copy()
+        address = first.ctypes.data
+        del first
+        second = imgconv.convolve(images[1], kernel, mode="wrap", threads=threads)
+        assert not np.shares_memory(second, view)
+        np.testing.assert_array_equal(view, kept)
+        check(second, images[1])
+        del view
+        gone = second.ctypes.data
+        del second
+        assert len(helpers._free_memory) == 2
+        third = imgconv.convolve(images[2], kernel, mode="wrap", threads=threads)
+        assert abs(third.ctypes.data - gone) < 4096 or abs(third.ctypes.data - address) < 4096
+        assert (third.ctypes.data - images[2].ctypes.data) % 4096 == helpers._APART
+        check(third, images[2])
+        del third
+    other = imgconv.convolve(rng.random((3100, 3000), dtype=np.float32), kernel)
+    assert helpers._free_memory == []
+    del other
+    assert len(helpers._free_memory) == 1
+    monkeypatch.setattr(tunables, "RESULT_RECYCLE_BYTES", 0)
+    helpers.release_recycled()
+    dropped = imgconv.convolve(images[0], kernel, mode="wrap")
+    del dropped
+    assert helpers._free_memory == []

@@ -1,6 +1,6 @@
 """Helper threads for the work numpy runs in parallel (the FFT's tiles, engine/vector.py's
 and engine/stream.py's bands), kept between calls; and :func:`new_rows`, the kernels'
-result arrays.
+result arrays, whose large ones are recycled once the caller drops them.
 
 Each calling thread has its own helpers, so callers in different threads (a batch's
 threads, Dask's workers) never wait for each other's work.  Kept, not started per call:
@@ -19,6 +19,8 @@ import threading
 import weakref
 
 import numpy as np
+
+from imgconv import tunables
 
 _STOP = object()
 
@@ -113,8 +115,8 @@ _APART_MIN_BYTES = 256 << 10
 
 
 def new_rows(shape, dtype, threads=None, apart_from=None) -> np.ndarray:
-    """``np.empty(shape, dtype)`` for a kernel's result, its pages mapped up front where it
-    is large and one thread will write it.
+    """``np.empty(shape, dtype)`` for a kernel's result: laid apart from the rows it is
+    computed from, and, where it is large, in recycled memory or mapped up front.
 
     ``apart_from``: the rows the kernel reads as it writes these (float32 rows are read
     in place).  Where a store and a later load have the same address modulo 4 KB the core
@@ -125,23 +127,94 @@ def new_rows(shape, dtype, threads=None, apart_from=None) -> np.ndarray:
     float32 result of at least 256 KB over float32 rows is laid 2 KB and a cache line
     from them modulo 4 KB: a view into an allocation 4 KB larger.
 
-    A fresh page faults in (zeroed by the kernel) when first written; the kernel's zeroing
-    then evicts the rows the sweep is reading.  Mapping all of them in one madvise call
-    before the sweep measured 34.5 against 37.6 ms for a 13-tap Gaussian over 4096 x 4096
-    float32 on one thread (docs/performance.md, "Fresh pages").  With several threads
-    their faults are zeroed in parallel, which one call in one thread would serialise.
+    A result of 32 MiB or more is mapped afresh by the allocator on every call, and each
+    fresh page faults in, zeroed by the OS, when first written: for a 64 MB result 8.4 ms,
+    as long as a 3x3 over its image takes into existing memory.  So such a result is
+    made over the memory of one the caller has dropped (:func:`_recycled`), and where
+    none is free and one thread will write it, its pages are mapped in one madvise call
+    before the sweep, so that the OS's zeroing does not evict the rows the sweep is
+    reading (34.5 against 37.6 ms for a 13-tap Gaussian over 4096 x 4096 float32; with
+    several threads their faults are zeroed in parallel, which one call would serialise).
     """
     dtype = dtype if isinstance(dtype, np.dtype) else np.dtype(dtype)
     nbytes = math.prod(shape) * dtype.itemsize  # (np.prod: 150 us with cold caches)
-    if apart_from is None or nbytes < _APART_MIN_BYTES or dtype != np.float32 or apart_from.dtype != np.float32:
-        out = np.empty(shape, dtype)
-    else:
-        memory = np.empty(nbytes + _ALIAS_PERIOD, np.uint8)
-        start = (apart_from.ctypes.data + _APART - memory.ctypes.data) % _ALIAS_PERIOD
-        out = memory[start : start + nbytes].view(dtype).reshape(shape)
-    if threads == 1 and out.nbytes >= POPULATE_MIN_BYTES:
-        _populate(out)
-    return out
+    apart = (
+        apart_from is not None
+        and nbytes >= _APART_MIN_BYTES
+        and dtype == np.float32
+        and apart_from.dtype == np.float32
+    )
+    if nbytes >= POPULATE_MIN_BYTES:
+        memory, fresh = _recycled(nbytes + _ALIAS_PERIOD)
+        start = (apart_from.ctypes.data + _APART - memory.ctypes.data) % _ALIAS_PERIOD if apart else 0
+        out = np.asarray(_Lent(memory, start, tuple(shape), dtype))
+        if fresh and threads == 1:
+            _populate(out)
+        return out
+    if not apart:
+        return np.empty(shape, dtype)
+    memory = np.empty(nbytes + _ALIAS_PERIOD, np.uint8)
+    start = (apart_from.ctypes.data + _APART - memory.ctypes.data) % _ALIAS_PERIOD
+    return memory[start : start + nbytes].view(dtype).reshape(shape)
+
+
+# The memory of large results their callers have dropped, newest last, for the next
+# result of the same size (see new_rows and tunables.RESULT_RECYCLE_BYTES).
+_free_memory = []
+_free_lock = threading.RLock()  # (re-entrant: a result may be dropped while the lock is held)
+
+
+class _Lent:
+    """The memory under one large result, lent to it: numpy keeps this object as the
+    result's base, alive as long as the result or any view of it is, and when the last
+    goes the memory is kept for the next result of its size instead of unmapped."""
+
+    __slots__ = ("memory", "__array_interface__")
+
+    def __init__(self, memory, start, shape, dtype):
+        self.memory = memory
+        self.__array_interface__ = {
+            "data": (memory.ctypes.data + start, False),
+            "shape": shape,
+            "typestr": dtype.str,
+            "version": 3,
+        }
+
+    def __del__(self):
+        try:
+            _give_back(self.memory)
+        except Exception:  # (at interpreter exit the module may be half gone)
+            pass
+
+
+def _give_back(memory) -> None:
+    limit = tunables.RESULT_RECYCLE_BYTES
+    if memory.nbytes > limit:
+        return
+    with _free_lock:
+        _free_memory.append(memory)
+        total = sum(m.nbytes for m in _free_memory)
+        while total > limit:
+            total -= _free_memory.pop(0).nbytes
+
+
+def _recycled(nbytes):
+    """(memory of ``nbytes`` bytes, whether it is fresh): a dropped result's where one that
+    size is kept.  Where none is, every kept one is released first: the sizes being asked
+    for have changed, and keeping them would only add to the memory in use."""
+    with _free_lock:
+        for i in range(len(_free_memory) - 1, -1, -1):
+            if _free_memory[i].nbytes == nbytes:
+                return _free_memory.pop(i), False
+        _free_memory.clear()
+    return np.empty(nbytes, np.uint8), True
+
+
+def release_recycled() -> None:
+    """Unmap every kept result's memory now (the memory a program holds after dropping
+    large results, back to the OS)."""
+    with _free_lock:
+        _free_memory.clear()
 
 
 def _populate(array) -> None:
