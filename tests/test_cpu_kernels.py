@@ -119,6 +119,34 @@ def test_dense_sweeps_follow_the_cpu(monkeypatch):
     assert not cpu._wide_vectors()
 
 
+@pytest.mark.parametrize("side", [3, 5])
+def test_dense_sweeps_of_every_row_count_sum_in_the_one_order(rng, side):
+    """The generated dense sweeps for 1 to 4 output rows (whichever this CPU runs): each row
+    the taps of its source rows, summed as ``_sum_expression`` orders them."""
+    from numba import njit
+
+    width = 37
+    lines = rng.random((side + 3, width + side), dtype=np.float32)
+    weights = rng.normal(size=side * side).astype(np.float32)
+    offsets = np.arange(side, dtype=np.int64)
+    rows = np.arange(side + 3, dtype=np.int64)[::-1].copy()  # (any rows, in any order)
+    for group in (1, 2, 3, 4):
+        namespace = {}
+        exec(cpu._rows_source("sweep", side * side, side, group), {}, namespace)  # noqa: S102 - the engine's template
+        sums = np.full((group, width + 2), np.nan, np.float32)
+        njit(namespace["sweep"])(sums, 1, lines, rows, offsets, weights, 0, width)
+        for r in range(group):
+            terms = [weights[t] * lines[rows[r + t // side], t % side : t % side + width] for t in range(side * side)]
+            expected = terms[0]
+            for first in range(0, len(terms), 4):  # the groups of four, then their running sum
+                block = terms[first]
+                for term in terms[first + 1 : first + 4]:
+                    block = block + term
+                expected = block if first == 0 else expected + block
+            np.testing.assert_array_equal(sums[r, 1 : 1 + width], expected)
+            assert np.isnan(sums[r, 0]) and np.isnan(sums[r, -1])
+
+
 def test_ring_rows_spread_over_the_cache_sets(rng):
     # A ring row holds its elements in an odd number of 64-byte lines (at most two more),
     # so rows 4 KB long (1024 grey float32 pixels) do not put one column of every row in
