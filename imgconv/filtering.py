@@ -167,7 +167,10 @@ def convolve(
     A call that repeats an earlier one's kernel and settings over an image of the same
     shape and dtype (C-contiguous, uint8, uint16 or float32, the kernel a numpy array of
     at most 4 KB) goes straight to the kernel prepared for it, without planning again:
-    filtering frame after frame costs the kernel's time and little more.
+    filtering frame after frame costs the kernel's time and little more.  A result of
+    32 MiB or more is made over the memory of a large result the caller has dropped (never
+    one still held, whole or through a view), so it pays no fresh page faults;
+    ``imgconv.tunables.RESULT_RECYCLE_BYTES`` bounds the memory kept (0: none).
 
     Examples
     --------
