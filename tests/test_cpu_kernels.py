@@ -137,7 +137,6 @@ def test_dense_sweeps_of_every_row_count_sum_in_the_one_order(rng, side):
         njit(namespace["sweep"])(sums, 1, lines, rows, offsets, weights, 0, width)
         for r in range(group):
             terms = [weights[t] * lines[rows[r + t // side], t % side : t % side + width] for t in range(side * side)]
-            expected = terms[0]
             for first in range(0, len(terms), 4):  # the groups of four, then their running sum
                 block = terms[first]
                 for term in terms[first + 1 : first + 4]:

@@ -146,7 +146,7 @@ def new_rows(shape, dtype, threads=None, apart_from=None) -> np.ndarray:
     )
     if nbytes >= POPULATE_MIN_BYTES:
         memory, fresh = _recycled(nbytes + _ALIAS_PERIOD)
-        start = (apart_from.ctypes.data + _APART - memory.ctypes.data) % _ALIAS_PERIOD if apart else 0
+        start = _start_apart(memory, apart_from) if apart else 0
         out = np.asarray(_Lent(memory, start, tuple(shape), dtype))
         if fresh and threads == 1:
             _populate(out)
@@ -154,8 +154,14 @@ def new_rows(shape, dtype, threads=None, apart_from=None) -> np.ndarray:
     if not apart:
         return np.empty(shape, dtype)
     memory = np.empty(nbytes + _ALIAS_PERIOD, np.uint8)
-    start = (apart_from.ctypes.data + _APART - memory.ctypes.data) % _ALIAS_PERIOD
+    start = _start_apart(memory, apart_from)
     return memory[start : start + nbytes].view(dtype).reshape(shape)
+
+
+def _start_apart(memory, rows) -> int:
+    """The byte in ``memory`` (4 KB more than the result) where a result starts _APART bytes
+    from ``rows`` modulo 4 KB."""
+    return (rows.ctypes.data + _APART - memory.ctypes.data) % _ALIAS_PERIOD
 
 
 # The memory of large results their callers have dropped, newest last, for the next
